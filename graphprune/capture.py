@@ -1,0 +1,152 @@
+"""Stage 1, capture: a model and example inputs in, an ATen-level fx graph with shapes out.
+
+The route is `torch.export.export(strict=False)` (see docs/DESIGN.md for why). The
+captured module keeps the user's calling convention (positional and keyword
+inputs, nested outputs) and the user's parameter names, and it pickles.
+
+The batch axis (dim 0 of every tensor input) is made dynamic when torch.export can
+prove it is, so the pruned model and its ONNX export accept any batch size. A
+batch of one is tiled to two for the capture, since export specialises sizes of 0
+and 1.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch.export import Dim
+from torch.utils import _pytree as pytree
+
+from graphprune.errors import TraceError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Captured:
+    """An fx.GraphModule whose nodes carry `meta['val']`, plus how it was made."""
+
+    module: fx.GraphModule
+    args: tuple
+    kwargs: dict
+    dynamic_batch: bool
+
+    @property
+    def graph(self) -> fx.Graph:
+        return self.module.graph
+
+
+def normalize_inputs(example: Any) -> tuple[tuple, dict]:
+    """A tensor, a tuple of positional inputs or a dict of keyword inputs -> (args, kwargs)."""
+    if isinstance(example, torch.Tensor):
+        return (example,), {}
+    if isinstance(example, dict):
+        return (), dict(example)
+    if isinstance(example, (tuple, list)):
+        return tuple(example), {}
+    raise TraceError(
+        f"example input of type {type(example).__name__} is not supported; "
+        "pass a tensor, a tuple of tensors (positional) or a dict (keyword inputs)"
+    )
+
+
+def _tile_batch(tree: Any) -> Any:
+    def tile(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 1:
+            return x.repeat(2, *([1] * (x.dim() - 1)))
+        return x
+
+    return pytree.tree_map(tile, tree)
+
+
+def _batch_dims(tree: Any) -> Any:
+    return pytree.tree_map(
+        lambda x: {0: Dim.AUTO} if isinstance(x, torch.Tensor) and x.dim() > 0 else None, tree
+    )
+
+
+def _user_line(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        path = frame.filename
+        if "/torch/" in path or "/graphprune/" in path or "site-packages/transformers" in path:
+            continue
+        return f"{path}:{frame.lineno}: {(frame.line or '').strip()}"
+    return ""
+
+
+def _explain(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    lowered = str(exc).lower()
+    if "data-dependent" in lowered or "data dependent" in lowered or "guard" in lowered:
+        hint = (
+            "the model branches on tensor values (data-dependent control flow); "
+            "rewrite that line with torch.where / torch.cond or make the branch depend on shapes only"
+        )
+    else:
+        hint = "make the model capturable by torch.export.export(model, args, strict=False)"
+    where = _user_line(exc)
+    return f"cannot capture the model: {first[:300]}" + (f" [at {where}]" if where else "") + f"; {hint}"
+
+
+def _export(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool):
+    if not dynamic:
+        return torch.export.export(model, args, kwargs, strict=False)
+    targs, tkwargs = _tile_batch(args), _tile_batch(kwargs)
+    bound = inspect.signature(model.forward).bind(*targs, **tkwargs)
+    shapes = {}
+    for name, value in bound.arguments.items():
+        kind = inspect.signature(model.forward).parameters[name].kind
+        spec = _batch_dims(value)
+        shapes[name] = spec if kind is not inspect.Parameter.VAR_KEYWORD else spec
+    return torch.export.export(model, targs, tkwargs, dynamic_shapes=shapes, strict=False)
+
+
+def _plain_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
+    """ep.module() without export's guard hook, so the result pickles like any GraphModule."""
+    gm = ep.module()
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op == "call_module" and node.target == "_guards_fn":
+            graph.erase_node(node)
+    graph._tracer_cls = None
+    graph._tracer_extras = {}
+    out = fx.GraphModule(gm, graph)
+    out._in_spec = gm._in_spec
+    out._out_spec = gm._out_spec
+    out.meta["graphprune_dynamic_batch"] = False
+    return out
+
+
+def capture(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None) -> Captured:
+    """Capture `model(*args, **kwargs)` in eval mode. The model is not modified."""
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    kwargs = dict(kwargs or {})
+    was_training = model.training
+    model.eval()
+    try:
+        try:
+            ep = _export(model, args, kwargs, dynamic=True)
+            dynamic = True
+        except Exception as exc:  # noqa: BLE001 - retried statically, reported below if that fails too
+            log.info("dynamic-batch capture failed (%s); retrying with static shapes", str(exc)[:200])
+            try:
+                ep = _export(model, args, kwargs, dynamic=False)
+            except Exception as exc2:  # noqa: BLE001 - every capture failure becomes one TraceError
+                raise TraceError(_explain(exc2)) from exc2
+            dynamic = False
+    finally:
+        model.train(was_training)
+    module = _plain_module(ep)
+    module.meta["graphprune_dynamic_batch"] = dynamic
+    module.graph.lint()
+    return Captured(module=module, args=copy.copy(args), kwargs=kwargs, dynamic_batch=dynamic)

@@ -1,0 +1,235 @@
+"""The `graphprune` command line: a thin layer over graphprune.api.
+
+Exit codes: 0 success, 2 a refused input or a check that failed (one line on stderr
+names the cause and the fix), 130 interrupted. Nothing is written unless the whole
+step succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from graphprune import io
+from graphprune.errors import GraphPruneError
+
+PICKLE_WARNING = (
+    "MODEL is a file written by torch.save(model) or torch.export.save (.pt2). Loading a pickled "
+    "module (torch.save) RUNS CODE FROM THE FILE: only use files you trust. Safe formats: .pt2, or "
+    "--arch package.module:factory with a state_dict; --safe refuses pickles."
+)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Structured pruning for PyTorch models. " + PICKLE_WARNING)
+console = Console(stderr=True)
+out_console = Console()
+
+ModelArg = typer.Argument(..., help="model file (.pt from torch.save, or .pt2 from torch.export.save)")
+ShapeOpt = typer.Option(None, "--input-shape", help="shape of one float example input, e.g. 1,3,224,224")
+ExampleOpt = typer.Option(None, "--example-input", help="torch.save'd tensor, tuple (positional) or dict (keyword) of inputs")
+ArchOpt = typer.Option(None, "--arch", help="package.module:factory that builds the model; MODEL is then a state_dict (safe)")
+SafeOpt = typer.Option(False, "--safe", help="refuse pickled models (they run code when loaded)")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _load(model: Path, arch, safe, example, shape):
+    module, stored = io.load_model(model, arch=arch, safe=safe)
+    return module, io.load_example(example, shape, fallback=stored)
+
+
+def _default_out(model: Path, suffix: str) -> Path:
+    return model.with_name(model.name.rsplit(".", 1)[0] + suffix)
+
+
+def _guard(fn):
+    """Turn graphprune's errors into one line and exit code 2; Ctrl-C into 130."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GraphPruneError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing was written", 130)
+
+    return wrapper
+
+
+@app.command()
+@_guard
+def shrink(
+    model: Path = ModelArg,
+    ratio: float = typer.Option(0.4, "--ratio", "-r", help="fraction of each prunable group to remove, in [0, 1)"),
+    input_shape: str | None = ShapeOpt,
+    example_input: Path | None = ExampleOpt,
+    output: Path | None = typer.Option(None, "-o", "--output", help="pruned model file [default: MODEL.pruned.pt]"),
+    global_ranking: bool = typer.Option(False, "--global", help="rank channels across groups (normalised scores, per-group cap)"),
+    round_to: int = typer.Option(1, "--round-to", help="keep each group's width a multiple of N"),
+    criterion: str = typer.Option("l2", "--criterion", help="importance: l1, l2 or random"),
+    arch: str | None = ArchOpt,
+    safe: bool = SafeOpt,
+    force: bool = typer.Option(False, "--force", help="replace OUTPUT if it exists (never the input)"),
+    onnx: bool = typer.Option(False, "--onnx", help="also export the pruned model to ONNX and check parity in ONNX Runtime"),
+    bench: bool = typer.Option(False, "--bench", help="with --onnx: benchmark original vs pruned in ONNX Runtime"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Prune MODEL and write the smaller dense model plus a JSON report beside it."""
+    from graphprune.api import shrink as run_shrink
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    out = output or _default_out(model, ".pruned.pt")
+    report_path = out.with_suffix(".json")
+    onnx_path = out.with_suffix(".onnx")
+    io.check_output(out, [model, example_input], force)
+    io.check_output(report_path, [model, example_input], force)
+    if onnx:
+        io.check_output(onnx_path, [model, example_input], force)
+    if not 0.0 <= ratio < 1.0:
+        raise io.InputError(f"--ratio {ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
+    module, example = _load(model, arch, safe, example_input, input_shape)
+    with console.status("starting") as status:
+        pruned, report = run_shrink(
+            module, example, ratio, global_ranking=global_ranking, round_to=round_to,
+            criterion=criterion, progress=lambda s: status.update(s),
+        )
+        extra = {}
+        if onnx:
+            status.update("exporting to ONNX and checking parity in ONNX Runtime")
+            extra["onnx"] = _export_pair(module, pruned, example, onnx_path, bench)
+    from graphprune.report import render
+
+    render(report, out_console)
+    io.save_model(pruned, out)
+    data = report.to_dict() | extra
+    io.save_text(json.dumps(data, indent=2, default=str), report_path)
+    out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else ""))
+
+
+def _export_pair(original, pruned, example, onnx_path: Path, bench: bool) -> dict:
+    from graphprune.capture import normalize_inputs
+    from graphprune.export import export_onnx
+
+    args, kwargs = normalize_inputs(example)
+    result = export_onnx(pruned, args, kwargs, onnx_path)
+    info = {"pruned": result.__dict__ | {"path": str(result.path)}}
+    if bench:
+        import tempfile
+
+        from graphprune.bench import bench as run_bench
+        from graphprune.bench import render as render_bench
+        from graphprune.cost import count_macs
+
+        with tempfile.TemporaryDirectory() as tmp:
+            base = export_onnx(original, args, kwargs, Path(tmp) / "original.onnx")
+            macs = [count_macs(original, args, kwargs), count_macs(pruned, args, kwargs)]
+            res = run_bench([base.path, result.path])
+            out_console.print(render_bench(res, macs=macs))
+            info["bench"] = res.to_dict()
+    return info
+
+
+@app.command()
+@_guard
+def inspect(
+    model: Path = ModelArg,
+    input_shape: str | None = ShapeOpt,
+    example_input: Path | None = ExampleOpt,
+    arch: str | None = ArchOpt,
+    safe: bool = SafeOpt,
+    show_all: bool = typer.Option(False, "--all", help="also list groups frozen by shape-only dims"),
+) -> None:
+    """Print the prunable groups of MODEL and what froze the others, without pruning."""
+    from rich.table import Table
+
+    from graphprune.api import analyze
+    from graphprune.planner import PlanOptions, plan
+    from graphprune.report import interesting
+
+    module, example = _load(model, arch, safe, example_input, input_shape)
+    with console.status("capturing and analysing"):
+        graph = analyze(module, example)
+        decisions = plan(graph, PlanOptions(ratio=0.0)).decisions
+    shown = list(decisions) if show_all else interesting(decisions)
+    table = Table(title=f"{len(shown)} groups ({len(decisions)} in all); dynamic batch: {graph.captured.dynamic_batch}")
+    for col in ("group", "width", "prunable channels", "frozen channels / why"):
+        table.add_column(col, overflow="fold")
+    by_name = {g.name: g for g in graph.groups}
+    for d in shown:
+        g = by_name.get(d.group)
+        table.add_row(d.group, str(d.width_before), str(d.candidates),
+                      f"{g.frozen_channels}: {g.reason}" if g and g.frozen_channels else "")
+    out_console.print(table)
+    for op in graph.unknown:
+        out_console.print(f"no rule, frozen: {op}")
+
+
+@app.command()
+@_guard
+def export(
+    model: Path = ModelArg,
+    input_shape: str | None = ShapeOpt,
+    example_input: Path | None = ExampleOpt,
+    output: Path | None = typer.Option(None, "-o", "--output", help="ONNX file [default: MODEL.onnx]"),
+    arch: str | None = ArchOpt,
+    safe: bool = SafeOpt,
+    force: bool = typer.Option(False, "--force", help="replace OUTPUT if it exists"),
+) -> None:
+    """Export MODEL to ONNX (dynamic batch), simplify it, and check parity in ONNX Runtime."""
+    from graphprune.capture import normalize_inputs
+    from graphprune.export import export_onnx
+
+    out = output or _default_out(model, ".onnx")
+    io.check_output(out, [model, example_input], force)
+    module, example = _load(model, arch, safe, example_input, input_shape)
+    args, kwargs = normalize_inputs(example)
+    with console.status("exporting"):
+        result = export_onnx(module, args, kwargs, out)
+    out_console.print(
+        f"wrote {out} ({result.exporter} exporter, simplified={result.simplified}); parity in ONNX Runtime: "
+        f"max abs error {result.max_abs_error:.3g}, max rel error {result.max_rel_error:.3g}"
+    )
+
+
+@app.command()
+@_guard
+def bench(
+    models: list[Path] = typer.Argument(..., help="ONNX files; the first is the baseline"),
+    batch: list[int] = typer.Option([1, 32], "--batch", "-b", help="batch sizes (repeat the option)"),
+    repeats: int = typer.Option(30, "--repeats"),
+    warmup: int = typer.Option(5, "--warmup"),
+    threads: int = typer.Option(2, "--threads", help="intra-op threads for the CPU provider"),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the results as JSON"),
+) -> None:
+    """Time ONNX models interleaved in ONNX Runtime on every available execution provider."""
+    from graphprune.bench import bench as run_bench
+    from graphprune.bench import render as render_bench
+
+    for m in models:
+        io._existing(m)
+    with console.status("benchmarking"):
+        res = run_bench(list(models), batch_sizes=tuple(batch), repeats=repeats, warmup=warmup, threads=threads)
+    out_console.print(render_bench(res))
+    if json_out:
+        io.save_text(json.dumps(res.to_dict(), indent=2, default=str), json_out)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[bold red]error:[/bold red] interrupted; nothing was written")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""What a model costs: parameters and multiply-accumulates (MACs) for one forward.
+
+MACs come from torch's own FlopCounterMode (MACs = FLOPs / 2) on the example input,
+so every op torch counts is counted, for the original and the pruned model alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: torch.nn.Module, args: tuple, kwargs: dict | None = None) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(*args, **(kwargs or {}))
+    return int(counter.get_total_flops() // 2)

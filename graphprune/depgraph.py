@@ -1,0 +1,194 @@
+"""Stage 2, the dependency graph: which elements of which dims must be removed together.
+
+Each node's op rule relates elements of its input and output dims (graphprune.rules);
+model inputs and outputs are frozen; dims a rule does not claim are frozen. Connected
+components of the element relation are *channels*: the unit of removal. Spaces that
+share any channel form a *group*: the set the planner prunes by one ratio.
+
+A channel is a candidate for removal when it touches at least one parameter and no
+frozen element. Every frozen channel keeps the reason it was frozen.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch.fx as fx
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from graphprune.capture import Captured
+from graphprune.errors import describe
+from graphprune.rules import RuleContext, lookup
+from graphprune.spaces import Space, Spaces, shape_of, tensor_values
+
+log = logging.getLogger(__name__)
+
+NO_RULE = 0  # reason priorities: lower wins when a channel has several
+BOUNDARY = 1
+OTHER = 2
+
+
+@dataclass(frozen=True, eq=False)
+class Group:
+    """Spaces coupled by shared channels, and which of its channels may go."""
+
+    index: int
+    name: str
+    spaces: tuple
+    reference: Space  # the parameter space whose width is reported
+    channels: np.ndarray  # candidate channel ids (component labels)
+    width: int  # elements of the reference space
+    frozen_channels: int
+    reason: str  # why the frozen channels are frozen; '' when none are
+    inexact: str  # why pruning this group changes values; '' when it does not
+
+
+@dataclass(frozen=True, eq=False)
+class DependencyGraph:
+    captured: Captured
+    spaces: Spaces
+    labels: np.ndarray  # element id -> channel id
+    frozen: np.ndarray  # channel id -> frozen?
+    reasons: dict  # channel id -> reason
+    groups: tuple
+    unknown: tuple  # descriptions of nodes without a rule
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.frozen)
+
+
+def _freeze_boundary(spaces: Spaces, node: fx.Node, why: str) -> None:
+    for value in tensor_values(node):
+        for d in range(len(shape_of(value))):
+            spaces.freeze((value, d), why)
+
+
+def _output_values(node: fx.Node) -> list:
+    found = []
+
+    def visit(a):
+        if isinstance(a, fx.Node):
+            found.extend(tensor_values(a))
+        elif isinstance(a, (list, tuple)):
+            for x in a:
+                visit(x)
+        elif isinstance(a, dict):
+            for x in a.values():
+                visit(x)
+
+    visit(node.args)
+    return found
+
+
+def _apply_rules(captured: Captured) -> tuple[Spaces, list, dict]:
+    spaces = Spaces()
+    unknown, priority = [], {}
+    for node in captured.graph.nodes:
+        if node.op == "placeholder":
+            _freeze_boundary(spaces, node, f"model input {node.name}")
+        elif node.op == "output":
+            for value in _output_values(node):
+                for d in range(len(shape_of(value))):
+                    spaces.freeze((value, d), "model output")
+        elif node.op in ("call_function", "call_method", "call_module"):
+            ctx = RuleContext(node, spaces)
+            found = lookup(node) if node.op == "call_function" else None
+            if found is None:
+                unknown.append(describe(node))
+                start = len(spaces.frozen)
+                ctx.freeze_unclaimed(f"no rule for {node.target} ({describe(node)})")
+                for k in range(start, len(spaces.frozen)):
+                    priority[k] = NO_RULE
+                continue
+            found.couple(ctx)
+            ctx.freeze_unclaimed(f"{describe(node)} does not map this dim")
+    return spaces, unknown, priority
+
+
+def _components(spaces: Spaces) -> np.ndarray:
+    n = spaces.total
+    if spaces.edges:
+        a = np.concatenate([e[0] for e in spaces.edges])
+        b = np.concatenate([e[1] for e in spaces.edges])
+    else:
+        a = b = np.zeros(0, dtype=np.int64)
+    matrix = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    _, labels = connected_components(matrix, directed=False)
+    return labels.astype(np.int64)
+
+
+def _frozen(spaces: Spaces, labels: np.ndarray, priority: dict) -> tuple[np.ndarray, dict]:
+    count = int(labels.max()) + 1 if len(labels) else 0
+    frozen = np.zeros(count, dtype=bool)
+    reasons, rank = {}, {}
+    for k, (ids, reason) in enumerate(spaces.frozen):
+        if len(ids) == 0:
+            continue
+        comps = np.unique(labels[ids])
+        frozen[comps] = True
+        p = priority.get(k, BOUNDARY if reason.startswith("model ") else OTHER)
+        for c in comps.tolist():
+            if c not in rank or p < rank[c]:
+                rank[c], reasons[c] = p, reason
+    return frozen, reasons
+
+
+def _space_groups(spaces: Spaces) -> list[list[Space]]:
+    parent: dict = {}
+
+    def find(s):
+        while parent.setdefault(s, s) != s:
+            parent[s] = parent[parent[s]]
+            s = parent[s]
+        return s
+
+    for a, b in spaces.links:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+    for s, entry in spaces.base.items():
+        if entry is not None:
+            find(s)
+    members: dict = {}
+    for s in parent:
+        members.setdefault(find(s), []).append(s)
+    return list(members.values())
+
+
+def _is_param(space: Space) -> bool:
+    return space[0][0].op == "get_attr"
+
+
+def build(captured: Captured) -> DependencyGraph:
+    """Run every op rule over the captured graph and group the channels."""
+    spaces, unknown, priority = _apply_rules(captured)
+    labels = _components(spaces)
+    frozen, reasons = _frozen(spaces, labels, priority)
+    has_param = np.zeros(len(frozen), dtype=bool)
+    inexact: dict = {}
+    for ids, reason in spaces.inexact:
+        for c in np.unique(labels[ids]).tolist():
+            inexact.setdefault(c, reason)
+    groups = []
+    for members in _space_groups(spaces):
+        params = [s for s in members if _is_param(s)]
+        if not params:
+            continue
+        for s in params:
+            has_param[labels[spaces.ids(s)]] = True
+        ids = np.concatenate([spaces.ids(s) for s in members])
+        comps = np.unique(labels[ids])
+        candidates = comps[~frozen[comps] & has_param[comps]]
+        frozen_comps = comps[frozen[comps]]
+        reference = max(params, key=lambda s: (spaces.size(s), -len(groups)))
+        reason = reasons.get(int(frozen_comps[0]), "") if len(frozen_comps) else ""
+        why_inexact = next((inexact[c] for c in candidates.tolist() if c in inexact), "")
+        name = f"{reference[0][0].target}[{reference[1]}]"
+        groups.append(Group(len(groups), name, tuple(members), reference, candidates,
+                            spaces.size(reference), len(frozen_comps), reason, why_inexact))
+    log.info("%d groups, %d channels, %d ops without a rule", len(groups), len(frozen), len(unknown))
+    return DependencyGraph(captured, spaces, labels, frozen, reasons, tuple(groups), tuple(unknown))

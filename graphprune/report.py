@@ -1,0 +1,85 @@
+"""The shrink report: what was removed, what was kept and why, and what it cost.
+
+`Report.to_dict()` is the JSON written beside the pruned model; `render()` is the
+terminal summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from graphprune.planner import Decision
+
+
+@dataclass(frozen=True)
+class Report:
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    ratio: float
+    options: dict
+    decisions: tuple = ()
+    unknown_ops: tuple = ()
+    dynamic_batch: bool = False
+    verified: str = ""
+    seconds: dict = field(default_factory=dict)
+    onnx: dict | None = None
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / self.macs_before if self.macs_before else 1.0
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / self.params_before if self.params_before else 1.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["decisions"] = [asdict(d) for d in self.decisions]
+        data["macs_ratio"] = self.macs_ratio
+        data["params_ratio"] = self.params_ratio
+        return data
+
+
+def interesting(decisions: tuple[Decision, ...]) -> list[Decision]:
+    """Decisions worth showing: pruned groups and channel groups frozen for a named reason."""
+    shown = []
+    for d in decisions:
+        if d.removed or (d.candidates and not d.removed):
+            shown.append(d)
+        elif d.note and "does not map this dim" not in d.note and d.width_before > 1:
+            shown.append(d)
+    return shown
+
+
+def _human(n: float) -> str:
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n:.3g}P"
+
+
+def render(report: Report, console, limit: int = 40) -> None:
+    from rich.table import Table
+
+    summary = Table(title="graphprune shrink", show_header=True)
+    for col in ("", "before", "after", "ratio"):
+        summary.add_column(col, justify="right")
+    summary.add_row("params", _human(report.params_before), _human(report.params_after), f"{report.params_ratio:.3f}")
+    summary.add_row("MACs", _human(report.macs_before), _human(report.macs_after), f"{report.macs_ratio:.3f}")
+    console.print(summary)
+    shown = interesting(report.decisions)
+    groups = Table(title=f"groups ({len(shown)} shown of {len(report.decisions)})")
+    for col in ("group", "width", "removed", "note"):
+        groups.add_column(col, overflow="fold")
+    for d in shown[:limit]:
+        groups.add_row(d.group, f"{d.width_before} -> {d.width_after}", str(d.removed), d.note)
+    if len(shown) > limit:
+        groups.add_row(f"... {len(shown) - limit} more in the JSON report", "", "", "")
+    console.print(groups)
+    for op in report.unknown_ops:
+        console.print(f"[yellow]no rule, frozen:[/yellow] {op}")
+    if report.verified:
+        console.print(f"[green]verified:[/green] {report.verified}")

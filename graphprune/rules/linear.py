@@ -1,0 +1,69 @@
+"""Dense maps: linear, matrix products and embeddings.
+
+    linear     out[..., o] = sum_i w[o, i] * x[..., i] + b[o]
+    matmul     out[..., n, m] = sum_k a[..., n, k] * b[..., k, m]   (batch dims broadcast)
+    addmm      out[n, m] = c[n?, m] + sum_k a[n, k] * b[k, m]
+    embedding  out[..., d] = w[idx[...], d]    (the vocabulary dim is frozen)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from graphprune.rules.registry import RuleContext, rule
+
+aten = torch.ops.aten
+
+
+@rule(aten.linear.default)
+def linear(ctx: RuleContext) -> None:
+    x, w, b, out = ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.out()
+    rank = len(ctx.shape(x))
+    for d in range(rank - 1):
+        ctx.same(x, d, out, d)
+    ctx.same(x, rank - 1, w, 1)
+    ctx.same(out, rank - 1, w, 0)
+    if isinstance(b, tuple):
+        ctx.same(b, 0, out, rank - 1)
+
+
+def _matmul(ctx: RuleContext, a, b, out) -> None:
+    ra, rb, ro = len(ctx.shape(a)), len(ctx.shape(b)), len(ctx.shape(out))
+    if ra < 2 or rb < 2:
+        return  # vector products: left unclaimed, hence frozen
+    ctx.same(a, ra - 1, b, rb - 2)
+    ctx.same(a, ra - 2, out, ro - 2)
+    ctx.same(b, rb - 1, out, ro - 1)
+    for value, rank in ((a, ra), (b, rb)):
+        for d in range(rank - 2):
+            od = ro - rank + d
+            if ctx.size(value, d) == 1 and ctx.size(out, od) != 1:
+                ctx.claim(value, d)
+            else:
+                ctx.same(value, d, out, od)
+
+
+@rule(aten.matmul.default, aten.mm.default, aten.bmm.default)
+def matmul(ctx: RuleContext) -> None:
+    _matmul(ctx, ctx.arg(0), ctx.arg(1), ctx.out())
+
+
+@rule(aten.addmm.default, aten.baddbmm.default)
+def addmm(ctx: RuleContext) -> None:
+    c, out = ctx.arg(0), ctx.out()
+    _matmul(ctx, ctx.arg(1), ctx.arg(2), out)
+    ro, rc = len(ctx.shape(out)), len(ctx.shape(c))
+    for d in range(rc):
+        od = ro - rc + d
+        if ctx.size(c, d) == 1 and ctx.size(out, od) != 1:
+            ctx.claim(c, d)
+        else:
+            ctx.same(c, d, out, od)
+
+
+@rule(aten.embedding.default)
+def embedding(ctx: RuleContext) -> None:
+    w, idx, out = ctx.arg(0), ctx.arg(1), ctx.out()
+    for d in range(len(ctx.shape(idx))):
+        ctx.same(idx, d, out, d)
+    ctx.same(w, 1, out, len(ctx.shape(out)) - 1)

@@ -1,0 +1,161 @@
+"""The one registry of op rules.
+
+A rule is registered for one or more fx targets (ATen overloads, or builtins such as
+`operator.getitem`) and says how the op moves channel indices: which elements of its
+inputs and outputs are the same channel. Optionally it rewrites the node's arguments
+for the pruned shapes (a `view`'s target size, a conv's `groups`).
+
+Dims a rule does not *claim* are frozen after it runs, so an op with no rule freezes
+every dim it touches. That is the whole safety argument: nothing is guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch.fx as fx
+
+from graphprune.errors import describe
+from graphprune.spaces import Space, Spaces, Value, int_size, shape_of, tensor_values
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    couple: Callable[[RuleContext], None]
+    rewrite: Callable[[RewriteContext], None] | None = None
+
+
+RULES: dict = {}
+
+
+def rule(*targets, rewrite: Callable | None = None):
+    """Register `fn(ctx)` as the coupling rule of every target given."""
+
+    def wrap(fn):
+        for target in targets:
+            if target is None:
+                continue
+            if target in RULES:
+                raise RuntimeError(f"two rules for {target}")
+            RULES[target] = Rule(name=fn.__name__, couple=fn, rewrite=rewrite)
+        return fn
+
+    return wrap
+
+
+def lookup(node: fx.Node) -> Rule | None:
+    return RULES.get(node.target)
+
+
+class RuleContext:
+    """What a rule sees of one node: its values and shapes, and the relation to add to."""
+
+    def __init__(self, node: fx.Node, spaces: Spaces):
+        self.node = node
+        self.spaces = spaces
+        self.claimed: set = set()
+
+    # -- values ---------------------------------------------------------------
+    def arg(self, i: int, name: str | None = None):
+        """Positional arg i (or keyword `name`); a Value for tensors, the raw arg otherwise."""
+        args, kwargs = self.node.args, self.node.kwargs
+        a = args[i] if i < len(args) else kwargs.get(name) if name else None
+        if isinstance(a, fx.Node) and tensor_values(a) == [(a, None)]:
+            return (a, None)
+        return a
+
+    def out(self, index: int | None = None) -> Value:
+        return (self.node, index)
+
+    def inputs(self) -> list[Value]:
+        """Every tensor value this node reads."""
+        seen = []
+        for a in self.node.all_input_nodes:
+            for v in tensor_values(a):
+                if v[1] is None and v not in seen:
+                    seen.append(v)
+        return seen
+
+    def outputs(self) -> list[Value]:
+        return tensor_values(self.node)
+
+    @staticmethod
+    def shape(value: Value) -> tuple:
+        return shape_of(value)
+
+    @staticmethod
+    def size(value: Value, dim: int) -> int | None:
+        return int_size(shape_of(value)[dim])
+
+    # -- relation -------------------------------------------------------------
+    def claim(self, value: Value, dim: int) -> None:
+        self.claimed.add((value, dim % max(len(shape_of(value)), 1)))
+
+    def same(self, a: Value, da: int, b: Value, db: int) -> None:
+        """Element k of a[da] is element k of b[db]."""
+        da %= len(shape_of(a))
+        db %= len(shape_of(b))
+        self.claim(a, da)
+        self.claim(b, db)
+        na, nb = self.size(a, da), self.size(b, db)
+        if na is None and nb is None:
+            return
+        if na is None or nb is None or na != nb:
+            reason = f"{describe(self.node)} relates dims of different sizes"
+            self.spaces.freeze((a, da), reason)
+            self.spaces.freeze((b, db), reason)
+            return
+        k = np.arange(na)
+        self.spaces.link((a, da), k, (b, db), k)
+
+    def link(self, a: Value, da: int, ia, b: Value, db: int, ib) -> None:
+        """Element ia[k] of a[da] is element ib[k] of b[db]."""
+        da %= len(shape_of(a))
+        db %= len(shape_of(b))
+        self.claim(a, da)
+        self.claim(b, db)
+        if not self.spaces.link((a, da), ia, (b, db), ib):
+            reason = f"{describe(self.node)} maps a symbolic dim"
+            self.spaces.freeze((a, da), reason)
+            self.spaces.freeze((b, db), reason)
+
+    def freeze(self, value: Value, dim: int, why: str, elements=None) -> None:
+        dim %= len(shape_of(value))
+        self.claim(value, dim)
+        self.spaces.freeze((value, dim), f"{describe(self.node)}: {why}", elements)
+
+    def inexact(self, value: Value, dim: int, why: str) -> None:
+        """Pruning this dim is allowed but changes values (e.g. LayerNorm statistics)."""
+        self.spaces.mark_inexact((value, dim % len(shape_of(value))), f"{describe(self.node)}: {why}")
+
+    def freeze_unclaimed(self, reason: str) -> None:
+        for value in self.inputs() + self.outputs():
+            for dim in range(len(shape_of(value))):
+                if (value, dim) not in self.claimed:
+                    self.spaces.freeze((value, dim), reason)
+
+
+class RewriteContext:
+    """What a rewrite hook sees: the old node, its copy in the new graph, the new shapes."""
+
+    def __init__(self, old: fx.Node, new: fx.Node, new_shape, keep):
+        self.old = old
+        self.new = new
+        self._new_shape = new_shape
+        self._keep = keep
+
+    def new_shape(self, value: Value) -> tuple:
+        """Shape of an (old-graph) value after pruning; symbolic dims stay symbolic."""
+        return self._new_shape(value)
+
+    def keep(self, space: Space) -> np.ndarray | None:
+        """Kept original indices of a space (sorted), or None if untouched."""
+        return self._keep(space)
+
+    def set_arg(self, i: int, value) -> None:
+        args = list(self.new.args)
+        args[i] = value
+        self.new.args = tuple(args)
