@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine (Python 3.11):
+#   make demo   set up .venv, prune the bundled digits CNN, export it to ONNX, report accuracy
+#   make test   set up .venv and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint coverage
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	mkdir -p out
+	$(BIN)/graphprune shrink models/digits_cnn.pt --example-input models/digits_example.pt \
+		--ratio 0.4 -o out/digits_cnn.pruned.pt --force --onnx
+	$(BIN)/python scripts/eval_digits.py models/digits_cnn.pt out/digits_cnn.pruned.pt --finetune-epochs 3
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2 -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check graphprune tests scripts models
+
+coverage: setup
+	$(BIN)/python scripts/coverage.py

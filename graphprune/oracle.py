@@ -1,0 +1,50 @@
+"""The dead-channel oracle: pruning channels that contribute nothing changes nothing.
+
+For a plan, every parameter slice that belongs to a removed channel is set to zero in
+the captured model (a copy: the user's model is not touched). Those channels are then
+dead: a zero weight column reads nothing from them, zero rows and norm affine
+parameters write nothing into them. Pruning them must leave every output equal to the
+zeroed model's. Groups marked inexact (LayerNorm statistics) are exempt by nature.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from graphprune import verify
+from graphprune.importance import parameter
+from graphprune.planner import Plan
+from graphprune.rewriter import _owner, rewrite
+
+
+def kill(plan: Plan) -> None:
+    """Zero the removed channels' parameter slices in the captured module (replacing tensors)."""
+    module = plan.graph.captured.module
+    spaces = plan.graph.spaces
+    for space, entry in spaces.base.items():
+        (node, _), dim = space
+        if entry is None or node.op != "get_attr":
+            continue
+        dead = plan.removed[plan.graph.labels[spaces.ids(space)]]
+        if not dead.any():
+            continue
+        owner, name = _owner(module, node.target)
+        old = parameter(module, node.target)
+        new = old.detach().clone()
+        new.index_fill_(dim, torch.as_tensor(dead.nonzero()[0]), 0)
+        if isinstance(old, torch.nn.Parameter):
+            owner._parameters[name] = torch.nn.Parameter(new, requires_grad=old.requires_grad)
+        elif name in owner._buffers:
+            owner._buffers[name] = new
+        else:
+            setattr(owner, name, new)
+
+
+def dead_channel_check(plan: Plan, atol: float = 1e-5, rtol: float = 1e-4) -> torch.nn.Module:
+    """Kill the plan's channels, prune, and assert the outputs did not change. Returns the pruned model."""
+    kill(plan)
+    captured = plan.graph.captured
+    reference = verify.run(captured.module, captured.args, captured.kwargs)
+    pruned = rewrite(plan)
+    verify.check_equal(reference, verify.run(pruned, captured.args, captured.kwargs), atol=atol, rtol=rtol)
+    return pruned
