@@ -16,6 +16,7 @@ import copy
 import inspect
 import logging
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,13 @@ def _explain(exc: BaseException) -> str:
 
 
 def _export(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool):
+    with warnings.catch_warnings():
+        # nn.LSTM/GRU re-assign _flat_weights during export; harmless, and not the user's to fix
+        warnings.filterwarnings("ignore", message=".*were assigned during export.*")
+        return _export_quiet(model, args, kwargs, dynamic)
+
+
+def _export_quiet(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool):
     if not dynamic:
         return torch.export.export(model, args, kwargs, strict=False)
     targs, tkwargs = _tile_batch(args), _tile_batch(kwargs)

@@ -5,8 +5,9 @@ model inputs and outputs are frozen; dims a rule does not claim are frozen. Conn
 components of the element relation are *channels*: the unit of removal. Spaces that
 share any channel form a *group*: the set the planner prunes by one ratio.
 
-A channel is a candidate for removal when it touches at least one parameter and no
-frozen element. Every frozen channel keeps the reason it was frozen.
+A channel is a candidate for removal when it touches at least one parameter, at least
+one activation (parameter entries that no computation reads, such as the unused rows of a
+sliced position table, are left alone) and no frozen element. Every frozen channel keeps the reason it was frozen.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from graphprune.capture import Captured
-from graphprune.errors import describe
+from graphprune.errors import PlanError, describe
 from graphprune.rules import RuleContext, lookup
 from graphprune.spaces import Space, Spaces, shape_of, tensor_values
 
@@ -84,7 +85,53 @@ def _output_values(node: fx.Node) -> list:
     return found
 
 
-def _apply_rules(captured: Captured) -> tuple[Spaces, list, dict]:
+FACTOR_TAG = "a reshape splits this factor"
+ATTENTION_MODES = ("heads", "head-dim", "none")
+
+
+class Hints:
+    """What a first pass learned, for choosing which factor of a reshape is prunable.
+
+    A factor frozen for reasons other than the reshape itself (a spatial dim, say) is
+    avoided; an attention-head factor is preferred when heads are pruned and avoided when
+    head dims are; then the largest factor wins.
+    """
+
+    def __init__(self, attention: str, spaces: Spaces | None = None, labels=None, blocked=None, head=None):
+        self.attention = attention
+        self.informed = spaces is not None
+        self._spaces, self._labels, self._blocked, self._head = spaces, labels, blocked, head
+
+    def _any(self, mask: np.ndarray, space: Space) -> bool:
+        entry = self._spaces.base.get(space)
+        if entry is None:
+            return False
+        return bool(mask[self._labels[self._spaces.ids(space)]].any())
+
+    def choose(self, value, dims: list[int], sizes: list[int]) -> int:
+        want_head = self.attention == "heads"
+
+        def key(k: int):
+            space = (value, dims[k])
+            return (not self._any(self._blocked, space), self._any(self._head, space) == want_head, sizes[k], -k)
+
+        return max(range(len(dims)), key=key)
+
+
+def _learn(spaces: Spaces, attention: str) -> Hints:
+    labels = _components(spaces)
+    count = int(labels.max()) + 1 if len(labels) else 0
+    blocked = np.zeros(count, dtype=bool)
+    for ids, reason in spaces.frozen:
+        if FACTOR_TAG not in reason and len(ids):
+            blocked[labels[ids]] = True
+    head = np.zeros(count, dtype=bool)
+    for ids in spaces.heads:
+        head[labels[ids]] = True
+    return Hints(attention, spaces, labels, blocked, head)
+
+
+def _apply_rules(captured: Captured, hints: Hints) -> tuple[Spaces, list, dict]:
     spaces = Spaces()
     unknown, priority = [], {}
     for node in captured.graph.nodes:
@@ -95,7 +142,7 @@ def _apply_rules(captured: Captured) -> tuple[Spaces, list, dict]:
                 for d in range(len(shape_of(value))):
                     spaces.freeze((value, d), "model output")
         elif node.op in ("call_function", "call_method", "call_module"):
-            ctx = RuleContext(node, spaces)
+            ctx = RuleContext(node, spaces, hints)
             found = lookup(node) if node.op == "call_function" else None
             if found is None:
                 unknown.append(describe(node))
@@ -104,7 +151,17 @@ def _apply_rules(captured: Captured) -> tuple[Spaces, list, dict]:
                 for k in range(start, len(spaces.frozen)):
                     priority[k] = NO_RULE
                 continue
-            found.couple(ctx)
+            try:
+                found.couple(ctx)
+            except Exception as exc:  # noqa: BLE001 - a rule that cannot handle a node freezes it
+                log.warning("rule %s failed on %s: %s; its dims are frozen", found.name, describe(node), exc)
+                unknown.append(f"{describe(node)} (rule {found.name} failed: {exc})")
+                ctx.claimed.clear()
+                start = len(spaces.frozen)
+                ctx.freeze_unclaimed(f"rule {found.name} could not handle {describe(node)}")
+                for k in range(start, len(spaces.frozen)):
+                    priority[k] = NO_RULE
+                continue
             ctx.freeze_unclaimed(f"{describe(node)} does not map this dim")
     return spaces, unknown, priority
 
@@ -163,12 +220,24 @@ def _is_param(space: Space) -> bool:
     return space[0][0].op == "get_attr"
 
 
-def build(captured: Captured) -> DependencyGraph:
-    """Run every op rule over the captured graph and group the channels."""
-    spaces, unknown, priority = _apply_rules(captured)
+def build(captured: Captured, attention: str = "heads") -> DependencyGraph:
+    """Run every op rule over the captured graph and group the channels.
+
+    Two passes: the first learns which reshape factors are frozen or index attention heads
+    (Hints); the second builds the relation with that knowledge. `attention` says what
+    attention may lose: 'heads' (whole heads), 'head-dim' (the width of every head), 'none'.
+    """
+    if attention not in ATTENTION_MODES:
+        raise PlanError(f"attention mode {attention!r} is not one of {ATTENTION_MODES}")
+    first, _, _ = _apply_rules(captured, Hints(attention))
+    spaces, unknown, priority = _apply_rules(captured, _learn(first, attention))
     labels = _components(spaces)
     frozen, reasons = _frozen(spaces, labels, priority)
     has_param = np.zeros(len(frozen), dtype=bool)
+    flows = np.zeros(len(frozen), dtype=bool)  # touches an activation, not only parameters
+    for space, entry in spaces.base.items():
+        if entry is not None and not _is_param(space):
+            flows[labels[spaces.ids(space)]] = True
     inexact: dict = {}
     for ids, reason in spaces.inexact:
         for c in np.unique(labels[ids]).tolist():
@@ -182,9 +251,9 @@ def build(captured: Captured) -> DependencyGraph:
             has_param[labels[spaces.ids(s)]] = True
         ids = np.concatenate([spaces.ids(s) for s in members])
         comps = np.unique(labels[ids])
-        candidates = comps[~frozen[comps] & has_param[comps]]
+        candidates = comps[~frozen[comps] & has_param[comps] & flows[comps]]
         frozen_comps = comps[frozen[comps]]
-        reference = max(params, key=lambda s: (spaces.size(s), -len(groups)))
+        reference = max(params, key=lambda s: (spaces.size(s), len(shape_of(s[0])), -params.index(s)))
         reason = reasons.get(int(frozen_comps[0]), "") if len(frozen_comps) else ""
         why_inexact = next((inexact[c] for c in candidates.tolist() if c in inexact), "")
         name = f"{reference[0][0].target}[{reference[1]}]"

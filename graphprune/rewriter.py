@@ -76,6 +76,15 @@ def _new_root(plan: Plan, gm: fx.GraphModule) -> torch.nn.Module:
     names.update(dict(gm.named_buffers(remove_duplicate=False)))
     for target in list(used) + [t for t in names if t not in used]:
         tensor = parameter(gm, target)
+        if isinstance(tensor, torch.nn.Module):  # subgraphs of higher-order ops: copied whole
+            *path, name = target.split(".")
+            holder = root
+            for part in path:
+                if not hasattr(holder, part):
+                    holder.add_module(part, torch.nn.Module())
+                holder = getattr(holder, part)
+            holder.add_module(name, copy.deepcopy(tensor))
+            continue
         if not isinstance(tensor, torch.Tensor):
             continue
         kind, persistent = _kind(gm, target)

@@ -68,6 +68,7 @@ class Spaces:
     frozen: list = field(default_factory=list)  # (ids, reason)
     inexact: list = field(default_factory=list)  # (ids, reason): pruning changes values
     links: list = field(default_factory=list)  # (Space, Space) pairs that share elements
+    heads: list = field(default_factory=list)  # ids of attention-head dims (for factor hints)
 
     def ids(self, space: Space) -> np.ndarray | None:
         """Element ids of a space (allocated on first use), None if its size is symbolic."""

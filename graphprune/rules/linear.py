@@ -34,6 +34,9 @@ def _matmul(ctx: RuleContext, a, b, out) -> None:
     ctx.same(a, ra - 1, b, rb - 2)
     ctx.same(a, ra - 2, out, ro - 2)
     ctx.same(b, rb - 1, out, ro - 1)
+    if ra >= 4 and rb >= 4:  # batched attention products: dims 1..rank-3 index heads
+        for d in range(1, ro - 2):
+            ctx.mark_heads(out, d)
     for value, rank in ((a, ra), (b, rb)):
         for d in range(rank - 2):
             od = ro - rank + d

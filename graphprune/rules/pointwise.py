@@ -17,6 +17,8 @@ aten = torch.ops.aten
 
 
 def _broadcast(ctx: RuleContext) -> None:
+    if not ctx.outputs():
+        return  # arithmetic on sizes (SymInts): no tensor dims involved
     out = ctx.outputs()[0]
     rank = len(ctx.shape(out))
     for value in ctx.inputs():

@@ -4,8 +4,9 @@ Pooling and resampling keep the leading (batch, channel) dims: out[n, c, ...] re
 only in[n, c, ...]. Spatial dims are left unclaimed, hence frozen.
 
 Reductions keep the dims they do not reduce. A reduced dim is frozen, except for
-`sum` (removing a channel that is zero leaves a sum unchanged), and softmax-like ops
-freeze the dim they normalise over.
+`sum` (removing a channel that is zero leaves a sum unchanged) and mean/var/std
+(prunable but inexact: the statistic changes, as for LayerNorm); softmax-like ops freeze
+the dim they normalise over.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _reduced(ctx: RuleContext, x, dims) -> list[int]:
     return sorted(d % rank for d in dims)
 
 
-def _reduce(ctx: RuleContext, exact_sum: bool) -> None:
+def _reduce(ctx: RuleContext, exact_sum: bool, inexact: str = "") -> None:
     x = ctx.arg(0)
     if not isinstance(x, tuple):
         return
@@ -62,8 +63,10 @@ def _reduce(ctx: RuleContext, exact_sum: bool) -> None:
         o = 0
         for d in range(len(ctx.shape(x))):
             if d in reduced:
-                if exact_sum:
+                if exact_sum or inexact:
                     ctx.claim(x, d)
+                if inexact:
+                    ctx.inexact(x, d, inexact)
                 if keepdim:
                     ctx.claim(out, o)
                     o += 1
@@ -72,12 +75,18 @@ def _reduce(ctx: RuleContext, exact_sum: bool) -> None:
             o += 1
 
 
-@rule(aten.mean.dim, aten.amax.default, aten.amin.default, aten.max.dim, aten.min.dim,
-      aten.var.correction, aten.std.correction, aten.argmax.default, aten.argmin.default,
-      aten.logsumexp.default, aten.prod.dim_int, aten.norm.ScalarOpt_dim)
+@rule(aten.amax.default, aten.amin.default, aten.max.dim, aten.min.dim, aten.argmax.default,
+      aten.argmin.default, aten.logsumexp.default, aten.prod.dim_int, aten.norm.ScalarOpt_dim)
 def reduce(ctx: RuleContext) -> None:
     """out[kept dims] = reduce_{reduced dims} in: reduced dims frozen."""
     _reduce(ctx, exact_sum=False)
+
+
+@rule(aten.mean.dim, aten.var.correction, aten.std.correction)
+def reduce_mean(ctx: RuleContext) -> None:
+    """out[kept dims] = mean_{reduced dims} in: prunable, but the statistic changes (inexact),
+    as in a hand-written RMSNorm. Spatial dims are frozen by their producers anyway."""
+    _reduce(ctx, exact_sum=False, inexact="a mean or variance over pruned features changes")
 
 
 @rule(aten.sum.dim_IntList)

@@ -53,10 +53,23 @@ def lookup(node: fx.Node) -> Rule | None:
 class RuleContext:
     """What a rule sees of one node: its values and shapes, and the relation to add to."""
 
-    def __init__(self, node: fx.Node, spaces: Spaces):
+    def __init__(self, node: fx.Node, spaces: Spaces, hints=None):
         self.node = node
         self.spaces = spaces
         self.claimed: set = set()
+        self.hints = hints
+
+    def choose_factor(self, value: Value, dims: list[int]) -> int:
+        """Which of several factor dims a reshape relates to the merged dim (index into dims).
+
+        Without hints: the largest factor. With hints from a first pass (graphprune.depgraph):
+        factors frozen for other reasons are avoided, and attention-head factors are preferred
+        or avoided as the options ask.
+        """
+        sizes = [self.size(value, d) or 0 for d in dims]
+        if self.hints is None or not self.hints.informed:
+            return max(range(len(dims)), key=lambda k: (sizes[k], -k))
+        return self.hints.choose(value, dims, sizes)
 
     # -- values ---------------------------------------------------------------
     def arg(self, i: int, name: str | None = None):
@@ -130,6 +143,17 @@ class RuleContext:
     def inexact(self, value: Value, dim: int, why: str) -> None:
         """Pruning this dim is allowed but changes values (e.g. LayerNorm statistics)."""
         self.spaces.mark_inexact((value, dim % len(shape_of(value))), f"{describe(self.node)}: {why}")
+
+    def mark_heads(self, value: Value, dim: int) -> None:
+        """Note that this dim indexes attention heads (used to choose reshape factors)."""
+        ids = self.spaces.ids((value, dim % len(shape_of(value))))
+        if ids is not None:
+            self.spaces.heads.append(ids)
+
+    @property
+    def attention(self) -> str:
+        """'heads', 'head-dim' or 'none': which attention dims may be pruned."""
+        return self.hints.attention if self.hints is not None else "heads"
 
     def freeze_unclaimed(self, reason: str) -> None:
         for value in self.inputs() + self.outputs():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import sympy
 import torch
 import torch.fx as fx
 
@@ -26,13 +27,41 @@ from graphprune.spaces import int_size
 aten = torch.ops.aten
 
 
+def _expr(size):
+    """A size as something products and equality work on: int, or the SymInt's sympy expression."""
+    n = int_size(size)
+    return n if n is not None else size.node.expr
+
+
+def _equal(pi, pj) -> bool:
+    if isinstance(pi, int) and isinstance(pj, int):
+        return pi == pj
+    return sympy.simplify(sympy.sympify(pi) - sympy.sympify(pj)) == 0
+
+
+def _advance_left(pi, pj) -> bool:
+    """True if the left run's product should grow next: it lacks a symbol the right has, or is smaller."""
+    if isinstance(pi, int) and isinstance(pj, int):
+        return pi < pj
+    si, sj = sympy.sympify(pi), sympy.sympify(pj)
+    if sj.free_symbols - si.free_symbols:
+        return True
+    if si.free_symbols - sj.free_symbols:
+        return False
+    ratio = sympy.simplify(sj / si)
+    return bool(ratio.is_number and ratio > 1)
+
+
 def factor_runs(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]] | None:
-    """Pair runs of dims of `src` and `dst` with equal products; None if it cannot."""
+    """Pair runs of dims of `src` and `dst` with equal products; None if it cannot.
+
+    Sizes may be symbolic (the batch): products are then compared as sympy expressions.
+    """
     runs, i, j = [], 0, 0
     n, m = len(src), len(dst)
     while i < n or j < m:
-        si = int_size(src[i]) if i < n else None
-        dj = int_size(dst[j]) if j < m else None
+        si = _expr(src[i]) if i < n else None
+        dj = _expr(dst[j]) if j < m else None
         if i < n and si == 1 and dj != 1:
             runs.append(([i], []))
             i += 1
@@ -43,35 +72,38 @@ def factor_runs(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]] | N
             continue
         if i >= n or j >= m:
             return None
-        if si is None or dj is None:
-            if si is None and dj is None and str(src[i]) == str(dst[j]):
-                runs.append(([i], [j]))
-                i, j = i + 1, j + 1
-                continue
-            return None
         gi, gj, pi, pj = [i], [j], si, dj
         i, j = i + 1, j + 1
-        while pi != pj:
-            if pi < pj:
-                if i >= n or int_size(src[i]) is None:
+        for _ in range(n + m):
+            if _equal(pi, pj):
+                break
+            if _advance_left(pi, pj):
+                if i >= n:
                     return None
-                pi *= int_size(src[i])
+                pi = pi * _expr(src[i])
                 gi.append(i)
                 i += 1
             else:
-                if j >= m or int_size(dst[j]) is None:
+                if j >= m:
                     return None
-                pj *= int_size(dst[j])
+                pj = pj * _expr(dst[j])
                 gj.append(j)
                 j += 1
+        else:
+            return None
         runs.append((gi, gj))
     return runs
 
 
 def _split(ctx: RuleContext, one, d_one, many, dims: list[int]) -> None:
-    """Relate the single dim `one[d_one]` to the largest factor among `many[dims]`."""
+    """Relate the single dim `one[d_one]` to one factor among `many[dims]` (see module docstring)."""
     sizes = [ctx.size(many, d) for d in dims]
-    pick = max(range(len(dims)), key=lambda k: (sizes[k], -k))
+    if ctx.size(one, d_one) is None or any(s is None for s in sizes):
+        for d in dims:  # a run through the symbolic batch: nothing in it is prunable
+            ctx.freeze(many, d, "a reshape merges this dim with the batch")
+        ctx.freeze(one, d_one, "a reshape merges this dim with the batch")
+        return
+    pick = ctx.choose_factor(many, dims)
     stride = math.prod(sizes[pick + 1:])
     f = np.arange(math.prod(sizes))
     ctx.link(one, d_one, f, many, dims[pick], (f // stride) % sizes[pick])
@@ -179,3 +211,44 @@ def expand(ctx: RuleContext) -> None:
             ctx.claim(x, d)
         else:
             ctx.same(x, d, out, od)
+
+
+@rule(aten.roll.default)
+def roll(ctx: RuleContext) -> None:
+    """out = x cyclically shifted along `dims`: the shifted dims are frozen, the others pass."""
+    x, out = ctx.arg(0), ctx.out()
+    rank = len(ctx.shape(x))
+    dims = ctx.node.args[2] if len(ctx.node.args) > 2 else ctx.node.kwargs.get("dims", [])
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    rolled = {d % rank for d in dims} if dims else set(range(rank))
+    for d in range(rank):
+        if d not in rolled:
+            ctx.same(x, d, out, d)
+
+
+@rule(aten.constant_pad_nd.default, aten.pad.default)
+def pad(ctx: RuleContext) -> None:
+    """out = x padded on its last len(pad) // 2 dims: those are frozen, the others pass."""
+    x, out = ctx.arg(0), ctx.out()
+    rank = len(ctx.shape(x))
+    padded = len(ctx.node.args[1]) // 2
+    for d in range(rank - padded):
+        ctx.same(x, d, out, d)
+
+
+@rule(aten.index.Tensor)
+def index(ctx: RuleContext) -> None:
+    """out = x[idx] with one index tensor on dim 0: out[*i, rest] = x[idx[*i], rest].
+
+    The indexed dim is frozen; the index's dims are out's leading dims; x's other dims pass.
+    """
+    x, out = ctx.arg(0), ctx.out()
+    indices = ctx.node.args[1]
+    if len(indices) != 1 or indices[0] is None:
+        return
+    idx = (indices[0], None)
+    lead = len(ctx.shape(idx))
+    for d in range(lead):
+        ctx.same(idx, d, out, d)
+    for d in range(1, len(ctx.shape(x))):
+        ctx.same(x, d, out, lead + d - 1)

@@ -1,0 +1,361 @@
+"""ONNX Runtime latency benchmark of models that should be compared fairly.
+
+Fairness: every model gets the same conditions, so the ratios mean something.
+
+- Pinned sessions: `intra_op_num_threads=threads`, `inter_op_num_threads=1`,
+  sequential execution, `ORT_ENABLE_ALL` graph optimisation, and thread spinning
+  off, so one session's idle threads never spin on cores while the next model
+  runs. CUDA pins `cudnn_conv_algo_search` (EXHAUSTIVE) so cuDNN's choice of
+  algorithm is not left to a heuristic that differs between runs.
+- Same data: inputs are generated per input name from a fixed seed (floats
+  standard normal, integers and bools zero), so models with the same inputs get
+  the same arrays; `inputs=` gives concrete arrays, repeated along the batch axis.
+- Interleaved timing: after warm-up each round runs every model once, A B, then
+  B A, rotating who goes first, so drift (heat, frequency, other load) and
+  cache order affect all models alike. Median and p90 of the per-run wall times.
+- One session per (model, provider, batch). CUDA timings are `session.run` on
+  host arrays, so they include the host/device copies of inputs and outputs.
+- Memory: the resident-set growth (current RSS from /proc/self/statm, else the
+  ru_maxrss high-water mark) from creating the session and running warm-up,
+  less the input arrays; ORT's CPU arena keeps its peak, so this is the peak.
+  None for CUDA, whose device memory RSS does not see.
+
+Ratios against a baseline (`ratio_table`): speed-up = baseline median / median,
+MACs ratio = MACs / baseline MACs, MACs reduction = baseline MACs / MACs, and
+efficiency eta = speed-up / MACs reduction (1.0: latency falls as fast as MACs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import resource
+import sys
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from rich.table import Table
+
+from graphprune.errors import InputError
+from graphprune.export import onnx_size_bytes
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+# Options pinned per provider; a provider not listed runs with ORT's defaults.
+PROVIDER_OPTIONS: dict[str, dict[str, str]] = {
+    CUDA: {"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"},
+}
+_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """Latency of one model on one provider at one batch size."""
+
+    model_index: int
+    model: str
+    provider: str
+    batch: int
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    file_size_bytes: int
+    peak_mem_bytes: int | None
+    repeats: int
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """All rows, the models in the order given, and the settings they ran under."""
+
+    rows: tuple[BenchRow, ...]
+    models: tuple[str, ...]
+    settings: dict = field(default_factory=dict)
+
+    def row(self, model_index: int, provider: str, batch: int) -> BenchRow:
+        for r in self.rows:
+            if (r.model_index, r.provider, r.batch) == (model_index, provider, batch):
+                return r
+        raise KeyError((model_index, provider, batch))
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready data."""
+        return {"models": list(self.models), "settings": dict(self.settings), "rows": [asdict(r) for r in self.rows]}
+
+
+def _gpu_present() -> bool:
+    import torch  # imported here: only needed to see whether a GPU exists
+
+    return torch.cuda.device_count() > 0
+
+
+def available_providers() -> list[str]:
+    """CPU always; CUDA when this onnxruntime build has it and a GPU is present."""
+    found = [CPU]
+    if CUDA in ort.get_available_providers() and _gpu_present():
+        found.append(CUDA)
+    return found
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """The pinned options every benchmarked session gets."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+def make_session(path: Path, provider: str, threads: int) -> ort.InferenceSession:
+    """A pinned session on `provider`; refuses ORT's silent fallback to another provider."""
+    providers = [(provider, PROVIDER_OPTIONS.get(provider, {}))]
+    sess = ort.InferenceSession(str(path), session_options(threads), providers=providers)
+    if sess.get_providers()[:1] != [provider]:
+        raise InputError(
+            f"onnxruntime ran {path.name} on {sess.get_providers()} instead of {provider}; "
+            "check the provider's install (e.g. onnxruntime-gpu and CUDA libraries) or drop it from providers"
+        )
+    return sess
+
+
+def _shape(arg: ort.NodeArg, path: Path, batch: int) -> list[int]:
+    """Static dims as they are, a symbolic dim 0 set to `batch`; any other symbolic dim is an error."""
+    dims = []
+    for axis, dim in enumerate(arg.shape):
+        if isinstance(dim, int) and dim >= 0:
+            dims.append(dim)
+        elif axis == 0:
+            dims.append(batch)
+        else:
+            raise InputError(
+                f"{path.name} input '{arg.name}' has symbolic dim {axis} ({dim!r}); pass inputs={{'{arg.name}': array}}"
+            )
+    return dims
+
+
+def _check_fixed_batch(args: list[ort.NodeArg], path: Path, batch: int) -> None:
+    """A model with no symbolic dim 0 has a fixed batch: the first input's dim 0."""
+    if not args or any(a.shape and not isinstance(a.shape[0], int) for a in args):
+        return
+    fixed = args[0].shape[0] if args[0].shape else None
+    if fixed is not None and fixed != batch:
+        raise InputError(f"{path.name} has a fixed batch of {fixed}; bench it at batch {fixed} or export it with a dynamic batch")
+
+
+def make_feeds(sess: ort.InferenceSession, path: Path, batch: int, given: Mapping[str, np.ndarray] | None = None) -> dict:
+    """Inputs for one run at `batch`: `given` arrays repeated along dim 0, else seeded random ones."""
+    args = sess.get_inputs()
+    _check_fixed_batch(args, path, batch)
+    feeds = {}
+    for arg in args:
+        dtype = _DTYPES.get(arg.type)
+        if dtype is None:
+            raise InputError(f"{path.name} input '{arg.name}' has type {arg.type}, which the benchmark cannot fill; pass inputs=")
+        if given is not None and arg.name in given:
+            array = np.asarray(given[arg.name], dtype=dtype)
+            dynamic = bool(arg.shape) and not isinstance(arg.shape[0], int)
+            feeds[arg.name] = array[np.arange(batch) % array.shape[0]] if dynamic and array.ndim else array
+            continue
+        shape = _shape(arg, path, batch)
+        rng = np.random.default_rng(zlib.crc32(arg.name.encode()))
+        floating = np.issubdtype(dtype, np.floating)
+        feeds[arg.name] = rng.standard_normal(shape).astype(dtype) if floating else np.zeros(shape, dtype)
+    return feeds
+
+
+def _rss_bytes() -> int:
+    """Current RSS on Linux; elsewhere the high-water mark (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _release_freed_memory() -> None:
+    """Return freed heap to the OS so a new session's growth shows in RSS (glibc only)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _interleaved(sessions: list, feeds: list[dict], repeats: int) -> list[list[float]]:
+    """Milliseconds per run; round r starts at model r mod n (A B, B A, ...)."""
+    times: list[list[float]] = [[] for _ in sessions]
+    count = len(sessions)
+    for round_ in range(repeats):
+        for k in range(count):
+            i = (round_ + k) % count
+            start = time.perf_counter_ns()
+            sessions[i].run(None, feeds[i])
+            times[i].append((time.perf_counter_ns() - start) / 1e6)
+    return times
+
+
+def _bench_group(paths: list[Path], sizes: list[int], provider: str, batch: int, opts: dict) -> list[BenchRow]:
+    """Sessions for every model at one (provider, batch), warmed up, then timed interleaved."""
+    _release_freed_memory()
+    sessions, feeds, memory = [], [], []
+    for path in paths:
+        before = _rss_bytes()
+        sess = make_session(path, provider, opts["threads"])
+        feed = make_feeds(sess, path, batch, opts["inputs"])
+        for _ in range(opts["warmup"]):
+            sess.run(None, feed)
+        grown = _rss_bytes() - before - sum(a.nbytes for a in feed.values())
+        memory.append(max(grown, 0) if provider == CPU else None)
+        sessions.append(sess)
+        feeds.append(feed)
+    times = _interleaved(sessions, feeds, opts["repeats"])
+    return [
+        BenchRow(
+            model_index=i,
+            model=str(path),
+            provider=provider,
+            batch=batch,
+            median_ms=float(np.median(t)),
+            p90_ms=float(np.percentile(t, 90)),
+            min_ms=float(np.min(t)),
+            file_size_bytes=sizes[i],
+            peak_mem_bytes=memory[i],
+            repeats=len(t),
+        )
+        for i, (path, t) in enumerate(zip(paths, times, strict=True))
+    ]
+
+
+def _check_request(paths: list[Path], batch_sizes: Sequence[int], providers: list[str], counts: dict) -> None:
+    if not paths:
+        raise InputError("bench needs at least one ONNX file")
+    if missing := [str(p) for p in paths if not p.is_file()]:
+        raise InputError(f"no such ONNX file: {', '.join(missing)}")
+    if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise InputError(f"batch sizes must be positive integers, got {tuple(batch_sizes)}")
+    if counts["repeats"] < 1 or counts["warmup"] < 0 or counts["threads"] < 1:
+        raise InputError(
+            f"need repeats >= 1, warmup >= 0 and threads >= 1, got {counts['repeats']}, {counts['warmup']}, {counts['threads']}"
+        )
+    available = available_providers()
+    if unknown := [p for p in providers if p not in available]:
+        raise InputError(f"providers {unknown} are not available here; available: {available}")
+    if counts["inputs"]:
+        known = set().union(*(_graph_inputs(p) for p in paths))
+        if unused := sorted(set(counts["inputs"]) - known):
+            raise InputError(f"inputs {unused} match no model input; the models take {sorted(known)}")
+
+
+def _graph_inputs(path: Path) -> set[str]:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return {i.name for i in graph.input if i.name not in weights}
+
+
+def bench(
+    paths: Sequence[str | Path],
+    *,
+    batch_sizes: Sequence[int] = (1, 32),
+    providers: Sequence[str] | None = None,
+    warmup: int = 5,
+    repeats: int = 30,
+    threads: int = 2,
+    inputs: Mapping[str, np.ndarray] | None = None,
+) -> BenchResult:
+    """Time every model on every provider and batch size under the same pinned settings."""
+    files = [Path(p) for p in paths]
+    chosen = list(providers) if providers is not None else available_providers()
+    counts = {"warmup": warmup, "repeats": repeats, "threads": threads}
+    opts = {**counts, "inputs": inputs}
+    _check_request(files, batch_sizes, chosen, opts)
+    sizes = [onnx_size_bytes(p) for p in files]
+    rows = [row for provider in chosen for batch in batch_sizes for row in _bench_group(files, sizes, provider, batch, opts)]
+    settings = {
+        **counts,
+        "inter_op_threads": 1,
+        "execution_mode": "ORT_SEQUENTIAL",
+        "graph_optimization_level": "ORT_ENABLE_ALL",
+        "allow_spinning": False,
+        "order": "interleaved, rotating start",
+        "providers": chosen,
+        "batch_sizes": list(batch_sizes),
+        "provider_options": {p: PROVIDER_OPTIONS.get(p, {}) for p in chosen},
+        "onnxruntime": ort.__version__,
+    }
+    return BenchResult(rows=tuple(rows), models=tuple(str(p) for p in files), settings=settings)
+
+
+def ratio_table(result: BenchResult, baseline_index: int = 0, macs: Sequence[int] | None = None) -> list[dict]:
+    """Per row: speed-up over the baseline model and, given MACs, MACs ratio and efficiency eta."""
+    count = len(result.models)
+    if not 0 <= baseline_index < count:
+        raise InputError(f"baseline_index {baseline_index} is out of range for {count} models")
+    if macs is not None and (len(macs) != count or any(m <= 0 for m in macs)):
+        raise InputError(f"macs needs one positive count per model ({count}), got {list(macs)}")
+    table = []
+    for row in result.rows:
+        base = result.row(baseline_index, row.provider, row.batch)
+        speedup = base.median_ms / row.median_ms
+        entry = {
+            "model": row.model,
+            "provider": row.provider,
+            "batch": row.batch,
+            "median_ms": row.median_ms,
+            "speedup": speedup,
+            "size_ratio": row.file_size_bytes / base.file_size_bytes,
+            "macs_ratio": None,
+            "macs_reduction": None,
+            "efficiency": None,
+        }
+        if macs is not None:
+            reduction = macs[baseline_index] / macs[row.model_index]
+            entry.update(macs_ratio=1.0 / reduction, macs_reduction=reduction, efficiency=speedup / reduction)
+        table.append(entry)
+    return table
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render(result: BenchResult, macs: Sequence[int] | None = None, baseline_index: int = 0) -> Table:
+    """A rich table of the rows and their ratios against the baseline model."""
+    table = Table(title=f"ONNX Runtime latency (baseline: {Path(result.models[baseline_index]).name})")
+    for name in ("model", "provider", "batch", "median ms", "p90 ms", "size MB", "mem MB", "speed-up", "MACs ratio", "eta"):
+        table.add_column(name, justify="left" if name in ("model", "provider") else "right")
+    for row, ratio in zip(result.rows, ratio_table(result, baseline_index, macs), strict=True):
+        mem = None if row.peak_mem_bytes is None else row.peak_mem_bytes / 1e6
+        table.add_row(
+            Path(row.model).name,
+            row.provider.removesuffix("ExecutionProvider"),
+            str(row.batch),
+            f"{row.median_ms:.3f}",
+            f"{row.p90_ms:.3f}",
+            f"{row.file_size_bytes / 1e6:.2f}",
+            _fmt(mem, ".1f"),
+            f"{ratio['speedup']:.2f}x",
+            _fmt(ratio["macs_ratio"], ".3f"),
+            _fmt(ratio["efficiency"], ".2f"),
+        )
+    return table
