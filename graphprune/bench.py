@@ -15,10 +15,12 @@ Fairness: every model gets the same conditions, so the ratios mean something.
   cache order affect all models alike. Median and p90 of the per-run wall times.
 - One session per (model, provider, batch). CUDA timings are `session.run` on
   host arrays, so they include the host/device copies of inputs and outputs.
-- Memory: the resident-set growth (current RSS from /proc/self/statm, else the
-  ru_maxrss high-water mark) from creating the session and running warm-up,
-  less the input arrays; ORT's CPU arena keeps its peak, so this is the peak.
-  None for CUDA, whose device memory RSS does not see.
+- Memory: peak resident-set growth from creating the session and running warm-up
+  (at least one run), less the input arrays, measured in a child forked before
+  the timing sessions exist: every model starts from the same process state,
+  with no other model's session alive, freed or counted in the high-water
+  mark. Linux only (it relies on ru_maxrss starting at the current RSS after
+  fork); None elsewhere and for CUDA, whose device memory RSS does not see.
 
 Ratios against a baseline (`ratio_table`): speed-up = baseline median / median,
 MACs ratio = MACs / baseline MACs, MACs reduction = baseline MACs / MACs, and
@@ -31,6 +33,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import multiprocessing
 import os
 import resource
 import sys
@@ -38,6 +41,7 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +60,9 @@ CUDA = "CUDAExecutionProvider"
 PROVIDER_OPTIONS: dict[str, dict[str, str]] = {
     CUDA: {"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"},
 }
+# ru_maxrss restarts at the current RSS in a forked child on Linux; the memory column relies on it.
+_CAN_FORK = sys.platform.startswith("linux")
+_MEMORY_TIMEOUT_S = 300.0
 _DTYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -188,18 +195,51 @@ def make_feeds(sess: ort.InferenceSession, path: Path, batch: int, given: Mappin
 
 
 def _rss_bytes() -> int:
-    """Current RSS on Linux; elsewhere the high-water mark (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+    """Current resident set size (Linux)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _release_freed_memory() -> None:
-    """Return freed heap to the OS so a new session's growth shows in RSS (glibc only)."""
+    """Return freed heap to the OS before forking, so children start lean (glibc only)."""
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _peak_child(send: Connection, path: Path, provider: str, batch: int, opts: dict) -> None:
+    """In a forked child: ru_maxrss starts at the current RSS, so peak - start is this model's growth."""
+    try:
+        start = _rss_bytes()
+        sess = make_session(path, provider, opts["threads"])
+        feed = make_feeds(sess, path, batch, opts["inputs"])
+        for _ in range(max(1, opts["warmup"])):
+            sess.run(None, feed)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        send.send(max(0, peak - start - sum(a.nbytes for a in feed.values())))
+    except Exception as exc:  # noqa: BLE001 - sent to the parent, which reports it and times the model anyway
+        send.send(f"{type(exc).__name__}: {exc}")
+
+
+def _isolated_peak(path: Path, provider: str, batch: int, opts: dict) -> int | None:
+    """Peak memory of one model on the CPU provider, measured in a forked child; None where not measurable."""
+    if provider != CPU or not _CAN_FORK:
+        return None
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_peak_child, args=(send, path, provider, batch, opts), daemon=True)
+    child.start()
+    send.close()
+    answer: int | str = "no answer in time"
+    with contextlib.suppress(EOFError):
+        if receive.poll(_MEMORY_TIMEOUT_S):
+            answer = receive.recv()
+    child.join(5)
+    if child.is_alive():
+        child.kill()
+    if isinstance(answer, int):
+        return answer
+    log.warning("peak memory of %s at batch %d not measured: %s", path.name, batch, answer)
+    return None
 
 
 def _interleaved(sessions: list, feeds: list[dict], repeats: int) -> list[list[float]]:
@@ -218,15 +258,13 @@ def _interleaved(sessions: list, feeds: list[dict], repeats: int) -> list[list[f
 def _bench_group(paths: list[Path], sizes: list[int], provider: str, batch: int, opts: dict) -> list[BenchRow]:
     """Sessions for every model at one (provider, batch), warmed up, then timed interleaved."""
     _release_freed_memory()
-    sessions, feeds, memory = [], [], []
+    memory = [_isolated_peak(path, provider, batch, opts) for path in paths]
+    sessions, feeds = [], []
     for path in paths:
-        before = _rss_bytes()
         sess = make_session(path, provider, opts["threads"])
         feed = make_feeds(sess, path, batch, opts["inputs"])
         for _ in range(opts["warmup"]):
             sess.run(None, feed)
-        grown = _rss_bytes() - before - sum(a.nbytes for a in feed.values())
-        memory.append(max(grown, 0) if provider == CPU else None)
         sessions.append(sess)
         feeds.append(feed)
     times = _interleaved(sessions, feeds, opts["repeats"])

@@ -139,9 +139,9 @@ def capture(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     kwargs = dict(kwargs or {})
-    was_training = model.training
-    model.eval()
-    try:
+    from graphprune.verify import eval_mode
+
+    with eval_mode(model):
         try:
             ep = _export(model, args, kwargs, dynamic=True)
             dynamic = True
@@ -152,9 +152,13 @@ def capture(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None
             except Exception as exc2:  # noqa: BLE001 - every capture failure becomes one TraceError
                 raise TraceError(_explain(exc2)) from exc2
             dynamic = False
-    finally:
-        model.train(was_training)
-    module = _plain_module(ep)
+    try:
+        module = _plain_module(ep)
+    except Exception as exc:  # noqa: BLE001 - e.g. a submodule named like a GraphModule attribute
+        raise TraceError(
+            f"the captured graph cannot be rebuilt as a module ({str(exc).splitlines()[0][:200]}); "
+            "rename submodules that clash with torch.fx.GraphModule attributes (such as 'meta')"
+        ) from exc
     module.meta["graphprune_dynamic_batch"] = dynamic
     module.graph.lint()
     return Captured(module=module, args=copy.copy(args), kwargs=kwargs, dynamic_batch=dynamic)

@@ -45,6 +45,12 @@ def _load(model: Path, arch, safe, example, shape):
     return module, io.load_example(example, shape, fallback=stored)
 
 
+def _beside(out: Path, suffix: str) -> Path:
+    """OUT with another suffix, never OUT itself (-o model.json keeps its report apart)."""
+    other = out.with_suffix(suffix)
+    return other if other != out else out.with_name(out.name + ".report" + suffix)
+
+
 def _default_out(model: Path, suffix: str) -> Path:
     return model.with_name(model.name.rsplit(".", 1)[0] + suffix)
 
@@ -88,8 +94,8 @@ def shrink(
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or _default_out(model, ".pruned.pt")
-    report_path = out.with_suffix(".json")
-    onnx_path = out.with_suffix(".onnx")
+    report_path = _beside(out, ".json")
+    onnx_path = _beside(out, ".onnx")
     io.check_output(out, [model, example_input], force)
     io.check_output(report_path, [model, example_input], force)
     if onnx:

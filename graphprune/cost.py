@@ -1,7 +1,8 @@
 """What a model costs: parameters and multiply-accumulates (MACs) for one forward.
 
 MACs come from torch's own FlopCounterMode (MACs = FLOPs / 2) on the example input,
-so every op torch counts is counted, for the original and the pruned model alike.
+so every op torch counts is counted, for the original and the pruned model alike. Both
+run in eval mode (the user's model is put back in its mode after).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def count_macs(model: torch.nn.Module, args: tuple, kwargs: dict | None = None) -> int:
+    from graphprune.verify import eval_mode
+
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    with eval_mode(model), counter, torch.no_grad():
         model(*args, **(kwargs or {}))
     return int(counter.get_total_flops() // 2)

@@ -56,6 +56,7 @@ class DependencyGraph:
     reasons: dict  # channel id -> reason
     groups: tuple
     unknown: tuple  # descriptions of nodes without a rule
+    inexact: np.ndarray  # channel id -> does removing it change values even when dead?
 
     @property
     def num_channels(self) -> int:
@@ -239,8 +240,11 @@ def build(captured: Captured, attention: str = "heads") -> DependencyGraph:
         if entry is not None and not _is_param(space):
             flows[labels[spaces.ids(space)]] = True
     inexact: dict = {}
+    inexact_mask = np.zeros(len(frozen), dtype=bool)
     for ids, reason in spaces.inexact:
-        for c in np.unique(labels[ids]).tolist():
+        comps = np.unique(labels[ids])
+        inexact_mask[comps] = True
+        for c in comps.tolist():
             inexact.setdefault(c, reason)
     groups = []
     for members in _space_groups(spaces):
@@ -260,4 +264,4 @@ def build(captured: Captured, attention: str = "heads") -> DependencyGraph:
         groups.append(Group(len(groups), name, tuple(members), reference, candidates,
                             spaces.size(reference), len(frozen_comps), reason, why_inexact))
     log.info("%d groups, %d channels, %d ops without a rule", len(groups), len(frozen), len(unknown))
-    return DependencyGraph(captured, spaces, labels, frozen, reasons, tuple(groups), tuple(unknown))
+    return DependencyGraph(captured, spaces, labels, frozen, reasons, tuple(groups), tuple(unknown), inexact_mask)

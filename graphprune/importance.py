@@ -1,6 +1,6 @@
 """Magnitude importance of channels.
 
-The score of channel c is aggregated over every parameter slice that belongs to it,
+The score of channel c is aggregated over every parameter (not buffer) slice that belongs to it,
 across the whole group (every conv, norm and linear the channel touches):
 
     L1:  s(c) = sum_{(W, d, i) in c} sum |W.select(d, i)|
@@ -34,7 +34,10 @@ def _magnitude(graph: DependencyGraph, power: int) -> np.ndarray:
         (node, _), dim = space
         if entry is None or node.op != "get_attr":
             continue
-        w = parameter(module, node.target).detach().float()
+        w = parameter(module, node.target)
+        if not isinstance(w, torch.nn.Parameter):
+            continue  # buffers (BN running statistics) and constants say nothing about importance
+        w = w.detach().float()
         others = [d for d in range(w.dim()) if d != dim]
         per = (w.abs() if power == 1 else w * w).sum(dim=others) if others else (w.abs() if power == 1 else w * w)
         np.add.at(scores, graph.labels[graph.spaces.ids(space)], per.double().cpu().numpy())

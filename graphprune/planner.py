@@ -6,8 +6,9 @@ score divided by their group's mean score, and the lowest ratio * total go, at m
 `max_group_ratio` of any one group.
 
 Constraints, applied per group after the choice: every space keeps at least one
-element; with round_to = N the kept width of the group's reference space is rounded
-up to a multiple of N by keeping back the best removed channels. Whole-group and
+element; with round_to = N the kept width of the group's reference space moves to the
+nearest multiple of N (removing the next-weakest channels or keeping back the best
+removed ones), which keeps ONNX Runtime on its blocked-convolution fast path. Whole-group and
 offset constraints of grouped convs, norms and reshapes are already in the channels
 (graphprune.rules), so they need nothing here.
 
@@ -16,6 +17,7 @@ Every decision carries its reason, for `graphprune inspect` and the report.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -61,6 +63,11 @@ class Plan:
     options: PlanOptions
     removed: np.ndarray  # channel id -> removed?
     decisions: tuple
+
+    def exact(self) -> Plan:
+        """This plan without its inexact removals (channels whose removal changes values even
+        when they are dead, e.g. LayerNorm features): what the dead-channel oracle can check."""
+        return dataclasses.replace(self, removed=self.removed & ~self.graph.inexact)
 
     def kept(self, space) -> np.ndarray | None:
         """Sorted kept indices of a space, or None if nothing in it is removed."""
@@ -114,6 +121,41 @@ def _give_back(removed: np.ndarray, chosen: list, scores: np.ndarray, within: np
     return [c for c in chosen if c != best]
 
 
+def _kept(graph: DependencyGraph, group: Group, removed: np.ndarray) -> int:
+    return int((~removed[graph.labels[graph.spaces.ids(group.reference)]]).sum())
+
+
+def _round_width(graph: DependencyGraph, group: Group, removed: np.ndarray, chosen: list,
+                 scores: np.ndarray, n: int, notes: list) -> list:
+    """Move the reference width to the nearest multiple of n (ties upwards), never below n.
+
+    Removes the next-weakest candidates to round down, gives back the best removed ones
+    to round up; a step that would empty a tensor is not taken.
+    """
+    kept = _kept(graph, group, removed)
+    target = max(n, int(math.floor(kept / n + 0.5)) * n)
+    ref = np.unique(graph.labels[graph.spaces.ids(group.reference)])
+    spare = [c for c in group.channels[np.argsort(scores[group.channels], kind="stable")].tolist()
+             if not removed[c] and c in set(ref.tolist())]
+    while kept > target and spare:
+        c = spare.pop(0)
+        removed[c] = True
+        if any(not (~removed[graph.labels[graph.spaces.ids(s)]]).any() for s in group.spaces):
+            removed[c] = False
+            break
+        chosen.append(c)
+        kept = _kept(graph, group, removed)
+    while kept < target:
+        fewer = _give_back(removed, chosen, scores, ref)
+        if len(fewer) == len(chosen):
+            break
+        chosen = fewer
+        kept = _kept(graph, group, removed)
+    if kept % n:
+        notes.append(f"width cannot be a multiple of {n}")
+    return chosen
+
+
 def _enforce(graph: DependencyGraph, group: Group, removed: np.ndarray, chosen: np.ndarray,
              scores: np.ndarray, round_to: int) -> tuple[list, str]:
     notes = []
@@ -125,18 +167,7 @@ def _enforce(graph: DependencyGraph, group: Group, removed: np.ndarray, chosen: 
             chosen = _give_back(removed, chosen, scores, np.unique(comps))
             notes.append("kept back a channel so that every tensor keeps at least one")
     if round_to > 1:
-        ref = np.unique(graph.labels[spaces.ids(group.reference)])
-        ref_ids = graph.labels[spaces.ids(group.reference)]
-        start = len(chosen)
-        while chosen and int((~removed[ref_ids]).sum()) % round_to:
-            fewer = _give_back(removed, chosen, scores, ref)
-            if len(fewer) == len(chosen):
-                break
-            chosen = fewer
-        if int((~removed[ref_ids]).sum()) % round_to:
-            notes.append(f"width cannot be a multiple of {round_to}")
-        elif len(chosen) < start:
-            notes.append(f"width rounded up to a multiple of {round_to}")
+        chosen = _round_width(graph, group, removed, chosen, scores, round_to, notes)
     return chosen, "; ".join(dict.fromkeys(notes))
 
 

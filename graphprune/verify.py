@@ -7,20 +7,35 @@ numerically equal (used for ratio 0 and the dead-channel oracle).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.utils import _pytree as pytree
 
 from graphprune.errors import VerificationError
 
 
-def run(model: torch.nn.Module, args: tuple, kwargs: dict | None = None):
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Put `model` in eval mode for the block and restore its mode after.
+
+    Modules from `ExportedProgram.module()` refuse mode switches; they are already fixed.
+    """
     was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            return model(*args, **(kwargs or {}))
+        model.eval()
+    except NotImplementedError:
+        yield model
+        return
+    try:
+        yield model
     finally:
         model.train(was_training)
+
+
+def run(model: torch.nn.Module, args: tuple, kwargs: dict | None = None):
+    with eval_mode(model), torch.no_grad():
+        return model(*args, **(kwargs or {}))
 
 
 def _leaves(out) -> tuple[list, object]:

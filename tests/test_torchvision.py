@@ -19,9 +19,16 @@ import graphprune
 from graphprune.oracle import dead_channel_check
 
 MODELS = {
-    "resnet18": 0.45, "mobilenet_v3_small": 0.45, "efficientnet_b0": 0.45, "regnet_y_400mf": 0.45,
-    "densenet121": 0.45, "googlenet": 0.45, "squeezenet1_1": 0.45, "mnasnet0_5": 0.45,
-    "resnext50_32x4d": 0.45, "shufflenet_v2_x0_5": 0.65,
+    "resnet18": 0.45,
+    "mobilenet_v3_small": 0.45,
+    "efficientnet_b0": 0.45,
+    "regnet_y_400mf": 0.45,
+    "densenet121": 0.45,
+    "googlenet": 0.45,
+    "squeezenet1_1": 0.45,
+    "mnasnet0_5": 0.45,
+    "resnext50_32x4d": 0.45,
+    "shufflenet_v2_x0_5": 0.65,
 }
 
 

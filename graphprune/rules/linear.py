@@ -1,7 +1,8 @@
 """Dense maps: linear, matrix products and embeddings.
 
     linear     out[..., o] = sum_i w[o, i] * x[..., i] + b[o]
-    matmul     out[..., n, m] = sum_k a[..., n, k] * b[..., k, m]   (batch dims broadcast)
+    matmul     out[..., n, m] = sum_k a[..., n, k] * b[..., k, m]   (batch dims broadcast;
+               k is inexact when neither operand is a parameter)
     addmm      out[n, m] = c[n?, m] + sum_k a[n, k] * b[k, m]
     embedding  out[..., d] = w[idx[...], d]    (the vocabulary dim is frozen)
 """
@@ -32,6 +33,10 @@ def _matmul(ctx: RuleContext, a, b, out) -> None:
     if ra < 2 or rb < 2:
         return  # vector products: left unclaimed, hence frozen
     ctx.same(a, ra - 1, b, rb - 2)
+    if a[0].op != "get_attr" and b[0].op != "get_attr":
+        # both operands are activations: a dead feature need not be zero here (e.g. after a
+        # sigmoid), so removing it from the contraction changes values
+        ctx.inexact(a, ra - 1, "a product of two activations contracts over pruned features")
     ctx.same(a, ra - 2, out, ro - 2)
     ctx.same(b, rb - 1, out, ro - 1)
     if ra >= 4 and rb >= 4:  # batched attention products: dims 1..rank-3 index heads

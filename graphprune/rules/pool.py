@@ -3,10 +3,10 @@
 Pooling and resampling keep the leading (batch, channel) dims: out[n, c, ...] reads
 only in[n, c, ...]. Spatial dims are left unclaimed, hence frozen.
 
-Reductions keep the dims they do not reduce. A reduced dim is frozen, except for
-`sum` (removing a channel that is zero leaves a sum unchanged) and mean/var/std
-(prunable but inexact: the statistic changes, as for LayerNorm); softmax-like ops freeze
-the dim they normalise over.
+Reductions keep the dims they do not reduce. A reduced dim is frozen, except for sum,
+mean, var and std: prunable but inexact (the statistic changes, as for LayerNorm, and a
+dead channel need not be zero after a nonlinearity); softmax-like ops freeze the dim
+they normalise over.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _reduced(ctx: RuleContext, x, dims) -> list[int]:
     return sorted(d % rank for d in dims)
 
 
-def _reduce(ctx: RuleContext, exact_sum: bool, inexact: str = "") -> None:
+def _reduce(ctx: RuleContext, inexact: str = "") -> None:
     x = ctx.arg(0)
     if not isinstance(x, tuple):
         return
@@ -63,7 +63,7 @@ def _reduce(ctx: RuleContext, exact_sum: bool, inexact: str = "") -> None:
         o = 0
         for d in range(len(ctx.shape(x))):
             if d in reduced:
-                if exact_sum or inexact:
+                if inexact:
                     ctx.claim(x, d)
                 if inexact:
                     ctx.inexact(x, d, inexact)
@@ -79,20 +79,21 @@ def _reduce(ctx: RuleContext, exact_sum: bool, inexact: str = "") -> None:
       aten.argmin.default, aten.logsumexp.default, aten.prod.dim_int, aten.norm.ScalarOpt_dim)
 def reduce(ctx: RuleContext) -> None:
     """out[kept dims] = reduce_{reduced dims} in: reduced dims frozen."""
-    _reduce(ctx, exact_sum=False)
+    _reduce(ctx)
 
 
 @rule(aten.mean.dim, aten.var.correction, aten.std.correction)
 def reduce_mean(ctx: RuleContext) -> None:
     """out[kept dims] = mean_{reduced dims} in: prunable, but the statistic changes (inexact),
     as in a hand-written RMSNorm. Spatial dims are frozen by their producers anyway."""
-    _reduce(ctx, exact_sum=False, inexact="a mean or variance over pruned features changes")
+    _reduce(ctx, inexact="a mean or variance over pruned features changes")
 
 
 @rule(aten.sum.dim_IntList)
 def reduce_sum(ctx: RuleContext) -> None:
-    """out[kept dims] = sum_{reduced dims} in: zero channels may go."""
-    _reduce(ctx, exact_sum=True)
+    """out[kept dims] = sum_{reduced dims} in: prunable, inexact (a dead channel is zero only
+    before a nonlinearity: sigmoid(0) = 0.5 still adds up)."""
+    _reduce(ctx, inexact="a sum over pruned features changes")
 
 
 @rule(aten.softmax.int, aten._softmax.default, aten.log_softmax.int, aten._log_softmax.default,
