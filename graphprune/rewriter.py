@@ -107,7 +107,7 @@ def rewrite(plan: Plan) -> fx.GraphModule:
     def new_shape(value) -> tuple:
         shape = list(shape_of(value))
         for d in range(len(shape)):
-            keep = plan.kept((value, d))
+            keep = plan.kept((value, d)) if isinstance(shape[d], int) else None
             if keep is not None:
                 shape[d] = len(keep)
         return tuple(shape)

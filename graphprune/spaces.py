@@ -48,6 +48,31 @@ def shape_of(value: Value) -> tuple:
     return tuple(value_of(value).shape)
 
 
+def composite(size) -> tuple[int, object] | None:
+    """(c, s) for a symbolic size c * s (an integer times one symbol, c > 1), else None.
+
+    Such a dim is the batch merged with c other indices (multi-head attention's
+    [L, B * H, E] layout); its space holds the c indices, and `Spaces.layout` says whether
+    the symbol is the major ('sc') or the minor ('cs') factor.
+    """
+    if isinstance(size, int) or not hasattr(size, "node"):
+        return None
+    expr = size.node.expr
+    coeff, rest = expr.as_coeff_Mul()
+    if coeff.is_Integer and int(coeff) > 1 and rest.is_Symbol:
+        return int(coeff), rest
+    return None
+
+
+def space_size(size) -> int | None:
+    """How many prunable indices a dim of this size has: its int size, c for c * batch, else None."""
+    n = int_size(size)
+    if n is not None:
+        return n
+    c = composite(size)
+    return c[0] if c else None
+
+
 def int_size(size) -> int | None:
     """A concrete dim size, or None for a symbolic one."""
     if isinstance(size, int):
@@ -68,13 +93,14 @@ class Spaces:
     frozen: list = field(default_factory=list)  # (ids, reason)
     inexact: list = field(default_factory=list)  # (ids, reason): pruning changes values
     links: list = field(default_factory=list)  # (Space, Space) pairs that share elements
+    layout: dict = field(default_factory=dict)  # composite Space -> 'sc' (batch major) or 'cs'
     heads: list = field(default_factory=list)  # ids of attention-head dims (for factor hints)
 
     def ids(self, space: Space) -> np.ndarray | None:
         """Element ids of a space (allocated on first use), None if its size is symbolic."""
         if space not in self.base:
             value, dim = space
-            size = int_size(shape_of(value)[dim])
+            size = space_size(shape_of(value)[dim])
             if size is None:
                 self.base[space] = None
                 return None

@@ -18,7 +18,7 @@ import numpy as np
 import torch.fx as fx
 
 from graphprune.errors import describe
-from graphprune.spaces import Space, Spaces, Value, int_size, shape_of, tensor_values
+from graphprune.spaces import Space, Spaces, Value, composite, int_size, shape_of, tensor_values
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,13 @@ class RuleContext:
         self.claimed: set = set()
         self.hints = hints
 
-    def choose_factor(self, value: Value, dims: list[int]) -> int:
+    def choose_factor(self, value: Value, dims: list[int], sizes: list[int]) -> int:
         """Which of several factor dims a reshape relates to the merged dim (index into dims).
 
         Without hints: the largest factor. With hints from a first pass (graphprune.depgraph):
         factors frozen for other reasons are avoided, and attention-head factors are preferred
         or avoided as the options ask.
         """
-        sizes = [self.size(value, d) or 0 for d in dims]
         if self.hints is None or not self.hints.informed:
             return max(range(len(dims)), key=lambda k: (sizes[k], -k))
         return self.hints.choose(value, dims, sizes)
@@ -115,6 +114,7 @@ class RuleContext:
         self.claim(b, db)
         na, nb = self.size(a, da), self.size(b, db)
         if na is None and nb is None:
+            self._same_composite(a, da, b, db)
             return
         if na is None or nb is None or na != nb:
             reason = f"{describe(self.node)} relates dims of different sizes"
@@ -122,6 +122,21 @@ class RuleContext:
             self.spaces.freeze((b, db), reason)
             return
         k = np.arange(na)
+        self.spaces.link((a, da), k, (b, db), k)
+
+    def _same_composite(self, a: Value, da: int, b: Value, db: int) -> None:
+        """Two symbolic dims: c * batch on both sides relates their c indices, layout carried over."""
+        ca, cb = composite(shape_of(a)[da]), composite(shape_of(b)[db])
+        if ca is None and cb is None:
+            return
+        la, lb = self.spaces.layout.get((a, da)), self.spaces.layout.get((b, db))
+        if ca is None or cb is None or str(ca) != str(cb) or (la and lb and la != lb) or not (la or lb):
+            reason = f"{describe(self.node)} relates a batch-merged dim it cannot follow"
+            self.spaces.freeze((a, da), reason)
+            self.spaces.freeze((b, db), reason)
+            return
+        self.spaces.layout[(a, da)] = self.spaces.layout[(b, db)] = la or lb
+        k = np.arange(ca[0])
         self.spaces.link((a, da), k, (b, db), k)
 
     def link(self, a: Value, da: int, ia, b: Value, db: int, ib) -> None:
@@ -174,6 +189,10 @@ class RewriteContext:
     def new_shape(self, value: Value) -> tuple:
         """Shape of an (old-graph) value after pruning; symbolic dims stay symbolic."""
         return self._new_shape(value)
+
+    @staticmethod
+    def old_shape(value: Value) -> tuple:
+        return shape_of(value)
 
     def keep(self, space: Space) -> np.ndarray | None:
         """Kept original indices of a space (sorted), or None if untouched."""

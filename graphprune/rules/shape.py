@@ -15,95 +15,130 @@ names; -1 and symbolic sizes are left alone.
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
-import sympy
 import torch
 import torch.fx as fx
 
 from graphprune.rules.registry import RewriteContext, RuleContext, rule
-from graphprune.spaces import int_size
+from graphprune.spaces import composite, int_size
 
 aten = torch.ops.aten
 
 
-def _expr(size):
-    """A size as something products and equality work on: int, or the SymInt's sympy expression."""
-    n = int_size(size)
-    return n if n is not None else size.node.expr
-
-
-def _equal(pi, pj) -> bool:
-    if isinstance(pi, int) and isinstance(pj, int):
-        return pi == pj
-    return sympy.simplify(sympy.sympify(pi) - sympy.sympify(pj)) == 0
-
-
-def _advance_left(pi, pj) -> bool:
-    """True if the left run's product should grow next: it lacks a symbol the right has, or is smaller."""
-    if isinstance(pi, int) and isinstance(pj, int):
-        return pi < pj
-    si, sj = sympy.sympify(pi), sympy.sympify(pj)
-    if sj.free_symbols - si.free_symbols:
-        return True
-    if si.free_symbols - sj.free_symbols:
-        return False
-    ratio = sympy.simplify(sj / si)
-    return bool(ratio.is_number and ratio > 1)
-
-
-def factor_runs(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]] | None:
-    """Pair runs of dims of `src` and `dst` with equal products; None if it cannot.
-
-    Sizes may be symbolic (the batch): products are then compared as sympy expressions.
-    """
+def _int_runs(left: list, right: list) -> list[tuple[list, list]] | None:
+    """Pair runs of integer factors (d, n) with equal products; size-1 factors stand alone."""
     runs, i, j = [], 0, 0
-    n, m = len(src), len(dst)
-    while i < n or j < m:
-        si = _expr(src[i]) if i < n else None
-        dj = _expr(dst[j]) if j < m else None
-        if i < n and si == 1 and dj != 1:
-            runs.append(([i], []))
+    while i < len(left) or j < len(right):
+        if i < len(left) and left[i][1] == 1:
+            runs.append(([left[i]], []))
             i += 1
             continue
-        if j < m and dj == 1 and si != 1:
-            runs.append(([], [j]))
+        if j < len(right) and right[j][1] == 1:
+            runs.append(([], [right[j]]))
             j += 1
             continue
-        if i >= n or j >= m:
+        if i >= len(left) or j >= len(right):
             return None
-        gi, gj, pi, pj = [i], [j], si, dj
+        gi, gj, pi, pj = [left[i]], [right[j]], left[i][1], right[j][1]
         i, j = i + 1, j + 1
-        for _ in range(n + m):
-            if _equal(pi, pj):
-                break
-            if _advance_left(pi, pj):
-                if i >= n:
+        while pi != pj:
+            if pi < pj:
+                if i >= len(left):
                     return None
-                pi = pi * _expr(src[i])
-                gi.append(i)
+                pi *= left[i][1]
+                gi.append(left[i])
                 i += 1
             else:
-                if j >= m:
+                if j >= len(right):
                     return None
-                pj = pj * _expr(dst[j])
-                gj.append(j)
+                pj *= right[j][1]
+                gj.append(right[j])
                 j += 1
-        else:
-            return None
         runs.append((gi, gj))
     return runs
 
 
-def _split(ctx: RuleContext, one, d_one, many, dims: list[int]) -> None:
-    """Relate the single dim `one[d_one]` to one factor among `many[dims]` (see module docstring)."""
-    sizes = [ctx.size(many, d) for d in dims]
-    if ctx.size(one, d_one) is None or any(s is None for s in sizes):
-        for d in dims:  # a run through the symbolic batch: nothing in it is prunable
-            ctx.freeze(many, d, "a reshape merges this dim with the batch")
-        ctx.freeze(one, d_one, "a reshape merges this dim with the batch")
-        return
-    pick = ctx.choose_factor(many, dims)
+def _factors(shape: tuple, layouts: dict) -> list | None:
+    """A shape as a sequence of ('s', d, symbol) and ('i', d, n) factors, major first.
+
+    An integer dim is one factor; the batch symbol is one; c * batch is two, ordered by its
+    recorded layout ('sc': batch major). None if a size is any other expression or a
+    layout is unknown.
+    """
+    out = []
+    for d, size in enumerate(shape):
+        n = int_size(size)
+        if n is not None:
+            out.append(("i", d, n))
+            continue
+        comp = composite(size)
+        if comp is None:
+            if not size.node.expr.is_Symbol:
+                return None
+            out.append(("s", d, str(size.node.expr)))
+            continue
+        layout = layouts.get(d)
+        if layout is None:
+            return None
+        pair = [("s", d, str(comp[1])), ("i", d, comp[0])]
+        out.extend(pair if layout == "sc" else pair[::-1])
+    return out
+
+
+def _segments(factors: list) -> tuple[list, list]:
+    """Split at symbols: (symbols in order, integer factors (d, n) between them)."""
+    symbols, segments = [], [[]]
+    for kind, d, x in factors:
+        if kind == "s":
+            symbols.append(x)
+            segments.append([])
+        else:
+            segments[-1].append((d, x))
+    return symbols, segments
+
+
+def factor_plan(src: tuple, dst: tuple, src_layouts: dict) -> tuple[list, dict] | None:
+    """Runs of integer factors with equal products between src and dst, and the layouts
+    that dst's batch-merged dims must then have; None when the reshape cannot be followed."""
+    left = _factors(src, src_layouts)
+    if left is None:
+        return None
+    merged = [d for d, size in enumerate(dst) if composite(size) is not None]
+    for choice in range(2 ** len(merged)):
+        layouts = {d: ("sc" if (choice >> k) & 1 == 0 else "cs") for k, d in enumerate(merged)}
+        right = _factors(dst, layouts)
+        if right is None:
+            continue
+        sym_l, seg_l = _segments(left)
+        sym_r, seg_r = _segments(right)
+        if sym_l != sym_r:
+            continue
+        runs = []
+        for a, b in zip(seg_l, seg_r, strict=True):
+            found = _int_runs(a, b)
+            if found is None:
+                break
+            runs.extend(found)
+        else:
+            return runs, layouts
+    return None
+
+
+def factor_runs(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]] | None:
+    """Dims of src and dst paired in runs of equal product (no batch-merged dims)."""
+    plan = factor_plan(src, dst, {})
+    if plan is None:
+        return None
+    return [([d for d, _ in a], [d for d, _ in b]) for a, b in plan[0]]
+
+
+def _split(ctx: RuleContext, one, d_one: int, many, factors: list) -> None:
+    """Relate the single dim `one[d_one]` to one factor among `many`'s (see module docstring)."""
+    dims = [d for d, _ in factors]
+    sizes = [n for _, n in factors]
+    pick = ctx.choose_factor(many, dims, sizes)
     stride = math.prod(sizes[pick + 1:])
     f = np.arange(math.prod(sizes))
     ctx.link(one, d_one, f, many, dims[pick], (f // stride) % sizes[pick])
@@ -114,35 +149,59 @@ def _split(ctx: RuleContext, one, d_one, many, dims: list[int]) -> None:
 
 def reshape_couple(ctx: RuleContext) -> None:
     x, out = ctx.arg(0), ctx.out()
-    runs = factor_runs(ctx.shape(x), ctx.shape(out))
-    if runs is None:
+    sx, so = ctx.shape(x), ctx.shape(out)
+    layouts = {d: ctx.spaces.layout[(x, d)] for d in range(len(sx)) if (x, d) in ctx.spaces.layout}
+    found = factor_plan(sx, so, layouts)
+    if found is None:
         return  # unclaimed: frozen
+    runs, out_layouts = found
+    for d, layout in out_layouts.items():
+        ctx.spaces.layout[(out, d)] = layout
+    for value, shape in ((x, sx), (out, so)):  # pure batch dims pass through untouched
+        for d, size in enumerate(shape):
+            if int_size(size) is None and composite(size) is None:
+                ctx.claim(value, d)
     for gi, gj in runs:
         if not gi or not gj:
-            for d in gi:
+            for d, _ in gi:
                 ctx.claim(x, d)
-            for d in gj:
+            for d, _ in gj:
                 ctx.claim(out, d)
         elif len(gi) == 1 and len(gj) == 1:
-            ctx.same(x, gi[0], out, gj[0])
+            k = np.arange(gi[0][1])
+            ctx.link(x, gi[0][0], k, out, gj[0][0], k)
         elif len(gi) == 1:
-            _split(ctx, x, gi[0], out, gj)
+            _split(ctx, x, gi[0][0], out, gj)
         elif len(gj) == 1:
-            _split(ctx, out, gj[0], x, gi)
+            _split(ctx, out, gj[0][0], x, gi)
         # several dims on both sides: left unclaimed, frozen
 
 
+def _batch_merged(ctx: RewriteContext, entry, value, d: int):
+    """A size argument for a c * batch dim whose c indices shrank: (entry // c) * c'."""
+    comp = composite(ctx.old_shape(value)[d])
+    keep = ctx.keep((value, d))
+    if comp is None or keep is None or len(keep) == comp[0]:
+        return entry
+    graph = ctx.new.graph
+    with graph.inserting_before(ctx.new):
+        batch = graph.call_function(operator.floordiv, (entry, comp[0]))
+        return graph.call_function(operator.mul, (batch, len(keep)))
+
+
 def _sizes_rewrite(ctx: RewriteContext, index: int) -> None:
-    """Replace integer entries of the size list at args[index] with the new output sizes."""
+    """Replace the entries of the size list at args[index] with the new output sizes."""
     sizes = ctx.old.args[index]
     if not isinstance(sizes, (list, tuple)):
         return
-    out_shape = ctx.new_shape((ctx.old, None))
-    rank = len(out_shape)
-    offset = rank - len(sizes)
+    out = (ctx.old, None)
+    out_shape = ctx.new_shape(out)
+    offset = len(out_shape) - len(sizes)
     new_sizes = list(ctx.new.args[index])
     for k, s in enumerate(sizes):
-        if isinstance(s, int) and not isinstance(s, bool) and s != -1 and not isinstance(s, fx.Node):
+        if isinstance(s, fx.Node):
+            new_sizes[k] = _batch_merged(ctx, new_sizes[k], out, offset + k)
+        elif isinstance(s, int) and not isinstance(s, bool) and s != -1:
             new = int_size(out_shape[offset + k])
             if new is not None:
                 new_sizes[k] = new
