@@ -80,7 +80,9 @@ def shrink(
     example_input: Path | None = ExampleOpt,
     output: Path | None = typer.Option(None, "-o", "--output", help="pruned model file [default: MODEL.pruned.pt]"),
     global_ranking: bool = typer.Option(False, "--global", help="rank channels across groups (normalised scores, per-group cap)"),
-    round_to: int = typer.Option(1, "--round-to", help="keep each group's width a multiple of N"),
+    round_to: int = typer.Option(
+        8, "--round-to", help="round each pruned group's width to a multiple of N (8: ONNX Runtime CPU's block size)"
+    ),
     criterion: str = typer.Option("l2", "--criterion", help="importance: l1, l2 or random"),
     arch: str | None = ArchOpt,
     safe: bool = SafeOpt,

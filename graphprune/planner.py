@@ -6,9 +6,10 @@ score divided by their group's mean score, and the lowest ratio * total go, at m
 `max_group_ratio` of any one group.
 
 Constraints, applied per group after the choice: every space keeps at least one
-element; with round_to = N the kept width of the group's reference space moves to the
-nearest multiple of N (removing the next-weakest channels or keeping back the best
-removed ones), which keeps ONNX Runtime on its blocked-convolution fast path. Whole-group and
+element; with round_to = N (default 8) the kept width of a pruned group's reference space
+moves down to a multiple of N (removing the next-weakest channels; a width under N is
+raised to N by keeping back the best removed ones), which keeps ONNX Runtime on its
+blocked-convolution fast path. Whole-group and
 offset constraints of grouped convs, norms and reshapes are already in the channels
 (graphprune.rules), so they need nothing here.
 
@@ -32,7 +33,7 @@ from graphprune.importance import CRITERIA
 class PlanOptions:
     ratio: float = 0.4
     global_ranking: bool = False
-    round_to: int = 1
+    round_to: int = 8  # ONNX Runtime's blocked (NCHWc) convolutions work in blocks of 8 on AVX2
     criterion: str = "l2"
     max_group_ratio: float = 0.9
 
@@ -127,13 +128,13 @@ def _kept(graph: DependencyGraph, group: Group, removed: np.ndarray) -> int:
 
 def _round_width(graph: DependencyGraph, group: Group, removed: np.ndarray, chosen: list,
                  scores: np.ndarray, n: int, notes: list) -> list:
-    """Move the reference width to the nearest multiple of n (ties upwards), never below n.
+    """Move the reference width down to a multiple of n (so at least `ratio` goes), never below n.
 
     Removes the next-weakest candidates to round down, gives back the best removed ones
     to round up; a step that would empty a tensor is not taken.
     """
     kept = _kept(graph, group, removed)
-    target = max(n, int(math.floor(kept / n + 0.5)) * n)
+    target = max(n, (kept // n) * n)
     ref = np.unique(graph.labels[graph.spaces.ids(group.reference)])
     spare = [c for c in group.channels[np.argsort(scores[group.channels], kind="stable")].tolist()
              if not removed[c] and c in set(ref.tolist())]
@@ -166,7 +167,7 @@ def _enforce(graph: DependencyGraph, group: Group, removed: np.ndarray, chosen: 
         if len(comps) and removed[comps].all():
             chosen = _give_back(removed, chosen, scores, np.unique(comps))
             notes.append("kept back a channel so that every tensor keeps at least one")
-    if round_to > 1:
+    if round_to > 1 and chosen:  # only groups that lose channels are rounded: ratio 0 changes nothing
         chosen = _round_width(graph, group, removed, chosen, scores, round_to, notes)
     return chosen, "; ".join(dict.fromkeys(notes))
 

@@ -22,25 +22,43 @@ the same spec always gives the same weights and input.
     attn      tokens x.flatten(2).mT; q, k, v = Linear(c, heads*dim); SDPA over heads;
               Linear(heads*dim, c); image layout again; optionally + x    c -> c
 
-The head is flatten -> Linear(c*h*w, OUTPUTS), or global average pool -> Linear(c, OUTPUTS).
-The property, `check`, is stated in its docstring (graphprune's side lives in fuzz_property).
+A model is a conv or convT stem (without one, every width-keeping block stays tied to the
+frozen input channels and nothing could be pruned), 0 to 4 more blocks, and a head: flatten ->
+Linear(c*h*w, OUTPUTS), or global average pool -> Linear(c, OUTPUTS).
+`check(spec, ratio, onnx)` is the property graphprune must satisfy on every spec (see its
+docstring); tests/test_fuzz.py, tests/test_regressions.py and scripts/fuzz.py all call it.
 """
 
 from __future__ import annotations
 
+import re
+import tempfile
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import strategies as st
 
+import graphprune
+from graphprune.errors import ExportError, GraphPruneError, VerificationError
+from graphprune.export import export_onnx
+from graphprune.oracle import dead_channel_check
+from graphprune.planner import Plan
+
 MAX_CHANNELS = 24
+MAX_DEPTH = 2  # compound blocks nest at most this deep
 OUTPUTS = 5
 ONNX_PERCENT = 4  # share (%) of drawn cases that also export the pruned model to ONNX
 NORMS = ("bn", "gn", "in", "ln")
 ACTS = ("relu", "gelu", "silu", "hardswish", "prelu")
 UNKNOWN_OPS = ("fft", "cumprod")
+# A simple block's kind is drawn from this list: convs are listed twice because only
+# channels a conv (or linear) writes can be pruned, and width-keeping chains freeze to the input.
+SIMPLE_KINDS = ("conv", "act", "norm", "conv", "convT", "dwconv", "se", "shuffle", "shuffle", "unknown")
 
 
 # -- the spec space -------------------------------------------------------------------------------
@@ -81,9 +99,9 @@ def _conv(draw, c: int, hi: int, kind: str = "conv") -> dict:
 
 def _simple(draw, c: int, hi: int = MAX_CHANNELS) -> dict:
     """A block without sub-blocks for c channels, at most hi wide."""
-    kind = draw(st.sampled_from(["conv", "act", "norm", "convT", "dwconv", "se", "unknown", "shuffle"]))
+    kind = draw(st.sampled_from(SIMPLE_KINDS))
     if kind == "shuffle" and c % 2:
-        kind = "act"
+        kind = "conv"
     if kind in ("conv", "convT"):
         return _conv(draw, c, hi, kind)
     if kind == "dwconv":
@@ -95,53 +113,62 @@ def _simple(draw, c: int, hi: int = MAX_CHANNELS) -> dict:
         act = draw(st.sampled_from(ACTS))
         return {"kind": kind, "type": act, "per_channel": act == "prelu" and draw(st.booleans())}
     if kind == "se":
-        return {"kind": kind, "hidden": draw(st.integers(1, 8))}
+        return {"kind": kind, "hidden": draw(st.integers(2, 8))}
     if kind == "unknown":
         return {"kind": kind, "op": draw(st.sampled_from(UNKNOWN_OPS))}
     return {"kind": kind}
 
 
-def _body(draw, c: int, hi: int, most: int = 2) -> list:
-    """1 to `most` simple blocks starting at c channels, never wider than hi."""
+def _block(draw, c: int, hi: int, depth: int) -> dict:
+    """Any block for c channels, at most hi wide; one in three is compound while depth < MAX_DEPTH."""
+    if depth < MAX_DEPTH and draw(st.integers(0, 2)) == 2:
+        return _compound(draw, c, hi, depth)
+    return _simple(draw, c, hi)
+
+
+def _body(draw, c: int, hi: int, depth: int, most: int = 2) -> list:
+    """1 to `most` blocks starting at c channels, never wider than hi."""
     blocks: list = []
     for _ in range(draw(st.integers(1, most))):
-        blocks.append(_simple(draw, width(blocks, c), hi))
+        blocks.append(_block(draw, width(blocks, c), hi, depth))
     return blocks
 
 
-def _compound(draw, c: int) -> dict:
-    """A block with sub-blocks (nesting depth 1) for c channels."""
+def _compound(draw, c: int, hi: int, depth: int) -> dict:
+    """A block with sub-blocks (one level deeper) for c channels, at most hi wide."""
     kind = draw(st.sampled_from(["residual", "concat", "split", "attn"]))
     if kind == "residual":
-        body = _body(draw, c, MAX_CHANNELS)
+        body = _body(draw, c, hi, depth + 1)
         if width(body, c) != c:
             body.append({"kind": "conv", "out": c, "k": 1, "groups": 1})
         return {"kind": kind, "body": body}
-    if kind == "concat":
-        half = MAX_CHANNELS // 2
+    if kind == "concat" and hi >= 4:
+        half = hi // 2
         a = [_conv(draw, c, half)]
-        a += _body(draw, width(a, c), half, most=1) if draw(st.booleans()) else []
-        identity = c + width(a, c) <= MAX_CHANNELS and draw(st.booleans())
+        a += _body(draw, width(a, c), half, depth + 1, most=1) if draw(st.booleans()) else []
+        identity = c + width(a, c) <= hi and draw(st.booleans())
         return {"kind": kind, "a": a, "b": [] if identity else [_conv(draw, c, half)]}
-    if kind == "attn":
-        return {"kind": kind, "heads": draw(st.sampled_from([1, 2, 4])), "dim": draw(st.sampled_from([2, 4, 6])),
-                "residual": draw(st.booleans())}
-    mode = "chunk" if c % 2 == 0 and draw(st.booleans()) else "split"
-    block = {"kind": kind, "mode": mode, "first": draw(st.integers(1, c - 1)) if mode == "split" else 0,
-             "which": draw(st.sampled_from([0, 1]))}
-    sizes = _split_sizes(block, c)
-    block["body"] = _body(draw, sizes[block["which"]], MAX_CHANNELS - sizes[1 - block["which"]])
-    return block
+    if kind == "split" and c >= 2:
+        mode = "chunk" if c % 2 == 0 and draw(st.booleans()) else "split"
+        block = {"kind": kind, "mode": mode, "first": draw(st.integers(1, c - 1)) if mode == "split" else 0,
+                 "which": draw(st.sampled_from([0, 1]))}
+        sizes = _split_sizes(block, c)
+        block["body"] = _body(draw, sizes[block["which"]], hi - sizes[1 - block["which"]], depth + 1)
+        return block
+    return {"kind": "attn", "heads": draw(st.sampled_from([1, 2, 4])), "dim": draw(st.sampled_from([2, 4, 6])),
+            "residual": draw(st.booleans())}
 
 
 @st.composite
 def architectures(draw) -> dict:
-    """A random spec: input, weight seed, 1 to 5 blocks (one in three compound), head."""
+    """A random spec: input, weight seed, a conv stem, 0 to 4 more blocks, head."""
     c = draw(st.integers(4, MAX_CHANNELS))
     spec = {"batch": draw(st.sampled_from([1, 2])), "channels": c, "size": draw(st.integers(6, 12)),
             "seed": draw(st.integers(0, 2**16)), "blocks": [], "outputs": OUTPUTS}
-    for _ in range(draw(st.integers(1, 5))):
-        block = _compound(draw, c) if draw(st.integers(0, 2)) == 2 else _simple(draw, c)
+    spec["blocks"].append(_conv(draw, c, MAX_CHANNELS, draw(st.sampled_from(["conv", "convT"]))))
+    c = width(spec["blocks"], c)
+    for _ in range(draw(st.integers(0, 4))):
+        block = _block(draw, c, MAX_CHANNELS, depth=0)
         spec["blocks"].append(block)
         c = width([block], c)
     spec["head"] = draw(st.sampled_from(["pool", "flatten"]))
@@ -149,12 +176,19 @@ def architectures(draw) -> dict:
 
 
 @st.composite
-def cases(draw) -> tuple[dict, float, bool]:
-    """(spec, ratio in [0, 0.9] in steps of 0.01, also export to ONNX?); each part shrinks to its simple end."""
-    spec = draw(architectures())
-    ratio = draw(st.integers(0, 90)) / 100
-    onnx = draw(st.integers(0, 99)) >= 100 - ONNX_PERCENT
-    return spec, ratio, onnx
+def cases(draw) -> dict:
+    """One fuzz case: check(**case). Every part shrinks to its simple end.
+
+    `options` are PlanOptions beyond the ratio, drawn because the planner's defaults would
+    otherwise decide what is tested: round_to 8 (ONNX Runtime's block) keeps every group of
+    a 24-channel model at 8, 16 or 24 and so prunes little here; round_to 1 prunes freely.
+    """
+    return {
+        "spec": draw(architectures()),
+        "ratio": draw(st.integers(0, 90)) / 100,
+        "options": {"round_to": draw(st.sampled_from([1, 2, 8])), "global_ranking": draw(st.booleans())},
+        "onnx": draw(st.integers(0, 99)) >= 100 - ONNX_PERCENT,
+    }
 
 
 # -- building modules -----------------------------------------------------------------------------
@@ -321,3 +355,134 @@ def build(spec: dict) -> tuple[nn.Module, torch.Tensor]:
         _randomize(model, gen)
         x = torch.randn(spec["batch"], c, size, size, generator=gen)
     return model.eval(), x
+
+
+# -- the property ---------------------------------------------------------------------------------
+class FuzzFailure(AssertionError):
+    """graphprune broke the property; `signature` groups failures that are likely one bug."""
+
+    def __init__(self, signature: str, detail: str):
+        super().__init__(f"{signature}\n{detail}")
+        self.signature = signature
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # "verified" or "refused"
+    error: str = ""  # refused: the GraphPruneError subclass
+    onnx: str = ""  # "" (not tried), "passed", or "unsupported" (the unpruned model fails export too)
+    inexact: bool = False  # some pruned groups were inexact, so the oracle checked the exact part only
+
+
+def _run(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)
+
+
+def exact_part(plan: Plan) -> Plan:
+    """The plan without its inexact groups (LayerNorm statistics), which the oracle cannot judge."""
+    removed = plan.removed.copy()
+    for group in plan.graph.groups:
+        if group.inexact:
+            removed[group.channels] = False
+    return Plan(plan.graph, plan.options, removed, plan.decisions)
+
+
+def _same_shapes(model: nn.Module, pruned: nn.Module, x: torch.Tensor, dynamic: bool) -> None:
+    inputs = [x, torch.cat([x, x, x])[:3]] if dynamic else [x]
+    for batch in inputs:
+        want, got = _run(model, batch).shape, _run(pruned, batch).shape
+        if want != got:
+            raise FuzzFailure("shape: the pruned output shape differs", f"{tuple(got)} != {tuple(want)} at batch {len(batch)}")
+
+
+def _fewer_params(model: nn.Module, pruned: nn.Module, removed: bool) -> None:
+    """A plan that removes channels removes parameters (every candidate channel owns some)."""
+    before, after = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
+    if after > before or (removed and after == before):
+        raise FuzzFailure("params: the pruned model is not smaller", f"{after} parameters, {before} before")
+
+
+def _names_node(exc: GraphPruneError, graph) -> None:
+    """A refusal must name the node (its name or op); a capture failure the user's source line."""
+    text = str(exc)
+    if graph is None:
+        if "[at " not in text:
+            raise FuzzFailure(f"refusal: {type(exc).__name__} names no source line", text)
+        return
+    names = {n.name for n in graph.captured.graph.nodes} | {str(n.target) for n in graph.captured.graph.nodes}
+    if not any(re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", text) for name in names):
+        raise FuzzFailure(f"refusal: {type(exc).__name__} names no node", text)
+
+
+def _onnx(pruned: nn.Module, x: torch.Tensor, graph) -> str:
+    """Export the pruned model; a failure counts only if the unpruned captured model exports."""
+    dynamic = graph.captured.dynamic_batch
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            export_onnx(pruned, (x,), None, Path(tmp) / "pruned.onnx", dynamic_batch=dynamic)
+            return "passed"
+        except ExportError as exc:
+            try:
+                export_onnx(graph.captured.module, (x,), None, Path(tmp) / "original.onnx", dynamic_batch=dynamic)
+            except ExportError:
+                return "unsupported"
+            raise FuzzFailure("onnx: the pruned model fails export, the unpruned one passes", str(exc)) from exc
+
+
+def _pattern(exc: BaseException) -> str:
+    """Type, innermost graphprune frame and first message line with numbers blanked: one bug, one pattern."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/graphprune/" in f.filename]
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    lines = str(exc).strip().splitlines()
+    first = re.sub(r"\d+", "N", lines[0])[:100] if lines else ""
+    return f"{type(exc).__name__}{where}: {first}"
+
+
+def check(spec: dict, ratio: float, onnx: bool = False, options: dict | None = None) -> Outcome:
+    """The fuzz property; raises FuzzFailure when graphprune breaks it.
+
+    analyze -> plan(ratio, **options) -> rewrite either raises a GraphPruneError whose message names a
+    node of the captured graph (or, for a capture failure, the user's source line), or:
+
+    * the pruned model's output shape equals the original's, at the example batch and, for
+      a dynamic-batch capture, at batch 3; it has fewer parameters if the plan removes any;
+    * the dead-channel oracle passes with atol = 1e-4 * max(1, max|output|) on the plan's
+      exact part: groups marked inexact (LayerNorm statistics change when features go) are
+      put back before the oracle, since their outputs change by design; the full plan is
+      still rewritten, run and shape-checked;
+    * with `onnx`, the full pruned model exports with parity in ONNX Runtime, unless the
+      unpruned captured model fails to export as well (an exporter limit, not a pruning bug).
+
+    Any other exception is a failure.
+    """
+    model, x = build(spec)
+    scale = _run(model, x).abs().max().item()
+    graph, stage, inexact, exported = None, "analyze", False, ""
+    try:
+        graph = graphprune.analyze(model, x)
+        stage = "plan"
+        plan = graphprune.plan(graph, ratio=ratio, **(options or {}))
+        stage = "rewrite"
+        pruned = graphprune.rewrite(plan)
+        stage = "run pruned"
+        _same_shapes(model, pruned, x, graph.captured.dynamic_batch)
+        _fewer_params(model, pruned, bool(plan.removed.any()))
+        if onnx:
+            stage = "onnx"
+            exported = _onnx(pruned, x, graph)
+        stage = "oracle"
+        exact = exact_part(plan)
+        inexact = bool((exact.removed != plan.removed).any())
+        checked = dead_channel_check(exact, atol=1e-4 * max(1.0, scale))
+        _same_shapes(model, checked, x, graph.captured.dynamic_batch)
+    except FuzzFailure:
+        raise
+    except VerificationError as exc:
+        raise FuzzFailure("oracle: pruning dead channels changed the outputs", str(exc)) from exc
+    except GraphPruneError as exc:
+        _names_node(exc, graph)
+        return Outcome("refused", type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - anything else is a graphprune bug: report it with its stage
+        raise FuzzFailure(f"{stage}: {_pattern(exc)}", traceback.format_exc(limit=-6)) from exc
+    return Outcome("verified", onnx=exported, inexact=inexact)

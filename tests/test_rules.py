@@ -578,7 +578,7 @@ def test_layer_norm_over_channels_is_marked_inexact():
     example = image(2, 3, 8)
     graph = graphprune.analyze(model, example)
     assert any(g.inexact for g in graph.groups)
-    plan = graphprune.plan(graph, ratio=0.5)
+    plan = graphprune.plan(graph, ratio=0.5, round_to=1)
     norm_group = [d for d, g in zip(plan.decisions, graph.groups, strict=True) if g.inexact]
     assert norm_group and all(d.removed > 0 and "inexact" in d.note for d in norm_group)
     hidden = [d for d in plan.decisions if d.group == "fc1.weight[0]"]
@@ -661,7 +661,7 @@ def test_round_to_makes_widths_multiples():
 def test_every_group_keeps_a_channel_at_high_ratio():
     """Rule: even at ratio 0.95 every group keeps at least one element."""
     model, example = build("concat")
-    plan = graphprune.plan(graphprune.analyze(model, example), ratio=0.95)
+    plan = graphprune.plan(graphprune.analyze(model, example), ratio=0.95, round_to=1)
     assert all(d.width_after >= 1 for d in plan.decisions)
     assert any(d.removed for d in plan.decisions)
     pruned = dead_channel_check(plan)
@@ -684,8 +684,8 @@ def test_global_ranking_budget_and_cap():
             t[2:] *= 1e-3
         model.c3[0].weight[:, 2:] *= 1e-3
     graph = graphprune.analyze(model, example)
-    total = sum(d.candidates for d in graphprune.plan(graph, ratio=0.0).decisions)
-    plan = graphprune.plan(graph, ratio=0.5, global_ranking=True, max_group_ratio=0.6)
+    total = sum(d.candidates for d in graphprune.plan(graph, ratio=0.0, round_to=1).decisions)
+    plan = graphprune.plan(graph, ratio=0.5, global_ranking=True, max_group_ratio=0.6, round_to=1)
     removed = sum(d.removed for d in plan.decisions)
     assert abs(removed - 0.5 * total) <= 1
     assert all(d.removed <= int(0.6 * d.candidates) for d in plan.decisions)
@@ -744,7 +744,7 @@ def test_parameter_free_contraction_is_exact_or_flagged(factory, example):
     parameter-free sum/contraction over channels whose dead value is not 0 must be frozen
     or marked inexact."""
     model, x = factory().eval(), example()
-    plan = graphprune.plan(graphprune.analyze(model, x), ratio=0.5)
+    plan = graphprune.plan(graphprune.analyze(model, x), ratio=0.5, round_to=1)
     flagged = any("inexact" in d.note for d in plan.decisions if d.removed)
     pruned = graphprune.rewrite(plan) if flagged else dead_channel_check(plan)  # the oracle raises on a change
     assert pruned(x).shape == model(x).shape
@@ -763,7 +763,7 @@ def test_a_dead_channel_is_removed_first():
     node = param_node(graph, "0.0.weight")
     channel = graph.labels[graph.spaces.ids(((node, None), 0))][5]
     assert l2(graph)[channel] == 0
-    assert kept(graphprune.plan(graph, ratio=0.05), "0.0.weight", 0) == [c for c in range(16) if c != 5]
+    assert kept(graphprune.plan(graph, ratio=0.05, round_to=1), "0.0.weight", 0) == [c for c in range(16) if c != 5]
 
 
 class NamedMeta(nn.Module):
