@@ -102,7 +102,11 @@ def _export(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool):
     with warnings.catch_warnings():
         # nn.LSTM/GRU re-assign _flat_weights during export; harmless, and not the user's to fix
         warnings.filterwarnings("ignore", message=".*were assigned during export.*")
-        return _export_quiet(model, args, kwargs, dynamic)
+        logging.disable(logging.WARNING)  # export logs graph dumps on failure; our error says it in one line
+        try:
+            return _export_quiet(model, args, kwargs, dynamic)
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def _export_quiet(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool):
@@ -118,6 +122,38 @@ def _export_quiet(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bo
     return torch.export.export(model, targs, tkwargs, dynamic_shapes=shapes, strict=False)
 
 
+_NEW_FORM = {
+    torch.ops.aten.zeros.default: torch.ops.aten.new_zeros.default,
+    torch.ops.aten.ones.default: torch.ops.aten.new_ones.default,
+    torch.ops.aten.empty.memory_format: torch.ops.aten.new_empty.default,
+    torch.ops.aten.full.default: torch.ops.aten.new_full.default,
+}
+
+
+def _reloadable(graph: fx.Graph) -> None:
+    """Rewrite zeros([.., batch, ..]) as new_zeros(<an input>, [...]) so the module unpickles.
+
+    torch.load re-traces a GraphModule's code; an op whose only traced value is a SymInt
+    inside a size list cannot be intercepted, while one with a tensor first argument can.
+    """
+    anchor = next((n for n in graph.nodes if n.op == "placeholder" and isinstance(n.meta.get("val"), torch.Tensor)), None)
+    if anchor is None:
+        return
+    for node in graph.nodes:
+        new = _NEW_FORM.get(node.target)
+        if new is None or not any(isinstance(a, fx.Node) for a in node.args[0]):
+            continue
+        kwargs = dict(node.kwargs)
+        kwargs.pop("memory_format", None)
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor):
+            kwargs.setdefault("dtype", val.dtype)
+            kwargs.setdefault("device", val.device)
+        node.target = new
+        node.args = (anchor, *node.args)
+        node.kwargs = kwargs
+
+
 def _plain_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
     """ep.module() without export's guard hook, so the result pickles like any GraphModule."""
     gm = ep.module()
@@ -127,6 +163,7 @@ def _plain_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
             graph.erase_node(node)
     graph._tracer_cls = None
     graph._tracer_extras = {}
+    _reloadable(graph)
     out = fx.GraphModule(gm, graph)
     out._in_spec = gm._in_spec
     out._out_spec = gm._out_spec

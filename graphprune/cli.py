@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from graphprune import io
 from graphprune.errors import GraphPruneError
@@ -36,7 +38,7 @@ SafeOpt = typer.Option(False, "--safe", help="refuse pickled models (they run co
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    console.print("[bold red]error:[/bold red] " + escape(message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -67,6 +69,8 @@ def _guard(fn):
             _fail(str(exc))
         except KeyboardInterrupt:
             _fail("interrupted; nothing was written", 130)
+        except OSError as exc:
+            _fail(f"cannot write or read a file: {exc}; check the path and free disk space")
 
     return wrapper
 
@@ -104,8 +108,12 @@ def shrink(
         io.check_output(onnx_path, [model, example_input], force)
     if not 0.0 <= ratio < 1.0:
         raise io.InputError(f"--ratio {ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
+    if round_to < 1:
+        raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
     module, example = _load(model, arch, safe, example_input, input_shape)
-    with console.status("starting") as status:
+    import tempfile
+
+    with console.status("starting") as status, tempfile.TemporaryDirectory(dir=out.parent, prefix=".graphprune.") as tmp:
         pruned, report = run_shrink(
             module, example, ratio, global_ranking=global_ranking, round_to=round_to,
             criterion=criterion, progress=lambda s: status.update(s),
@@ -113,13 +121,17 @@ def shrink(
         extra = {}
         if onnx:
             status.update("exporting to ONNX and checking parity in ONNX Runtime")
-            extra["onnx"] = _export_pair(module, pruned, example, onnx_path, bench)
+            extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench)
     from graphprune.report import render
 
     render(report, out_console)
-    io.save_model(pruned, out)
-    data = report.to_dict() | extra
-    io.save_text(json.dumps(data, indent=2, default=str), report_path)
+    import torch
+
+    with io.atomic_outputs() as stage:
+        torch.save(pruned, stage(out))
+        stage(report_path).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
+        if onnx:
+            os.replace(extra["onnx"].pop("staged"), stage(onnx_path))
     out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else ""))
 
 
@@ -129,7 +141,7 @@ def _export_pair(original, pruned, example, onnx_path: Path, bench: bool) -> dic
 
     args, kwargs = normalize_inputs(example)
     result = export_onnx(pruned, args, kwargs, onnx_path)
-    info = {"pruned": result.__dict__ | {"path": str(result.path)}}
+    info = {"pruned": result.__dict__ | {"path": str(result.path)}, "staged": str(result.path)}
     if bench:
         import tempfile
 
@@ -223,7 +235,7 @@ def bench(
     from graphprune.bench import render as render_bench
 
     for m in models:
-        io._existing(m)
+        io.check_onnx(m)
     with console.status("benchmarking"):
         res = run_bench(list(models), batch_sizes=tuple(batch), repeats=repeats, warmup=warmup, threads=threads)
     out_console.print(render_bench(res))

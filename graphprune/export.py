@@ -34,6 +34,7 @@ only after every check has passed: a failure never leaves a file behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -419,8 +420,12 @@ def export_onnx(
     simplify: bool = True,
     atol: float = 1e-4,
     exporters: Sequence[str] = DEFAULT_EXPORTERS,
+    static_fallback: bool = True,
 ) -> ExportResult:
     """Export `model(*args, **kwargs)` to `path`, verified in ONNX Runtime; raises ExportError.
+
+    With `static_fallback`, a model no exporter can give a dynamic batch (an exporter's limit,
+    e.g. LSTMs with dynamo) is exported with the example's batch, and `notes` says so.
 
     The model is used in its current mode (call `model.eval()` first) and is not modified.
     """
@@ -444,15 +449,21 @@ def export_onnx(
         for exporter in exporters:
             try:
                 best = _attempt(job, exporter, stage, path.name, simplify, notes)
-            except ExportError as exc:
-                notes.append(f"{exporter}: {exc}")
-                log.warning("ONNX export with %s failed: %s", exporter, exc)
+            except Exception as exc:  # noqa: BLE001 - any failure of one exporter: note it, try the next
+                notes.append(f"{exporter}: {exc if isinstance(exc, ExportError) else _first_line(exc)}")
+                log.warning("ONNX export with %s failed: %s", exporter, notes[-1])
                 continue
             _publish(best.file, path)
             return _result(job, best, path, notes)
-        raise ExportError(f"no exporter produced a verified ONNX model for {path.name}: " + " | ".join(notes))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    if dynamic_batch and static_fallback:
+        log.warning("no exporter kept the batch dynamic; exporting %s with the example's fixed batch", path.name)
+        result = export_onnx(model, args, kwargs, path, dynamic_batch=False, opset=opset, simplify=simplify,
+                             atol=atol, exporters=exporters, static_fallback=False)
+        note = "dynamic batch failed with every exporter (" + " | ".join(notes) + "); exported with a fixed batch"
+        return dataclasses.replace(result, notes=(note, *result.notes))
+    raise ExportError(f"no exporter produced a verified ONNX model for {path.name}: " + " | ".join(notes))
 
 
 def _result(job: _Job, best: _Candidate, path: Path, notes: list[str]) -> ExportResult:

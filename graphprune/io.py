@@ -75,12 +75,28 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
                 f"{path} is a pickled object, refused in safe mode; save a .pt2 with torch.export.save "
                 "or pass --arch module:factory with a state_dict"
             ) from exc
+        if "Errno 22" in first or "central directory" in first or "failed finding" in first:
+            first = "the file is truncated or damaged"
         raise LoadError(f"cannot read {path} as a torch file ({first}); is it a model saved with torch.save?") from exc
+
+
+def _intact(p: Path) -> None:
+    """torch's zip files carry CRCs that torch.load does not check: a damaged file loads as garbage."""
+    if not zipfile.is_zipfile(p):
+        return
+    try:
+        with zipfile.ZipFile(p) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise LoadError(f"{p} is damaged ({exc}); save the model again") from exc
+    if bad is not None:
+        raise LoadError(f"{p} is damaged: {bad} fails its checksum; save the model again")
 
 
 def load_model(path: str | Path, *, arch: str | None = None, safe: bool = False) -> tuple[torch.nn.Module, Any]:
     """Load a model file; returns (module, example input stored with it or None)."""
     p = _existing(path)
+    _intact(p)
     if is_exported_program(p):
         try:
             ep = torch.export.load(str(p))
@@ -99,7 +115,8 @@ def load_model(path: str | Path, *, arch: str | None = None, safe: bool = False)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise LoadError(f"{p} does not fit {arch}: {str(exc).splitlines()[0][:200]}") from exc
+            detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3])
+            raise LoadError(f"{p} does not fit {arch}: {detail[:300]}") from exc
         return model, None
     obj = _torch_load(p, weights_only=safe)
     if isinstance(obj, torch.nn.Module):
@@ -107,6 +124,18 @@ def load_model(path: str | Path, *, arch: str | None = None, safe: bool = False)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise LoadError(f"{p} holds a state_dict, not a model; pass --arch package.module:factory to build the model")
     raise LoadError(f"{p} holds a {type(obj).__name__}, not a torch.nn.Module; save the model with torch.save(model)")
+
+
+def check_onnx(path: str | Path) -> Path:
+    """An existing file that parses as an ONNX model."""
+    import onnx
+
+    p = _existing(path)
+    try:
+        onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own types
+        raise LoadError(f"{p} is not an ONNX model ({type(exc).__name__}); pass files written by graphprune export") from exc
+    return p
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -146,17 +175,45 @@ def check_output(out: Path, inputs: list[Path], force: bool) -> None:
         raise InputError(f"folder {out.parent} does not exist")
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_outputs():
+    """Stage several outputs; all of them replace their targets only if the block succeeds.
+
+    `stage(out)` returns a temporary path beside `out`. On success each is given the usual
+    file mode and renamed onto its target (renames last, after every write has finished);
+    on any failure or Ctrl-C every temporary file is removed and no target is touched.
+    """
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(out: Path) -> Path:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        staged.append((Path(tmp), out))
+        return Path(tmp)
+
+    try:
+        yield stage
+        for tmp, _ in staged:
+            os.chmod(tmp, _umask_mode())
+        for tmp, out in staged:
+            os.replace(tmp, out)
+    finally:
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(out: Path):
     """Yield a temporary path beside `out`; it replaces `out` only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_outputs() as stage:
+        yield stage(out)
 
 
 def save_model(model: torch.nn.Module, out: Path) -> None:

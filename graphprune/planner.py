@@ -136,8 +136,9 @@ def _round_width(graph: DependencyGraph, group: Group, removed: np.ndarray, chos
     kept = _kept(graph, group, removed)
     target = max(n, (kept // n) * n)
     ref = np.unique(graph.labels[graph.spaces.ids(group.reference)])
+    in_ref = set(ref.tolist())
     spare = [c for c in group.channels[np.argsort(scores[group.channels], kind="stable")].tolist()
-             if not removed[c] and c in set(ref.tolist())]
+             if not removed[c] and c in in_ref]
     while kept > target and spare:
         c = spare.pop(0)
         removed[c] = True

@@ -58,12 +58,14 @@ def _kind(module: torch.nn.Module, target: str) -> tuple[str, bool]:
 
 
 def _sliced(plan: Plan, node: fx.Node, tensor: torch.Tensor) -> torch.Tensor:
-    out = tensor.detach()
+    """A new tensor (never a view of the user's) holding the kept indices of every dim."""
+    out, copied = tensor.detach(), False
     for dim in range(out.dim()):
         keep = plan.kept(((node, None), dim))
         if keep is not None:
             out = out.index_select(dim, torch.as_tensor(keep, dtype=torch.long, device=out.device))
-    return out.clone()
+            copied = True
+    return out if copied else out.clone()
 
 
 def _new_root(plan: Plan, gm: fx.GraphModule) -> torch.nn.Module:

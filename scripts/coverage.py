@@ -6,7 +6,9 @@ file written by torch.save reloads with equal outputs, and (with --onnx) that th
 export matches PyTorch in ONNX Runtime. Writes a Markdown table (default
 docs/COVERAGE.md) that records the command that produced it.
 
-    python scripts/coverage.py                       # all families, writes docs/COVERAGE.md
+    python scripts/coverage.py                       # CNN families, writes docs/COVERAGE.md
+    python scripts/coverage.py --suite transformers  # attention and recurrent models, --ratio 0.3,
+                                                     # with Torch-Pruning 1.6.1 beside (docs/COVERAGE_TRANSFORMERS.md)
     python scripts/coverage.py --models resnet18 mobilenet_v2 --out /tmp/cov.md
 """
 
@@ -35,43 +37,144 @@ FAMILIES = [
     "mobilenet_v3_small", "mobilenet_v3_large", "mnasnet1_0", "efficientnet_b0", "efficientnet_v2_s",
     "regnet_x_400mf", "regnet_y_400mf", "convnext_tiny", "shufflenet_v2_x1_0",
 ]
+TRANSFORMERS = [
+    "vit_b_16", "vit_b_32", "swin_t", "swin_v2_t", "maxvit_t", "hf_bert", "hf_gpt2", "hf_llama_gqa", "hf_vit",
+    "lstm_bi2", "gru_bi2", "text_classifier", "speech",
+]
 KWARGS = {"googlenet": {"aux_logits": False, "init_weights": True}, "inception_v3": {"aux_logits": False, "init_weights": True}}
 
 
-def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+class Recurrent(torch.nn.Module):
+    """Conv1d front-end, 2-layer bidirectional LSTM/GRU (batch_first), per-frame classifier."""
+
+    def __init__(self, cell: type) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(40, 64, 3, padding=1)
+        self.rnn = cell(64, 96, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc = torch.nn.Linear(192, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.rnn(torch.relu(self.conv(x)).transpose(1, 2))
+        return self.fc(y)
+
+
+def _hf(name: str):
+    import transformers as hf
+
+    ids = torch.randint(0, 1000, (1, 32))
+    small = {"vocab_size": 1000}
+    if name == "hf_bert":
+        cfg = hf.BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, intermediate_size=1024, **small)
+        return hf.BertForSequenceClassification(cfg), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if name == "hf_gpt2":
+        cfg = hf.GPT2Config(n_embd=256, n_layer=4, n_head=8, **small)
+        return hf.GPT2LMHeadModel(cfg), {"input_ids": ids, "use_cache": False}
+    if name == "hf_llama_gqa":
+        cfg = hf.LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+                             num_key_value_heads=2, **small)
+        return hf.LlamaForCausalLM(cfg), {"input_ids": ids, "use_cache": False}
+    cfg = hf.ViTConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=6, intermediate_size=768,
+                       image_size=64, patch_size=8, num_labels=10)
+    return hf.ViTForImageClassification(cfg), {"pixel_values": torch.randn(1, 3, 64, 64)}
+
+
+def build(name: str):
     torch.manual_seed(0)
+    if name.startswith("hf_"):
+        model, example = _hf(name)
+        return model.eval(), example
+    if name in ("lstm_bi2", "gru_bi2"):
+        cell = torch.nn.LSTM if name == "lstm_bi2" else torch.nn.GRU
+        return Recurrent(cell).eval(), torch.randn(1, 40, 50)
+    if name in ("text_classifier", "speech"):
+        import importlib
+
+        module = importlib.import_module(f"models.{name}")
+        model = module.build().eval()
+        example = getattr(module, "example", None)
+        return model, example() if example else None
     model = getattr(torchvision.models, name)(**KWARGS.get(name, {})).eval()
     size = 299 if name == "inception_v3" else 224
     return model, torch.randn(1, 3, size, size)
 
 
-def check(name: str, ratio: float, onnx: bool) -> dict:
+def _outputs(out):
+    from torch.utils import _pytree as pytree
+
+    return [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+def torch_pruning(name: str, ratio: float) -> str:
+    """Torch-Pruning 1.6.1 with its documented minimum: magnitude importance, the output layer ignored."""
+    import torch_pruning as tp
+
+    model, example = build(name)
+    args = example if isinstance(example, dict) else (example,)
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1:]
+    try:
+        reference = _outputs(model(**args) if isinstance(args, dict) else model(*args))
+        pruner = tp.pruner.MetaPruner(model, args, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=ratio, ignored_layers=last)
+        pruner.step()
+        got = _outputs(model(**args) if isinstance(args, dict) else model(*args))
+    except Exception as exc:  # noqa: BLE001 - the baseline's failure is a finding, recorded in one line
+        return f"fails: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+    if [t.shape for t in got] != [t.shape for t in reference]:
+        return "wrong output shape"
+    return "ok (output layer ignored by hand)"
+
+
+def _call(model, example):
+    return model(**example) if isinstance(example, dict) else model(example)
+
+
+def _batch3(example):
+    from torch.utils import _pytree as pytree
+
+    return pytree.tree_map(lambda t: torch.cat([t, t, t]) if isinstance(t, torch.Tensor) and t.dim() else t, example)
+
+
+def check(name: str, ratio: float, onnx: bool, baseline: bool = False) -> dict:
     model, x = build(name)
     t0 = time.perf_counter()
     pruned, report = graphprune.shrink(model, x, ratio)
     seconds = time.perf_counter() - t0
-    y, y3 = pruned(x), pruned(torch.randn(3, *x.shape[1:]))
+    y = _outputs(_call(pruned, x))
+    ok = [t.shape for t in y] == [t.shape for t in _outputs(_call(model, x))]
+    if report.dynamic_batch:
+        ok = ok and _outputs(_call(pruned, _batch3(x)))[0].shape[0] == 3
     row = {
-        "model": name, "ok": y.shape == model(x).shape and y3.shape[0] == 3,
+        "model": name, "ok": ok,
         "macs": report.macs_ratio, "params": report.params_ratio, "seconds": seconds,
         "unknown": len(report.unknown_ops), "dynamic": report.dynamic_batch,
     }
     buf = io.BytesIO()
     torch.save(pruned, buf)
     buf.seek(0)
-    row["reload"] = torch.allclose(torch.load(buf, weights_only=False)(x), y)
+    again = _outputs(_call(torch.load(buf, weights_only=False), x))
+    row["reload"] = all(torch.allclose(a, b) for a, b in zip(again, y, strict=True))
     if onnx:
         from graphprune.export import export_onnx
 
+        args, kwargs = ((), x) if isinstance(x, dict) else ((x,), {})
         with tempfile.TemporaryDirectory() as tmp:
-            res = export_onnx(pruned, (x,), {}, Path(tmp) / "m.onnx")
-            row["onnx"] = f"{res.max_abs_error:.1e} ({res.exporter})"
+            try:
+                res = export_onnx(pruned, args, kwargs, Path(tmp) / "m.onnx")
+                row["onnx"] = f"{res.max_abs_error:.1e} ({res.exporter})"
+            except graphprune.GraphPruneError as exc:
+                row["onnx"] = f"FAILED: {str(exc)[:100]}"
+    if baseline:
+        try:
+            row["tp"] = torch_pruning(name, ratio)
+        except Exception as exc:  # noqa: BLE001 - the baseline's failure is a finding
+            row["tp"] = f"fails: {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
     return row
 
 
-def markdown(rows: list[dict], argv: list[str], ratio: float) -> str:
+def markdown(rows: list[dict], argv: list[str], ratio: float, title: str) -> str:
+    baseline = any("tp" in r for r in rows)
     lines = [
-        "# Coverage: torchvision classification families",
+        f"# Coverage: {title}",
         "",
         "Produced by:",
         "",
@@ -80,47 +183,56 @@ def markdown(rows: list[dict], argv: list[str], ratio: float) -> str:
         "```",
         "",
         f"graphprune {graphprune.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-        f"{platform.machine()} {platform.system()}, CPU. Random-init weights, input 1x3x224x224 (299 for inception_v3), "
-        f"`--ratio {ratio}`, local L2 magnitude, zero per-model configuration.",
+        f"{platform.machine()} {platform.system()}, CPU. Random-init weights, batch 1 (224x224 images; 299 for "
+        f"inception_v3; HF models from small configs, 32 tokens), `--ratio {ratio}`, default options "
+        "(local L2 magnitude, round_to 8), zero per-model configuration.",
         "",
         "Columns: *runs* = forward runs at batch 1 and 3 with the original output shape; *MACs* and *params* = "
         "pruned / original; *reload* = `torch.save` then `torch.load` gives equal outputs; *ONNX* = max abs "
         "error of ONNX Runtime against PyTorch (exporter used); *no rule* = ops frozen for lack of a rule.",
         "",
-        "| model | runs | MACs | params | reload | ONNX parity | no rule | prune time (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | runs | MACs | params | reload | ONNX parity | no rule | prune time (s) |"
+        + (" Torch-Pruning 1.6.1 |" if baseline else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if baseline else ""),
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | FAILED: {r['error']} | | | | | | |")
+            lines.append(f"| {r['model']} | FAILED: {r['error']} | | | | | | |" + (" |" if baseline else ""))
             continue
-        flag = "" if r["macs"] <= 0.45 else " (above 0.45)"
+        flag = "" if r["macs"] <= 0.45 or baseline else " (above 0.45)"
         lines.append(
             f"| {r['model']} | {'yes' if r['ok'] else 'NO'} | {r['macs']:.3f}{flag} | {r['params']:.3f} | "
             f"{'yes' if r['reload'] else 'NO'} | {r.get('onnx', 'not run')} | {r['unknown']} | {r['seconds']:.1f} |"
+            + (f" {r.get('tp', '')} |" if baseline else "")
         )
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=FAMILIES)
-    parser.add_argument("--ratio", type=float, default=0.4)
+    parser.add_argument("--suite", choices=["cnn", "transformers"], default="cnn")
+    parser.add_argument("--models", nargs="*", default=None)
+    parser.add_argument("--ratio", type=float, default=None, help="default 0.4 (cnn), 0.3 (transformers)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and parity column")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "COVERAGE.md")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    cnn = args.suite == "cnn"
+    models = args.models or (FAMILIES if cnn else TRANSFORMERS)
+    ratio = args.ratio if args.ratio is not None else (0.4 if cnn else 0.3)
+    out = args.out or ROOT / "docs" / ("COVERAGE.md" if cnn else "COVERAGE_TRANSFORMERS.md")
+    title = "torchvision classification families" if cnn else "attention and recurrent models"
     torch.set_num_threads(2)
     rows = []
-    for name in args.models:
+    for name in models:
         try:
-            row = check(name, args.ratio, not args.no_onnx)
+            row = check(name, ratio, not args.no_onnx, baseline=not cnn)
         except Exception as exc:  # noqa: BLE001 - a failure is a row in the table, not the end of the sweep
             traceback.print_exc()
             row = {"model": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
         print(row, flush=True)
         rows.append(row)
-    args.out.write_text(markdown(rows, sys.argv[1:], args.ratio))
-    print(f"wrote {args.out}")
+    out.write_text(markdown(rows, sys.argv[1:], ratio, title))
+    print(f"wrote {out}")
     return 0 if all("error" not in r and r["ok"] for r in rows) else 1
 
 

@@ -14,13 +14,16 @@ the same spec always gives the same weights and input.
     norm      bn | gn(groups | c) | in (affine) | ln over c via permute   c -> c
     act       relu | gelu | silu | hardswish | prelu (1 or c params)      c -> c
     se        x * sigmoid(conv1x1(relu(conv1x1(avgpool(x)))))            c -> c
-    shuffle   view(b, 2, c/2, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+    shuffle   view(b, g, c/g, h, w).transpose(1, 2).contiguous().view(b, c, h, w), g in 2, 3, 4
     unknown   fft(x, dim=1).real | cumprod(x, dim=1): no graphprune rule  c -> c
     residual  x + body(x); a 1x1 conv closes a body that changed c        c -> c
     concat    cat([a(x), b(x)], 1); b = [] is the identity (dense block)  c -> a + b
-    split     chunk(2) or split([s, c-s]); body on one piece; cat back    c -> c - p + body(p)
-    attn      tokens x.flatten(2).mT; q, k, v = Linear(c, heads*dim); SDPA over heads;
-              Linear(heads*dim, c); image layout again; optionally + x    c -> c
+    split     chunk(2), split([s, c-s]) or x[:, :s], x[:, s:]; body on one piece; cat back
+                                                                          c -> c - p + body(p)
+    attn      tokens x.flatten(2).mT; q, k, v from three Linear(c, heads*dim), or one
+              Linear(c, 3*heads*dim) cut by chunk(3, -1) or by timm's view(b, L, 3, heads,
+              dim).permute(2, 0, 3, 1, 4) and unbind(0) or [0], [1], [2]; SDPA over heads;
+              Linear(heads*dim, c); image layout again; optionally + x     c -> c
 
 A model is a conv or convT stem (without one, every width-keeping block stays tied to the
 frozen input channels and nothing could be pruned), 0 to 4 more blocks, and a head: flatten ->
@@ -31,10 +34,11 @@ docstring); tests/test_fuzz.py, tests/test_regressions.py and scripts/fuzz.py al
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +60,7 @@ ONNX_PERCENT = 4  # share (%) of drawn cases that also export the pruned model t
 NORMS = ("bn", "gn", "in", "ln")
 ACTS = ("relu", "gelu", "silu", "hardswish", "prelu")
 UNKNOWN_OPS = ("fft", "cumprod")
+QKV = ("separate", "chunk", "unbind", "select")  # how attention gets q, k and v
 # A simple block's kind is drawn from this list: convs are listed twice because only
 # channels a conv (or linear) writes can be pruned, and width-keeping chains freeze to the input.
 SIMPLE_KINDS = ("conv", "act", "norm", "conv", "convT", "dwconv", "se", "shuffle", "shuffle", "unknown")
@@ -100,7 +105,8 @@ def _conv(draw, c: int, hi: int, kind: str = "conv") -> dict:
 def _simple(draw, c: int, hi: int = MAX_CHANNELS) -> dict:
     """A block without sub-blocks for c channels, at most hi wide."""
     kind = draw(st.sampled_from(SIMPLE_KINDS))
-    if kind == "shuffle" and c % 2:
+    shuffles = [g for g in (2, 3, 4) if c % g == 0]
+    if kind == "shuffle" and not shuffles:
         kind = "conv"
     if kind in ("conv", "convT"):
         return _conv(draw, c, hi, kind)
@@ -116,7 +122,7 @@ def _simple(draw, c: int, hi: int = MAX_CHANNELS) -> dict:
         return {"kind": kind, "hidden": draw(st.integers(2, 8))}
     if kind == "unknown":
         return {"kind": kind, "op": draw(st.sampled_from(UNKNOWN_OPS))}
-    return {"kind": kind}
+    return {"kind": kind, "groups": draw(st.sampled_from(shuffles))}
 
 
 def _block(draw, c: int, hi: int, depth: int) -> dict:
@@ -149,14 +155,14 @@ def _compound(draw, c: int, hi: int, depth: int) -> dict:
         identity = c + width(a, c) <= hi and draw(st.booleans())
         return {"kind": kind, "a": a, "b": [] if identity else [_conv(draw, c, half)]}
     if kind == "split" and c >= 2:
-        mode = "chunk" if c % 2 == 0 and draw(st.booleans()) else "split"
-        block = {"kind": kind, "mode": mode, "first": draw(st.integers(1, c - 1)) if mode == "split" else 0,
+        mode = draw(st.sampled_from(["chunk", "split", "slice"] if c % 2 == 0 else ["split", "slice"]))
+        block = {"kind": kind, "mode": mode, "first": draw(st.integers(1, c - 1)) if mode != "chunk" else 0,
                  "which": draw(st.sampled_from([0, 1]))}
         sizes = _split_sizes(block, c)
         block["body"] = _body(draw, sizes[block["which"]], hi - sizes[1 - block["which"]], depth + 1)
         return block
     return {"kind": "attn", "heads": draw(st.sampled_from([1, 2, 4])), "dim": draw(st.sampled_from([2, 4, 6])),
-            "residual": draw(st.booleans())}
+            "qkv": draw(st.sampled_from(QKV)), "residual": draw(st.booleans())}
 
 
 @st.composite
@@ -224,22 +230,29 @@ class Concat(nn.Module):
 class Split(nn.Module):
     """Split the channels in two, run `body` on piece `which`, concatenate in the old order."""
 
-    def __init__(self, chunk: bool, sizes: list[int], which: int, body: nn.Module):
+    def __init__(self, mode: str, sizes: list[int], which: int, body: nn.Module):
         super().__init__()
-        self.chunk, self.sizes, self.which, self.body = chunk, sizes, which, body
+        self.mode, self.sizes, self.which, self.body = mode, sizes, which, body
 
     def forward(self, x):
-        pieces = list(x.chunk(2, dim=1) if self.chunk else torch.split(x, self.sizes, dim=1))
+        if self.mode == "slice":
+            pieces = [x[:, : self.sizes[0]], x[:, self.sizes[0]:]]
+        else:
+            pieces = list(x.chunk(2, dim=1) if self.mode == "chunk" else torch.split(x, self.sizes, dim=1))
         pieces[self.which] = self.body(pieces[self.which])
         return torch.cat(pieces, dim=1)
 
 
 class Shuffle(nn.Module):
-    """ShuffleNet's channel shuffle with 2 groups: channel g*(c/2) + i moves to 2*i + g."""
+    """ShuffleNet's channel shuffle with g groups: channel j*(c/g) + i moves to g*i + j."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
 
     def forward(self, x):
         b, c, h, w = x.shape
-        return x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+        return x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
 
 
 class SqueezeExcite(nn.Module):
@@ -255,20 +268,26 @@ class SqueezeExcite(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention over the h*w positions of an image."""
 
-    def __init__(self, c: int, heads: int, dim: int, residual: bool):
+    def __init__(self, c: int, heads: int, dim: int, qkv: str, residual: bool):
         super().__init__()
-        self.heads, self.dim, self.residual = heads, dim, residual
-        self.q, self.k, self.v = (nn.Linear(c, heads * dim) for _ in range(3))
+        self.heads, self.dim, self.qkv, self.residual = heads, dim, qkv, residual
+        if qkv == "separate":
+            self.q, self.k, self.v = (nn.Linear(c, heads * dim) for _ in range(3))
+        else:
+            self.fused = nn.Linear(c, 3 * heads * dim)
         self.proj = nn.Linear(heads * dim, c)
+
+    def _qkv(self, tokens: torch.Tensor) -> tuple:
+        b, n = tokens.shape[:2]
+        if self.qkv in ("unbind", "select"):  # timm's layout: (3, b, heads, n, dim)
+            qkv = self.fused(tokens).view(b, n, 3, self.heads, self.dim).permute(2, 0, 3, 1, 4)
+            return qkv.unbind(0) if self.qkv == "unbind" else (qkv[0], qkv[1], qkv[2])
+        parts = (self.q(tokens), self.k(tokens), self.v(tokens)) if self.qkv == "separate" else self.fused(tokens).chunk(3, -1)
+        return tuple(t.view(b, n, self.heads, self.dim).transpose(1, 2) for t in parts)
 
     def forward(self, x):
         b, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)
-
-        def split(t):
-            return t.view(b, h * w, self.heads, self.dim).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(split(self.q(tokens)), split(self.k(tokens)), split(self.v(tokens)))
+        out = F.scaled_dot_product_attention(*self._qkv(x.flatten(2).transpose(1, 2)))
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, self.heads * self.dim))
         out = out.transpose(1, 2).reshape(b, c, h, w)
         return x + out if self.residual else out
@@ -297,7 +316,7 @@ def _act(block: dict, c: int) -> nn.Module:
 
 def _split(block: dict, c: int) -> nn.Module:
     sizes = _split_sizes(block, c)
-    return Split(block["mode"] == "chunk", sizes, block["which"], _sequence(block["body"], sizes[block["which"]]))
+    return Split(block["mode"], sizes, block["which"], _sequence(block["body"], sizes[block["which"]]))
 
 
 BUILDERS: dict[str, Callable[[dict, int], nn.Module]] = {
@@ -307,12 +326,12 @@ BUILDERS: dict[str, Callable[[dict, int], nn.Module]] = {
     "norm": _norm,
     "act": _act,
     "se": lambda b, c: SqueezeExcite(c, b["hidden"]),
-    "shuffle": lambda b, c: Shuffle(),
+    "shuffle": lambda b, c: Shuffle(b["groups"]),
     "unknown": lambda b, c: Unknown(b["op"]),
     "residual": lambda b, c: Residual(_sequence(b["body"], c)),
     "concat": lambda b, c: Concat(_sequence(b["a"], c), _sequence(b["b"], c)),
     "split": _split,
-    "attn": lambda b, c: Attention(c, b["heads"], b["dim"], b["residual"]),
+    "attn": lambda b, c: Attention(c, b["heads"], b["dim"], b["qkv"], b["residual"]),
 }
 
 
@@ -439,6 +458,17 @@ def _pattern(exc: BaseException) -> str:
     return f"{type(exc).__name__}{where}: {first}"
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Tiny models on busy cores: one intra-op thread is ~50x faster than two (measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def check(spec: dict, ratio: float, onnx: bool = False, options: dict | None = None) -> Outcome:
     """The fuzz property; raises FuzzFailure when graphprune breaks it.
 
@@ -456,13 +486,18 @@ def check(spec: dict, ratio: float, onnx: bool = False, options: dict | None = N
 
     Any other exception is a failure.
     """
+    with _one_thread():
+        return _check(spec, ratio, onnx, options or {})
+
+
+def _check(spec: dict, ratio: float, onnx: bool, options: dict) -> Outcome:
     model, x = build(spec)
     scale = _run(model, x).abs().max().item()
     graph, stage, inexact, exported = None, "analyze", False, ""
     try:
         graph = graphprune.analyze(model, x)
         stage = "plan"
-        plan = graphprune.plan(graph, ratio=ratio, **(options or {}))
+        plan = graphprune.plan(graph, ratio=ratio, **options)
         stage = "rewrite"
         pruned = graphprune.rewrite(plan)
         stage = "run pruned"

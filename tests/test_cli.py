@@ -18,9 +18,11 @@ from typer.testing import CliRunner
 
 from graphprune.cli import app
 from tests.archs import TinyNet, build
+from tests.cli_cases import BAD, CASES, Case, make_files
+from tests.cli_cases import SHAPE as _SHAPE
 
 GRAPHPRUNE = Path(sys.executable).parent / "graphprune"
-SHAPE = ["--input-shape", "1,3,8,8"]
+SHAPE = list(_SHAPE)
 
 
 @pytest.fixture
@@ -31,15 +33,7 @@ def runner():
 @pytest.fixture
 def files(tmp_path):
     """A tiny conv model in every format the CLI is asked to read (and some it must refuse)."""
-    torch.manual_seed(0)
-    model = build()
-    torch.save(model, tmp_path / "m.pt")
-    torch.save(model.state_dict(), tmp_path / "sd.pt")
-    torch.save([1, 2, 3], tmp_path / "list.pt")
-    (tmp_path / "notes.txt").write_text("not a model\n")
-    data = (tmp_path / "m.pt").read_bytes()
-    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
-    return tmp_path
+    return make_files(tmp_path)
 
 
 def listing(folder: Path) -> dict:
@@ -50,33 +44,25 @@ def error_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("error:")]
 
 
-BAD = {
-    "missing_path": (["shrink", "{d}/nope.pt", *SHAPE], ["no such file", "nope.pt"]),
-    "text_file": (["shrink", "{d}/notes.txt", *SHAPE], ["cannot read", "torch file"]),
-    "truncated": (["shrink", "{d}/trunc.pt", *SHAPE], ["cannot read", "trunc.pt"]),
-    "state_dict": (["shrink", "{d}/sd.pt", *SHAPE], ["state_dict", "--arch"]),
-    "pickled_list": (["shrink", "{d}/list.pt", *SHAPE], ["list", "not a torch.nn.Module"]),
-    "ratio_one": (["shrink", "{d}/m.pt", *SHAPE, "--ratio", "1.0"], ["--ratio 1.0", "[0, 1)"]),
-    "ratio_negative": (["shrink", "{d}/m.pt", *SHAPE, "--ratio", "-0.1"], ["--ratio -0.1", "[0, 1)"]),
-    "shape_with_letter": (["shrink", "{d}/m.pt", "--input-shape", "1,3,x"], ["--input-shape", "'1,3,x'", "positive integers"]),
-    "shape_letters": (["shrink", "{d}/m.pt", "--input-shape", "a,b"], ["--input-shape", "'a,b'", "positive integers"]),
-    "wrong_channels": (["shrink", "{d}/m.pt", "--input-shape", "1,4,8,8"], ["rejects the example input", "channels"]),
-    "no_example": (["shrink", "{d}/m.pt"], ["example input", "--input-shape"]),
-    "output_exists": (["shrink", "{d}/m.pt", *SHAPE, "-o", "{d}/list.pt"], ["exists", "--force"]),
-    "output_is_input": (["shrink", "{d}/m.pt", *SHAPE, "-o", "{d}/m.pt", "--force"], ["refusing to overwrite the input"]),
-    "safe_refuses_pickle": (["shrink", "{d}/m.pt", *SHAPE, "--safe"], ["refused in safe mode", "--arch"]),
-    "arch_not_importable": (["shrink", "{d}/sd.pt", *SHAPE, "--arch", "no_such_pkg:build"], ["--arch", "cannot import"]),
-    "inspect_missing_path": (["inspect", "{d}/nope.pt", *SHAPE], ["no such file"]),
-}
+def _param(case: Case):
+    marks = []
+    if case.bug:
+        marks.append(pytest.mark.xfail(strict=True, reason=case.bug))
+    if case.non_root:
+        marks.append(pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions"))
+    return pytest.param(case.name, marks=marks)
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, files, runner):
+@pytest.mark.parametrize("case", [_param(c) for c in sorted(CASES, key=lambda c: c.name)])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, files, runner, monkeypatch):
     """Rule: a refused input exits with code 2, prints one `error:` line naming the cause,
-    no traceback, and leaves the folder exactly as it was."""
-    argv, words = BAD[case]
+    no traceback, and leaves the folder exactly as it was. The commands run inside the folder,
+    as a user types them (tests/cli_cases.py)."""
+    argv, words = BAD[case].argv, BAD[case].words
+    monkeypatch.chdir(files)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI puts the folder on sys.path
     before = listing(files)
-    result = runner.invoke(app, [a.format(d=files) for a in argv])
+    result = runner.invoke(app, list(argv))
     assert result.exit_code == 2, result.output
     lines = error_lines(result.output)
     assert len(lines) == 1, result.output
@@ -171,11 +157,8 @@ def test_subprocess_bad_input_exit_code(files):
 
 @pytest.fixture
 def pt2(tmp_path):
-    model = build()
-    ep = torch.export.export(model, (torch.randn(2, 3, 8, 8),))
-    path = tmp_path / "m.pt2"
-    torch.export.save(ep, str(path))
-    return path
+    """TinyNet saved with torch.export.save (exported once per session by tests/cli_cases.py)."""
+    return make_files(tmp_path) / "m.pt2"
 
 
 def test_pt2_loads_and_shrinks_with_its_own_example(pt2, runner):

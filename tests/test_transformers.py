@@ -122,10 +122,10 @@ def _ids(vocab: int = 100, batch: int = 2, length: int = 12) -> torch.Tensor:
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(1))
 
 
-def _padded() -> dict:
-    mask = torch.ones(2, 12, dtype=torch.long)
-    mask[1, 8:] = 0  # the second sentence is padded
-    return {"input_ids": _ids(), "attention_mask": mask}
+def _padded(vocab: int = 100, length: int = 12) -> dict:
+    mask = torch.ones(2, length, dtype=torch.long)
+    mask[1, length - 4:] = 0  # the second sentence is padded
+    return {"input_ids": _ids(vocab, 2, length), "attention_mask": mask}
 
 
 def bert():
@@ -155,10 +155,8 @@ def vit():
 
 # name -> (factory, example)
 MODELS = {
-    "text_classifier": (text_classifier.build, lambda: {"input_ids": torch.randint(0, 1000, (2, 16)),
-                                                        "attention_mask": torch.ones(2, 16, dtype=torch.long)}),
-    "speech_gru": (lambda: speech.build("gru"), lambda: torch.randn(2, 40, 16)),
-    "speech_lstm": (lambda: speech.build("lstm"), lambda: torch.randn(2, 40, 16)),
+    "text_classifier": (text_classifier.build, lambda: _padded(1000, 16)),
+    "speech": (lambda: speech.build("gru"), lambda: torch.randn(2, 40, 16)),  # LSTM: see the Tagger tests
     "sdpa": (lambda: TinyTransformer(explicit=False), lambda: torch.randn(2, 10, 24)),
     "matmul_softmax": (lambda: TinyTransformer(explicit=True), lambda: torch.randn(2, 10, 24)),
     "bert": (bert, _padded),
@@ -291,7 +289,7 @@ def _assert_killed(module, att: Attention, q_heads: set, kv_heads: set) -> None:
 
 
 # nn.MultiheadAttention with a key padding mask: see MASK_OVER_HEADS; the oracle runs without one
-ORACLE_EXAMPLES = {"text_classifier": lambda: {"input_ids": torch.randint(0, 1000, (2, 16))}}
+ORACLE_EXAMPLES = {"text_classifier": lambda: {"input_ids": _ids(1000, 2, 16)}}
 
 
 @pytest.mark.parametrize("name", sorted(ATTENTIONS))

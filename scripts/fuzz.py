@@ -1,0 +1,167 @@
+"""Fuzz graphprune on random tiny architectures and save every failure as a regression test.
+
+    python scripts/fuzz.py --examples 300 --seed 1
+
+Two Hypothesis runs over tests/fuzz_models.py's `cases()`, both seeded with --seed:
+
+1. survey: --examples draws, generation only; every outcome is counted (verified,
+   refused per error type, failures per signature) and nothing stops the run;
+2. shrink: the same draws again, now raising for the signatures the survey found, one
+   exception class per signature so that Hypothesis shrinks each bug on its own. The last
+   failing call of each signature is Hypothesis' final replay of its minimal example.
+
+A signature already saved under tests/regressions/ is a known bug and is not saved again.
+Each new one is written to tests/regressions/fuzz_<hash>.json with the case (spec, ratio,
+plan options, onnx flag), its signature and error, and `xfail` set (strict), so CI stays green until it is fixed;
+tests/test_regressions.py replays every file there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis.internal.conjecture import engine
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fuzz_models import FuzzFailure, cases, check  # noqa: E402 - needs tests/ on the path
+
+REGRESSIONS = ROOT / "tests" / "regressions"
+
+
+class _RuleFallbacks(logging.Handler):
+    """Counts the depgraph's 'rule X failed on node' warnings: not failures, but worth a look."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.seen: collections.Counter = collections.Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "graphprune.depgraph" and "failed on" in record.msg:
+            self.seen[f"rule {record.args[0]}: {str(record.args[2]).splitlines()[0][:100]}"] += 1
+
+
+def survey(examples: int, seed: int) -> tuple[collections.Counter, dict]:
+    """Run `examples` draws; return outcome counts and the first case of each failure signature."""
+    counts: collections.Counter = collections.Counter()
+    first: dict = {}
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=examples, database=None, derandomize=False, deadline=None,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(cases())
+    def run(case):
+        counts["run"] += 1
+        try:
+            outcome = check(**case)
+        except FuzzFailure as exc:
+            counts["failed"] += 1
+            counts[f"failure: {exc.signature}"] += 1
+            first.setdefault(exc.signature, (case, str(exc)))
+            return
+        counts[outcome.status] += 1
+        if outcome.error:
+            counts[f"refused: {outcome.error}"] += 1
+        if outcome.onnx:
+            counts[f"onnx {outcome.onnx}"] += 1
+        if outcome.inexact:
+            counts["oracle on the exact part only (inexact groups)"] += 1
+
+    run()
+    return counts, first
+
+
+def shrink(examples: int, seed: int, wanted: set) -> dict:
+    """Replay the survey's draws raising for `wanted` signatures; return {signature: (minimal case, error)}."""
+    kinds = {sig: type(f"FuzzBug{k}", (FuzzFailure,), {}) for k, sig in enumerate(sorted(wanted))}
+    latest: dict = {}
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=examples, database=None, derandomize=False, deadline=None,
+              phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck), report_multiple_bugs=True)
+    @given(cases())
+    def run(case):
+        try:
+            check(**case)
+        except FuzzFailure as exc:
+            if exc.signature not in kinds:
+                return
+            latest[exc.signature] = (case, str(exc))
+            raise kinds[exc.signature](exc.signature, str(exc)) from None
+
+    try:
+        run()
+    except (FuzzFailure, BaseExceptionGroup):
+        pass
+    return latest
+
+
+def known_signatures() -> set:
+    return {json.loads(p.read_text())["signature"] for p in REGRESSIONS.glob("fuzz_*.json")}
+
+
+def save(case: dict, error: str, signature: str, seed: int) -> Path:
+    key = json.dumps(case, sort_keys=True)
+    path = REGRESSIONS / f"fuzz_{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
+    record = {
+        "signature": signature,
+        "xfail": f"known graphprune bug, unfixed: {signature}",
+        "found_by": f"scripts/fuzz.py --seed {seed}",
+        **case,
+        "error": error.splitlines()[-12:],
+    }
+    REGRESSIONS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-shrink", action="store_true", help="save the first failing case of each signature as found")
+    parser.add_argument("--shrink-seconds", type=int, default=300, help="Hypothesis' cap on shrinking time per run")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    fallbacks = _RuleFallbacks()
+    logging.getLogger("graphprune").addHandler(fallbacks)
+    logging.getLogger("graphprune").propagate = False  # counted above; the summary lists them
+    engine.MAX_SHRINKING_SECONDS = args.shrink_seconds  # Hypothesis has no public setting for this
+
+    start = time.perf_counter()
+    counts, first = survey(args.examples, args.seed)
+    surveyed = time.perf_counter() - start
+    known = known_signatures()
+    new = set(first) - known
+    minimal = {} if args.no_shrink or not new else shrink(args.examples, args.seed, new)
+    saved = [save(*minimal.get(sig, first[sig]), sig, args.seed) for sig in sorted(new)]
+
+    print(f"examples run: {counts['run']} in {surveyed:.0f}s (seed {args.seed}); "
+          f"verified: {counts['verified']}; refused: {counts['refused']}; failures: {counts['failed']}")
+    for key in sorted(k for k in counts if ":" in k or k.startswith("onnx") or k.startswith("oracle")):
+        print(f"  {counts[key]:5d}  {key}")
+    for text, n in fallbacks.seen.most_common():
+        print(f"  {n:5d}  rule fallback (dims frozen, not a failure): {text}")
+    for sig in sorted(set(first) & known):
+        print(f"known bug (already in tests/regressions): {sig}")
+    for path in saved:
+        record = json.loads(path.read_text())
+        shrunk = "shrunk" if record["signature"] in minimal else "not shrunk"
+        print(f"saved {path.relative_to(ROOT)} ({shrunk}): {record['signature']}")
+    print(f"total {time.perf_counter() - start:.0f}s")
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The inputs the `graphprune` CLI must refuse, shared by tests/test_cli.py and scripts/errors_table.py.
+
+Each `Case` is a command as a user types it, run in a folder that holds the files `make_files`
+writes, plus the key words its single `error:` line must contain. The rule every case is held to:
+exit code 2, one `error:` line with the key words, no traceback, and the folder left as it was.
+
+A case whose `bug` is set documents a known graphprune defect: the test is `xfail(strict=True)`
+with that reason, so it starts failing (and must be unmarked) once the defect is fixed.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from tests.archs import build
+
+SHAPE = ("--input-shape", "1,3,8,8")
+TEST = "tests/test_cli.py::test_bad_input_exits_2_with_one_line_and_writes_nothing"
+
+
+class Untraceable(nn.Module):
+    """A conv whose forward branches on a tensor value, which torch.export cannot capture."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.sum() > 0:
+            return y.relu()
+        return -y
+
+
+def _line_of(fn, text: str) -> int:
+    lines, start = inspect.getsourcelines(fn)
+    return start + next(i for i, line in enumerate(lines) if text in line)
+
+
+BRANCH = f"{Path(__file__).name}:{_line_of(Untraceable.forward, 'if y.sum() > 0')}"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    title: str  # what the user did, in words
+    argv: tuple[str, ...]  # the command line after `graphprune`, run inside the folder
+    words: tuple[str, ...]  # key words of the expected `error:` line
+    bug: str = ""  # a known graphprune defect that breaks the rule for this case
+    non_root: bool = False  # root ignores file permissions: the case holds only for other users
+
+
+CASES: tuple[Case, ...] = (
+    Case("missing_path", "model path does not exist", ("shrink", "nope.pt", *SHAPE), ("no such file", "nope.pt")),
+    Case("unreadable", "model file not readable (chmod 000)", ("shrink", "locked.pt", *SHAPE),
+         ("not readable", "permissions"), non_root=True),
+    Case("text_file", "a text file, not a torch file", ("shrink", "notes.txt", *SHAPE), ("cannot read", "torch file")),
+    Case("truncated", "a .pt cut in half", ("shrink", "trunc.pt", *SHAPE), ("cannot read", "trunc.pt")),
+    Case("corrupted", "a .pt with 64 bytes of a weight zeroed", ("shrink", "corrupt.pt", *SHAPE), ("corrupt.pt is damaged", "checksum")),
+    Case("truncated_pt2", "a .pt2 cut in half", ("shrink", "trunc.pt2"), ("cannot read", "trunc.pt2")),
+    Case("corrupted_pt2", "a .pt2 with 64 bytes of a weight zeroed", ("shrink", "corrupt.pt2"), ("corrupt.pt2 is damaged", "checksum")),
+    Case("state_dict", "a state_dict without --arch", ("shrink", "sd.pt", *SHAPE), ("state_dict", "--arch")),
+    Case("pickled_list", "a pickled list, not a module", ("shrink", "list.pt", *SHAPE), ("list", "not a torch.nn.Module")),
+    Case("ratio_one", "--ratio 1.0", ("shrink", "m.pt", *SHAPE, "--ratio", "1.0"), ("--ratio 1.0", "[0, 1)")),
+    Case("ratio_negative", "--ratio -0.1", ("shrink", "m.pt", *SHAPE, "--ratio", "-0.1"), ("--ratio -0.1", "[0, 1)")),
+    Case("ratio_above_one", "--ratio 1.5", ("shrink", "m.pt", *SHAPE, "--ratio", "1.5"), ("--ratio 1.5", "[0, 1)")),
+    Case("shape_with_letter", "--input-shape 1,3,x", ("shrink", "m.pt", "--input-shape", "1,3,x"),
+         ("--input-shape", "'1,3,x'", "positive integers")),
+    Case("shape_letters", "--input-shape a,b", ("shrink", "m.pt", "--input-shape", "a,b"),
+         ("--input-shape", "'a,b'", "positive integers")),
+    Case("shape_zero", "--input-shape with a zero size", ("shrink", "m.pt", "--input-shape", "0,3,8,8"),
+         ("--input-shape", "'0,3,8,8'", "positive integers")),
+    Case("wrong_channels", "example input the model rejects (4 channels for a 3-channel conv)",
+         ("shrink", "m.pt", "--input-shape", "1,4,8,8"), ("rejects the example input", "channels")),
+    Case("no_example", "no example input at all", ("shrink", "m.pt"), ("example input", "--input-shape")),
+    Case("untraceable", "model that branches on a tensor value (`if y.sum() > 0:`)", ("shrink", "untraceable.pt", *SHAPE),
+         ("cannot capture the model", "data-dependent", BRANCH)),
+    Case("output_exists", "output exists, no --force", ("shrink", "m.pt", *SHAPE, "-o", "list.pt"), ("exists", "--force")),
+    Case("output_is_input", "-o is the input, with --force", ("shrink", "m.pt", *SHAPE, "-o", "m.pt", "--force"),
+         ("refusing to overwrite the input",)),
+    Case("output_folder_missing", "-o in a folder that does not exist", ("shrink", "m.pt", *SHAPE, "-o", "nodir/out.pt"),
+         ("folder", "nodir", "does not exist")),
+    Case("safe_refuses_pickle", "--safe with a pickled model", ("shrink", "m.pt", *SHAPE, "--safe"),
+         ("refused in safe mode", "--arch")),
+    Case("arch_not_importable", "--arch module that cannot be imported", ("shrink", "sd.pt", *SHAPE, "--arch", "no_such_pkg:build"),
+         ("--arch", "cannot import")),
+    Case("arch_mismatch", "--arch factory whose model does not fit the state_dict",
+         ("shrink", "other_sd.pt", *SHAPE, "--arch", "tests.archs:build"), ("other_sd.pt", "does not fit", "tests.archs:build")),
+    Case("criterion_unknown", "--criterion that does not exist", ("shrink", "m.pt", *SHAPE, "--criterion", "l7"),
+         ("unknown criterion", "'l7'")),
+    Case("round_to_zero", "--round-to 0", ("shrink", "m.pt", *SHAPE, "--round-to", "0"), ("--round-to 0", "1 or more")),
+    Case("inspect_missing_path", "`inspect` with a missing file", ("inspect", "nope.pt", *SHAPE), ("no such file",)),
+    Case("export_missing_path", "`export` with a missing file", ("export", "nope.pt", *SHAPE), ("no such file", "nope.pt")),
+    Case("bench_missing_path", "`bench` with a missing file", ("bench", "nope.onnx"), ("no such file", "nope.onnx")),
+    Case("bench_not_onnx", "`bench` with a text file", ("bench", "notes.txt"), ("notes.txt", "ONNX")),
+)
+BAD = {case.name: case for case in CASES}
+
+
+def _zero_bytes(data: bytes, tensor: torch.Tensor, count: int = 64) -> bytes:
+    """`data` with the first `count` bytes of `tensor`'s raw storage, as stored in the zip, set to zero."""
+    at = data.find(tensor.detach().numpy().tobytes())
+    if at < 0:
+        raise ValueError("tensor bytes not found in the file")
+    return data[:at] + bytes(count) + data[at + count :]
+
+
+@functools.cache
+def _program_bytes() -> bytes:
+    """TinyNet saved with torch.export.save (exported once per process: it takes seconds)."""
+    torch.manual_seed(0)
+    ep = torch.export.export(build(), (torch.randn(2, 3, 8, 8),))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.pt2"
+        torch.export.save(ep, str(path))
+        return path.read_bytes()
+
+
+def make_files(folder: Path) -> Path:
+    """Write into `folder` a tiny conv model in every format the CLI reads, and the files it must refuse."""
+    torch.manual_seed(0)
+    model = build()
+    torch.save(model, folder / "m.pt")
+    torch.save(model.state_dict(), folder / "sd.pt")
+    torch.save(Untraceable().state_dict(), folder / "other_sd.pt")
+    torch.save(Untraceable().eval(), folder / "untraceable.pt")
+    torch.save([1, 2, 3], folder / "list.pt")
+    (folder / "notes.txt").write_text("not a model\n")
+    data = (folder / "m.pt").read_bytes()
+    (folder / "trunc.pt").write_bytes(data[: len(data) // 2])
+    weight = model.features[3].weight
+    (folder / "corrupt.pt").write_bytes(_zero_bytes(data, weight))
+    (folder / "locked.pt").write_bytes(data)
+    os.chmod(folder / "locked.pt", 0)
+    program = _program_bytes()
+    (folder / "m.pt2").write_bytes(program)
+    (folder / "trunc.pt2").write_bytes(program[: len(program) // 2])
+    (folder / "corrupt.pt2").write_bytes(_zero_bytes(program, weight))
+    return folder
