@@ -94,7 +94,9 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress
     step("counting MACs")
     report = Report(
         params_before=count_params(model), params_after=count_params(pruned),
-        macs_before=count_macs(model, args, kwargs), macs_after=count_macs(pruned, args, kwargs),
+        # the captured graph, not the eager model: eager modules may take fused fast paths
+        # (nn.TransformerEncoder) that the FLOP counter cannot see
+        macs_before=count_macs(graph.captured.module, args, kwargs), macs_after=count_macs(pruned, args, kwargs),
         ratio=ratio, options=opts.__dict__, decisions=chosen.decisions, unknown_ops=graph.unknown,
         dynamic_batch=graph.captured.dynamic_batch, verified=note,
         seconds={**seconds, "total": time.perf_counter() - t0},

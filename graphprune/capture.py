@@ -154,6 +154,32 @@ def _reloadable(graph: fx.Graph) -> None:
         node.kwargs = kwargs
 
 
+def _guard_inputs(graph: fx.Graph) -> None:
+    """Assert every input's static sizes at run time (export's own guards do not pickle).
+
+    Without it a wrong size can reach a kernel that does not check (an LSTM's hidden state
+    built for another batch reads out of bounds); with it the call fails with the sizes.
+    """
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    cursor = placeholders[-1] if placeholders else None
+    for node in placeholders:
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor) or not any(isinstance(s, int) for s in val.shape):
+            continue
+        sizes = []
+        for d, size in enumerate(val.shape):
+            if isinstance(size, int):
+                sizes.append(size)
+                continue
+            with graph.inserting_after(cursor):
+                cursor = graph.call_function(torch.ops.aten.sym_size.int, (node, d))
+            cursor.meta["val"] = size
+            sizes.append(cursor)
+        with graph.inserting_after(cursor):
+            cursor = graph.call_function(torch.ops.aten._assert_tensor_metadata.default, (node,), {"size": sizes})
+        cursor.meta["val"] = None
+
+
 def _plain_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
     """ep.module() without export's guard hook, so the result pickles like any GraphModule."""
     gm = ep.module()
@@ -164,6 +190,7 @@ def _plain_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
     graph._tracer_cls = None
     graph._tracer_extras = {}
     _reloadable(graph)
+    _guard_inputs(graph)
     out = fx.GraphModule(gm, graph)
     out._in_spec = gm._in_spec
     out._out_spec = gm._out_spec

@@ -261,13 +261,18 @@ def _expand_rewrite(ctx: RewriteContext) -> None:
 
 @rule(aten.expand.default, rewrite=_expand_rewrite)
 def expand(ctx: RuleContext) -> None:
-    """out[..., i, ...] = x[..., i or 0, ...]: kept dims relate, broadcast dims are new."""
+    """out[..., i, ...] = x[..., i or 0, ...]: kept dims relate; a broadcast dim holds copies of one
+    element, so any subset of it is the same tensor, smaller: it relates to nothing and its size
+    argument is rewritten (a padding mask broadcast over attention heads follows the heads)."""
     x, out = ctx.arg(0), ctx.out()
     rx, ro = len(ctx.shape(x)), len(ctx.shape(out))
+    for od in range(ro - rx):
+        ctx.claim(out, od)
     for d in range(rx):
         od = ro - rx + d
         if ctx.size(x, d) == 1 and ctx.size(out, od) != 1:
             ctx.claim(x, d)
+            ctx.claim(out, od)
         else:
             ctx.same(x, d, out, od)
 
