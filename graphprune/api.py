@@ -27,10 +27,14 @@ from graphprune.rewriter import rewrite as make_model
 log = logging.getLogger(__name__)
 
 
-def analyze(model: torch.nn.Module, example: Any) -> DependencyGraph:
-    """Capture `model` on `example` (tensor, tuple or dict) and build its dependency graph."""
+def analyze(model: torch.nn.Module, example: Any, attention: str = "heads") -> DependencyGraph:
+    """Capture `model` on `example` (tensor, tuple or dict) and build its dependency graph.
+
+    `attention`: what attention may lose: 'heads' (whole heads), 'head-dim' (every head's
+    width), or 'none'.
+    """
     args, kwargs = normalize_inputs(example)
-    return build(capture(model, args, kwargs))
+    return build(capture(model, args, kwargs), attention=attention)
 
 
 def plan(graph: DependencyGraph, options: PlanOptions | None = None, **kwargs) -> Plan:
@@ -66,9 +70,12 @@ def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
         ) from exc
 
 
-def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress=None,
+def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress=None, attention: str = "heads",
            **options) -> tuple[torch.nn.Module, Report]:
-    """Prune `model` by `ratio` and return (pruned model, report). See PlanOptions for options."""
+    """Prune `model` by `ratio` and return (pruned model, report).
+
+    `attention` as in `analyze`; other keyword options are PlanOptions fields.
+    """
     opts = PlanOptions(ratio=ratio, **options)
     opts.check()
     step = progress or (lambda name: None)
@@ -77,7 +84,7 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress
     step("capturing the model with torch.export")
     args, kwargs = normalize_inputs(example)
     reference = run_original(model, args, kwargs)
-    graph = build(capture(model, args, kwargs))
+    graph = build(capture(model, args, kwargs), attention=attention)
     seconds["analyze"] = time.perf_counter() - t0
     step("planning")
     chosen = make_plan(graph, opts)

@@ -88,6 +88,14 @@ def shrink(
         8, "--round-to", help="round each pruned group's width to a multiple of N (8: ONNX Runtime CPU's block size)"
     ),
     criterion: str = typer.Option("l2", "--criterion", help="importance: l1, l2 or random"),
+    prune_heads: bool = typer.Option(True, "--prune-heads/--no-prune-heads", help="remove whole attention heads"),
+    prune_head_dim: bool = typer.Option(
+        False, "--prune-head-dim", help="narrow every attention head instead of removing heads (implies --no-prune-heads)"
+    ),
+    prune_hidden: bool = typer.Option(
+        True, "--prune-hidden/--no-prune-hidden",
+        help="also prune widths normalised by LayerNorm/RMSNorm (a transformer's residual stream); this changes values",
+    ),
     arch: str | None = ArchOpt,
     safe: bool = SafeOpt,
     force: bool = typer.Option(False, "--force", help="replace OUTPUT if it exists (never the input)"),
@@ -114,9 +122,10 @@ def shrink(
     import tempfile
 
     with console.status("starting") as status, tempfile.TemporaryDirectory(dir=out.parent, prefix=".graphprune.") as tmp:
+        attention = "head-dim" if prune_head_dim else "heads" if prune_heads else "none"
         pruned, report = run_shrink(
-            module, example, ratio, global_ranking=global_ranking, round_to=round_to,
-            criterion=criterion, progress=lambda s: status.update(s),
+            module, example, ratio, global_ranking=global_ranking, round_to=round_to, criterion=criterion,
+            prune_hidden=prune_hidden, attention=attention, progress=lambda s: status.update(s),
         )
         extra = {}
         if onnx:

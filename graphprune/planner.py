@@ -36,6 +36,7 @@ class PlanOptions:
     round_to: int = 8  # ONNX Runtime's blocked (NCHWc) convolutions work in blocks of 8 on AVX2
     criterion: str = "l2"
     max_group_ratio: float = 0.9
+    prune_hidden: bool = True  # False: keep widths whose pruning is inexact (LayerNorm/RMSNorm-normalised)
 
     def check(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -173,12 +174,20 @@ def _enforce(graph: DependencyGraph, group: Group, removed: np.ndarray, chosen: 
     return chosen, "; ".join(dict.fromkeys(notes))
 
 
+def _exact_only(graph: DependencyGraph) -> DependencyGraph:
+    """The graph with inexact channels (normalised widths: the residual stream) no longer candidates."""
+    groups = tuple(dataclasses.replace(g, channels=g.channels[~graph.inexact[g.channels]]) for g in graph.groups)
+    return dataclasses.replace(graph, groups=groups)
+
+
 def plan(graph: DependencyGraph, options: PlanOptions | None = None) -> Plan:
     """Choose the channels to remove. Pure: the graph and the model are not changed."""
     opts = options or PlanOptions()
     opts.check()
     scores = CRITERIA[opts.criterion](graph)
     removed = np.zeros(graph.num_channels, dtype=bool)
+    if not opts.prune_hidden:
+        graph = _exact_only(graph)
     picks = _global_choice(graph, scores, opts) if opts.global_ranking else {}
     decisions = []
     for g in graph.groups:
