@@ -23,7 +23,8 @@ the same spec always gives the same weights and input.
     attn      tokens x.flatten(2).mT; q, k, v from three Linear(c, heads*dim), or one
               Linear(c, 3*heads*dim) cut by chunk(3, -1) or by timm's view(b, L, 3, heads,
               dim).permute(2, 0, 3, 1, 4) and unbind(0) or [0], [1], [2]; SDPA over heads;
-              Linear(heads*dim, c); image layout again; optionally + x     c -> c
+              Linear(heads*dim, c); or nn.MultiheadAttention(c, heads | c) (batch-merged
+              dims: b * heads); image layout again; optionally + x          c -> c
 
 A model is a conv or convT stem (without one, every width-keeping block stays tied to the
 frozen input channels and nothing could be pruned), 0 to 4 more blocks, and a head: flatten ->
@@ -60,7 +61,7 @@ ONNX_PERCENT = 4  # share (%) of drawn cases that also export the pruned model t
 NORMS = ("bn", "gn", "in", "ln")
 ACTS = ("relu", "gelu", "silu", "hardswish", "prelu")
 UNKNOWN_OPS = ("fft", "cumprod")
-QKV = ("separate", "chunk", "unbind", "select")  # how attention gets q, k and v
+QKV = ("separate", "chunk", "unbind", "select", "mha")  # how attention gets q, k and v
 # A simple block's kind is drawn from this list: convs are listed twice because only
 # channels a conv (or linear) writes can be pruned, and width-keeping chains freeze to the input.
 SIMPLE_KINDS = ("conv", "act", "norm", "conv", "convT", "dwconv", "se", "shuffle", "shuffle", "unknown")
@@ -161,8 +162,10 @@ def _compound(draw, c: int, hi: int, depth: int) -> dict:
         sizes = _split_sizes(block, c)
         block["body"] = _body(draw, sizes[block["which"]], hi - sizes[1 - block["which"]], depth + 1)
         return block
-    return {"kind": "attn", "heads": draw(st.sampled_from([1, 2, 4])), "dim": draw(st.sampled_from([2, 4, 6])),
-            "qkv": draw(st.sampled_from(QKV)), "residual": draw(st.booleans())}
+    qkv = draw(st.sampled_from(QKV))
+    heads = [h for h in (1, 2, 3, 4) if c % h == 0] if qkv == "mha" else [1, 2, 4]  # mha: heads | c
+    return {"kind": "attn", "heads": draw(st.sampled_from(heads)), "dim": draw(st.sampled_from([2, 4, 6])),
+            "qkv": qkv, "residual": draw(st.booleans())}
 
 
 @st.composite
@@ -271,6 +274,9 @@ class Attention(nn.Module):
     def __init__(self, c: int, heads: int, dim: int, qkv: str, residual: bool):
         super().__init__()
         self.heads, self.dim, self.qkv, self.residual = heads, dim, qkv, residual
+        if qkv == "mha":
+            self.mha = nn.MultiheadAttention(c, heads, batch_first=True)
+            return
         if qkv == "separate":
             self.q, self.k, self.v = (nn.Linear(c, heads * dim) for _ in range(3))
         else:
@@ -287,8 +293,12 @@ class Attention(nn.Module):
 
     def forward(self, x):
         b, c, h, w = x.shape
-        out = F.scaled_dot_product_attention(*self._qkv(x.flatten(2).transpose(1, 2)))
-        out = self.proj(out.transpose(1, 2).reshape(b, h * w, self.heads * self.dim))
+        tokens = x.flatten(2).transpose(1, 2)
+        if self.qkv == "mha":
+            out = self.mha(tokens, tokens, tokens, need_weights=False)[0]
+        else:
+            out = F.scaled_dot_product_attention(*self._qkv(tokens))
+            out = self.proj(out.transpose(1, 2).reshape(b, h * w, self.heads * self.dim))
         out = out.transpose(1, 2).reshape(b, c, h, w)
         return x + out if self.residual else out
 

@@ -196,12 +196,9 @@ def test_shrink_runs_keeps_shapes_and_removes_parameters(name):
         assert [t.shape for t in leaves(call(pruned, bigger))] == [t.shape for t in leaves(call(model, bigger))]
 
 
-FAST_PATH = pytest.mark.xfail(strict=True, reason=(
-    "count_macs runs the user's model eagerly; in eval/no_grad nn.TransformerEncoderLayer takes its fused "
-    "fast path (aten._transformer_encoder_layer_fwd), which FlopCounterMode does not count: MACs before = 640"))
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=FAST_PATH if n == "text_classifier" else ()) for n in sorted(MODELS)])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "text_classifier" else ()) for n in sorted(MODELS)])
 def test_report_counts_fewer_macs(name):
     """The report's MACs fall at ratio 0.3."""
     report = shrunk(name)[3]
@@ -288,7 +285,7 @@ def _assert_killed(module, att: Attention, q_heads: set, kv_heads: set) -> None:
         assert dead.abs().max() == 0, f"{proj.target}: removed heads were not zeroed"
 
 
-# nn.MultiheadAttention with a key padding mask: see MASK_OVER_HEADS; the oracle runs without one
+# nn.MultiheadAttention with a key padding mask prunes heads too (test below); the oracle runs without one
 ORACLE_EXAMPLES = {"text_classifier": lambda: {"input_ids": _ids(1000, 2, 16)}}
 
 
@@ -312,12 +309,9 @@ def test_dead_heads_prune_exactly(name):
         _assert_killed(plan.graph.captured.module, att, q, k)
 
 
-MASK_OVER_HEADS = pytest.mark.xfail(strict=True, reason=(
-    "nn.MultiheadAttention expands a key padding mask over the heads (aten.expand 1 -> H); the expand "
-    "rule does not claim that broadcast dim, so it freezes the heads and none is pruned"))
 
 
-@pytest.mark.parametrize("name", ["sdpa", "bert", "llama_gqa", pytest.param("text_classifier", marks=MASK_OVER_HEADS)])
+@pytest.mark.parametrize("name", ["sdpa", "bert", "llama_gqa", pytest.param("text_classifier", marks=())])
 def test_pruned_projection_widths_are_whole_heads(name):
     """In the model `shrink` returns, Q, K, V out widths and O's in width are multiples of the
     head dim; Q equals O, K equals V, and Q = r * K (r = 1 without grouped-query attention)."""
@@ -367,9 +361,8 @@ def test_recurrent_dead_units_prune_exactly(cell, batch_first):
 
 
 SEQ_FIRST = pytest.mark.xfail(strict=True, reason=(
-    "capture makes dim 0 dynamic, which is time for a sequence-first input; the batch (dim 1) is "
-    "baked into h0, and export's input guards are removed, so another batch is not refused "
-    "(LSTM then reads past h0: heap corruption)"))
+    "capture makes dim 0 dynamic, which is time for a sequence-first input; the batch (dim 1) stays "
+    "static (another batch is refused by the input size guard, no longer undefined behaviour)"))
 
 
 @pytest.mark.parametrize(("cell", "batch_first"), [
