@@ -114,15 +114,18 @@ def rewrite(plan: Plan) -> fx.GraphModule:
                 shape[d] = len(keep)
         return tuple(shape)
 
+    constants: dict = {}
     for node in old.graph.nodes:
         found = lookup(node) if node.op == "call_function" else None
         if found is None or found.rewrite is None:
             continue
         try:
-            found.rewrite(RewriteContext(node, val_map[node], new_shape, plan.kept))
+            found.rewrite(RewriteContext(node, val_map[node], new_shape, plan.kept, val_map, constants))
         except Exception as exc:  # noqa: BLE001 - re-raised with the node named
             raise RewriteError(f"cannot rewrite {describe(node)} for the pruned shapes: {exc}") from exc
     root = _new_root(plan, old)
+    for name, tensor in constants.items():
+        root.register_buffer(name, tensor)
     pruned = fx.GraphModule(root, graph, class_name=type(old).__name__)
     for target, tensor in list(root.state_dict(keep_vars=True).items()):
         mod, name = _owner(pruned, target) if _has(pruned, target) else (None, None)

@@ -27,7 +27,8 @@ the same spec always gives the same weights and input.
               dims: b * heads); image layout again; optionally + x          c -> c
 
 A model is a conv or convT stem (without one, every width-keeping block stays tied to the
-frozen input channels and nothing could be pruned), 0 to 4 more blocks, and a head: flatten ->
+frozen input channels and nothing could be pruned), 0 to 4 more blocks (scripts/fuzz.py may
+ask for more), and a head: flatten ->
 Linear(c*h*w, OUTPUTS), or global average pool -> Linear(c, OUTPUTS).
 `check(spec, ratio, onnx)` is the property graphprune must satisfy on every spec (see its
 docstring); tests/test_fuzz.py, tests/test_regressions.py and scripts/fuzz.py all call it.
@@ -169,14 +170,14 @@ def _compound(draw, c: int, hi: int, depth: int) -> dict:
 
 
 @st.composite
-def architectures(draw) -> dict:
-    """A random spec: input, weight seed, a conv stem, 0 to 4 more blocks, head."""
+def architectures(draw, max_blocks: int = 4) -> dict:
+    """A random spec: input, weight seed, a conv stem, 0 to max_blocks more blocks, head."""
     c = draw(st.integers(4, MAX_CHANNELS))
     spec = {"batch": draw(st.sampled_from([1, 2])), "channels": c, "size": draw(st.integers(6, 12)),
             "seed": draw(st.integers(0, 2**16)), "blocks": [], "outputs": OUTPUTS}
     spec["blocks"].append(_conv(draw, c, MAX_CHANNELS, draw(st.sampled_from(["conv", "convT"]))))
     c = width(spec["blocks"], c)
-    for _ in range(draw(st.integers(0, 4))):
+    for _ in range(draw(st.integers(0, max_blocks))):
         block = _block(draw, c, MAX_CHANNELS, depth=0)
         spec["blocks"].append(block)
         c = width([block], c)
@@ -185,7 +186,7 @@ def architectures(draw) -> dict:
 
 
 @st.composite
-def cases(draw) -> dict:
+def cases(draw, max_blocks: int = 4) -> dict:
     """One fuzz case: check(**case). Every part shrinks to its simple end.
 
     `options` are PlanOptions beyond the ratio, drawn because the planner's defaults would
@@ -193,7 +194,7 @@ def cases(draw) -> dict:
     a 24-channel model at 8, 16 or 24 and so prunes little here; round_to 1 prunes freely.
     """
     return {
-        "spec": draw(architectures()),
+        "spec": draw(architectures(max_blocks)),
         "ratio": draw(st.integers(0, 90)) / 100,
         "options": {"round_to": draw(st.sampled_from([1, 2, 8])), "global_ranking": draw(st.booleans())},
         "onnx": draw(st.integers(0, 99)) >= 100 - ONNX_PERCENT,

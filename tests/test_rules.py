@@ -785,3 +785,40 @@ def test_capture_failure_is_a_typed_error():
         assert "meta" in str(exc)
     else:
         assert graph.groups
+
+
+class ShuffleIntoConv(nn.Module):
+    """Two branches concatenated, shuffled (2 groups of 8), then a plain conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], dim=1)
+        b, c, h, w = y.shape
+        y = y.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+        return self.head(y)
+
+
+def test_channel_shuffle_is_a_permutation_rewritten_as_one_gather():
+    """Rule: a view-transpose-view shuffle is the permutation out[(c mod n) g + c div n] = x[c]:
+    the two halves are pruned independently (uneven kept sets are fine) and the pruned shuffle
+    is one index_select; dead channels removed leave outputs equal."""
+    torch.manual_seed(0)
+    model = ShuffleIntoConv().eval()
+    with torch.no_grad():
+        model.a.weight[:6] *= 1e-3  # branch a's channels are the weak ones: uneven removal
+    x = torch.randn(2, 3, 8, 8)
+    plan = graphprune.plan(graphprune.analyze(model, x), ratio=0.5, round_to=1)
+    pruned = dead_channel_check(plan)
+    kept_a = pruned.get_parameter("a.weight").shape[0]
+    kept_b = pruned.get_parameter("b.weight").shape[0]
+    assert kept_a + kept_b == pruned.get_parameter("head.weight").shape[1] < 16
+    assert kept_a != kept_b
+    targets = [n.target for n in pruned.graph.nodes if n.op == "call_function"]
+    assert torch.ops.aten.index_select.default in targets
+    assert torch.ops.aten.transpose.int not in targets
+    assert pruned(torch.randn(3, 3, 8, 8)).shape == (3, 4, 8, 8)

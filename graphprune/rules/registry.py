@@ -180,11 +180,25 @@ class RuleContext:
 class RewriteContext:
     """What a rewrite hook sees: the old node, its copy in the new graph, the new shapes."""
 
-    def __init__(self, old: fx.Node, new: fx.Node, new_shape, keep):
+    def __init__(self, old: fx.Node, new: fx.Node, new_shape, keep, val_map: dict | None = None,
+                 constants: dict | None = None):
         self.old = old
         self.new = new
         self._new_shape = new_shape
         self._keep = keep
+        self._val_map = val_map if val_map is not None else {}
+        self._constants = constants if constants is not None else {}
+
+    def mapped(self, old_node: fx.Node) -> fx.Node:
+        """The new graph's copy of an old-graph node."""
+        return self._val_map[old_node]
+
+    def constant(self, tensor) -> fx.Node:
+        """A get_attr node (inserted before the node being rewritten) for a new constant tensor."""
+        name = f"_graphprune_constant_{len(self._constants)}"
+        self._constants[name] = tensor
+        with self.new.graph.inserting_before(self.new):
+            return self.new.graph.get_attr(name)
 
     def new_shape(self, value: Value) -> tuple:
         """Shape of an (old-graph) value after pruning; symbolic dims stay symbolic."""
