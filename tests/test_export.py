@@ -133,10 +133,16 @@ def test_exporter_crash_leaves_no_partial_file(tmp_path: Path, net: ConvNet, mon
 
 
 def test_batch_baked_into_the_graph_is_caught(tmp_path: Path) -> None:
+    """Rule: a model whose batch is baked in never gets a dynamic-batch ONNX file: strictly it is
+    refused (no file); by default it is exported with the fixed batch and the result says so."""
     x = torch.randn(2, 3, 4)
     with pytest.raises(ExportError, match="dynamic_batch=False"):
-        export_onnx(FixedBatch(), (x,), None, tmp_path / "fixed.onnx")
+        export_onnx(FixedBatch(), (x,), None, tmp_path / "fixed.onnx", static_fallback=False)
     assert list(tmp_path.iterdir()) == []
+    fallback = export_onnx(FixedBatch(), (x,), None, tmp_path / "fixed.onnx")
+    assert not fallback.dynamic_batch
+    assert any("fixed batch" in note for note in fallback.notes)
+    fallback.path.unlink()
     result = export_onnx(FixedBatch(), (x,), None, tmp_path / "fixed.onnx", dynamic_batch=False, exporters=("torchscript",))
     assert not result.dynamic_batch
     assert _run(result.path, {"input_0": x.numpy()})[0].shape == (2, 12)
