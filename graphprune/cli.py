@@ -121,26 +121,28 @@ def shrink(
     module, example = _load(model, arch, safe, example_input, input_shape)
     import tempfile
 
-    with console.status("starting") as status, tempfile.TemporaryDirectory(dir=out.parent, prefix=".graphprune.") as tmp:
-        attention = "head-dim" if prune_head_dim else "heads" if prune_heads else "none"
-        pruned, report = run_shrink(
-            module, example, ratio, global_ranking=global_ranking, round_to=round_to, criterion=criterion,
-            prune_hidden=prune_hidden, attention=attention, progress=lambda s: status.update(s),
-        )
-        extra = {}
-        if onnx:
-            status.update("exporting to ONNX and checking parity in ONNX Runtime")
-            extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench)
-    from graphprune.report import render
-
-    render(report, out_console)
     import torch
 
-    with io.atomic_outputs() as stage:
-        torch.save(pruned, stage(out))
-        stage(report_path).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
-        if onnx:
-            os.replace(extra["onnx"].pop("staged"), stage(onnx_path))
+    from graphprune.report import render
+
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".graphprune.") as tmp:
+        with console.status("starting") as status:
+            attention = "head-dim" if prune_head_dim else "heads" if prune_heads else "none"
+            pruned, report = run_shrink(
+                module, example, ratio, global_ranking=global_ranking, round_to=round_to, criterion=criterion,
+                prune_hidden=prune_hidden, attention=attention, progress=lambda s: status.update(s),
+            )
+            extra = {}
+            if onnx:
+                status.update("exporting to ONNX and checking parity in ONNX Runtime")
+                extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench)
+        render(report, out_console)
+        staged = extra["onnx"].pop("staged") if onnx else None
+        with io.atomic_outputs() as stage:  # all three appear together, or none
+            torch.save(pruned, stage(out))
+            stage(report_path).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
+            if staged:
+                os.replace(staged, stage(onnx_path))
     out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else ""))
 
 

@@ -87,6 +87,23 @@ def test_shrink_writes_model_and_report(files, runner):
     assert not [p for p in files.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_shrink_with_onnx_writes_all_three_outputs(files, runner):
+    """Rule: shrink --onnx writes the model, the report and a parity-checked ONNX file (dynamic
+    batch) that ONNX Runtime runs; no temporary file or folder is left, files are not private."""
+    import onnxruntime as ort
+
+    result = runner.invoke(app, ["shrink", str(files / "m.pt"), *SHAPE, "--ratio", "0.5", "--onnx"])
+    assert result.exit_code == 0, result.output
+    onnx_file = files / "m.pruned.onnx"
+    report = json.loads((files / "m.pruned.json").read_text())
+    assert report["onnx"]["pruned"]["max_abs_error"] <= 1e-4 and "staged" not in report["onnx"]
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: torch.randn(3, 3, 8, 8).numpy()})
+    assert out.shape == (3, 4, 8, 8)
+    assert not [p for p in files.iterdir() if p.name.startswith(".")]
+    assert all(p.stat().st_mode & 0o044 for p in (onnx_file, files / "m.pruned.pt", files / "m.pruned.json"))
+
+
 def test_shrink_ratio_zero_keeps_outputs(files, runner):
     """Rule: --ratio 0 writes a model with the same parameters and outputs as the input."""
     result = runner.invoke(app, ["shrink", str(files / "m.pt"), *SHAPE, "--ratio", "0", "-o", str(files / "same.pt")])

@@ -16,8 +16,17 @@ from __future__ import annotations
 
 import os
 
-from fuzz_models import cases, check
+import pytest
+import torch
+from fuzz_models import FuzzFailure, Outcome, cases, check
 from hypothesis import HealthCheck, given, settings
+
+import graphprune
+from graphprune.errors import RewriteError
+from graphprune.rules.registry import RULES, Rule
+
+aten = torch.ops.aten
+layer_norm = RULES[aten.layer_norm.default]
 
 
 @settings(
@@ -30,3 +39,42 @@ from hypothesis import HealthCheck, given, settings
 @given(case=cases())
 def test_prunes_exactly_or_refuses_by_name(case):
     assert check(**case).status in ("verified", "refused")
+
+
+LN_SPEC = {"batch": 2, "channels": 4, "size": 6, "seed": 1, "outputs": 5, "head": "pool",
+           "blocks": [{"kind": "conv", "out": 8, "k": 1, "groups": 1}, {"kind": "norm", "type": "ln", "groups": 1}]}
+EXACT = {"round_to": 1, "global_ranking": False}
+
+
+def test_inexact_groups_are_pruned_but_left_out_of_the_oracle():
+    """Rule: LayerNorm features are pruned (inexact) and the oracle judges the rest."""
+    outcome = check(LN_SPEC, 0.5, options=EXACT)
+    assert outcome.status == "verified" and outcome.inexact
+
+
+def test_the_oracle_catches_a_planted_bug(monkeypatch):
+    """Rule: a layer-norm rule that forgets to mark its features inexact fails the property."""
+
+    def forgetful(ctx):
+        layer_norm.couple(ctx)
+        ctx.spaces.inexact.clear()
+
+    monkeypatch.setitem(RULES, aten.layer_norm.default, Rule("forgetful", forgetful, layer_norm.rewrite))
+    with pytest.raises(FuzzFailure, match="oracle"):
+        check(LN_SPEC, 0.5, options=EXACT)
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_refusals_must_name_the_node(monkeypatch, named):
+    """Rule: a GraphPruneError is an accepted outcome only when its message names a node or op."""
+
+    def refuse(plan):
+        node = next(n for n in plan.graph.captured.graph.nodes if n.op == "call_function")
+        raise RewriteError(f"cannot rewrite {node.name if named else 'a node'} for the pruned shapes")
+
+    monkeypatch.setattr(graphprune, "rewrite", refuse)
+    if named:
+        assert check(LN_SPEC, 0.5, options=EXACT) == Outcome("refused", "RewriteError")
+    else:
+        with pytest.raises(FuzzFailure, match="names no node"):
+            check(LN_SPEC, 0.5, options=EXACT)
