@@ -1,6 +1,6 @@
 """Prune a 1B-parameter LLaMA-style model (random weights) and measure memory and time.
 
-    python scripts/large_model.py                    # 1.0B params (21 layers), ratio 0.3
+    python scripts/large_model.py                    # 1.04B params (22 layers), ratio 0.3
     python scripts/large_model.py --layers 4 --out /tmp/large.md     # a quick run
 
 Reports peak resident memory of the whole process (ru_maxrss) against the model's size
@@ -54,7 +54,7 @@ def write_section(path: Path, text: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=21)
+    parser.add_argument("--layers", type=int, default=22)
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--seq", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
