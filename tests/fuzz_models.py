@@ -13,10 +13,12 @@ the same spec always gives the same weights and input.
     dwconv    Conv2d(c, c*mult, 3, padding 1, groups=c)                   c -> c*mult
     norm      bn | gn(groups | c) | in (affine) | ln over c via permute   c -> c
     act       relu | gelu | silu | hardswish | prelu (1 or c params)      c -> c
-    se        x * sigmoid(conv1x1(relu(conv1x1(avgpool(x)))))            c -> c
-    shuffle   view(b, g, c/g, h, w).transpose(1, 2).contiguous().view(b, c, h, w), g in 2, 3, 4
+    se        x * sigmoid(conv1x1(relu(conv1x1(pool(x))))), pool = AdaptiveAvgPool2d(1)
+              or x.mean((2, 3), keepdim=True)                             c -> c
+    shuffle   view(b, g, c/g, h, w).transpose(1, 2), then .contiguous().view(b, c, h, w)
+              or .flatten(1, 2); g in 2, 3, 4                             c -> c
     unknown   fft(x, dim=1).real | cumprod(x, dim=1): no graphprune rule  c -> c
-    residual  x + body(x); a 1x1 conv closes a body that changed c        c -> c
+    residual  x + body(x), or in place; a 1x1 conv closes a body that changed c
     concat    cat([a(x), b(x)], 1); b = [] is the identity (dense block)  c -> a + b
     split     chunk(2), split([s, c-s]) or x[:, :s], x[:, s:]; body on one piece; cat back
                                                                           c -> c - p + body(p)
@@ -29,9 +31,10 @@ the same spec always gives the same weights and input.
 Compound blocks (residual, concat, split) hold blocks of their own, nested MAX_DEPTH deep.
 A model is a conv or convT stem (without one, every width-keeping block stays tied to the
 frozen input channels and nothing could be pruned), 0 to 4 more blocks (scripts/fuzz.py may
-ask for more) and a head: flatten -> Linear(c*h*w, OUTPUTS), or global average pool ->
-Linear(c, OUTPUTS). Norm layers get random running stats and affine parameters, PReLU random
-slopes, so that no channel is dead unless the oracle killed it.
+ask for more) and a head: flatten -> Linear(c*h*w, OUTPUTS), or global average pool
+(AdaptiveAvgPool2d or mean over h, w) -> Linear(c, OUTPUTS). Norm layers get random running
+stats and affine parameters, PReLU random slopes, so that no channel is dead unless the
+oracle killed it.
 
 `cases()` adds a ratio, plan options and whether to export to ONNX; `check(**case)` is the
 property graphprune must satisfy (see its docstring). tests/test_fuzz.py,
@@ -127,10 +130,10 @@ def _simple(draw, c: int, hi: int = MAX_CHANNELS) -> dict:
         act = draw(st.sampled_from(ACTS))
         return {"kind": kind, "type": act, "per_channel": act == "prelu" and draw(st.booleans())}
     if kind == "se":
-        return {"kind": kind, "hidden": draw(st.integers(2, 8))}
+        return {"kind": kind, "hidden": draw(st.integers(2, 8)), "mean": draw(st.booleans())}
     if kind == "unknown":
         return {"kind": kind, "op": draw(st.sampled_from(UNKNOWN_OPS))}
-    return {"kind": kind, "groups": draw(st.sampled_from(shuffles))}
+    return {"kind": kind, "groups": draw(st.sampled_from(shuffles)), "flatten": draw(st.booleans())}
 
 
 def _block(draw, c: int, hi: int, depth: int) -> dict:
@@ -155,7 +158,7 @@ def _compound(draw, c: int, hi: int, depth: int) -> dict:
         body = _body(draw, c, hi, depth + 1)
         if width(body, c) != c:
             body.append({"kind": "conv", "out": c, "k": 1, "groups": 1})
-        return {"kind": kind, "body": body}
+        return {"kind": kind, "body": body, "inplace": draw(st.booleans())}
     if kind == "concat" and hi >= 4:
         half = hi // 2
         a = [_conv(draw, c, half)]
@@ -187,7 +190,7 @@ def architectures(draw, max_blocks: int = 4) -> dict:
         block = _block(draw, c, MAX_CHANNELS, depth=0)
         spec["blocks"].append(block)
         c = width([block], c)
-    spec["head"] = draw(st.sampled_from(["pool", "flatten"]))
+    spec["head"] = draw(st.sampled_from(["pool", "flatten", "mean"]))
     return spec
 
 
@@ -220,12 +223,16 @@ class ChannelLayerNorm(nn.Module):
 
 
 class Residual(nn.Module):
-    def __init__(self, body: nn.Module):
+    def __init__(self, body: nn.Module, inplace: bool):
         super().__init__()
-        self.body = body
+        self.body, self.inplace = body, inplace
 
     def forward(self, x):
-        return x + self.body(x)
+        if not self.inplace:
+            return x + self.body(x)
+        out = self.body(x)
+        out += x  # torch.export functionalises the in-place add
+        return out
 
 
 class Concat(nn.Module):
@@ -256,23 +263,31 @@ class Split(nn.Module):
 class Shuffle(nn.Module):
     """ShuffleNet's channel shuffle with g groups: channel j*(c/g) + i moves to g*i + j."""
 
-    def __init__(self, groups: int):
+    def __init__(self, groups: int, flatten: bool):
         super().__init__()
-        self.groups = groups
+        self.groups, self.flatten = groups, flatten
 
     def forward(self, x):
         b, c, h, w = x.shape
-        return x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+        y = x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2)
+        return y.flatten(1, 2) if self.flatten else y.contiguous().view(b, c, h, w)
 
 
 class SqueezeExcite(nn.Module):
-    def __init__(self, c: int, hidden: int):
+    """x * gate(x); the squeeze is AdaptiveAvgPool2d(1) or x.mean((2, 3), keepdim=True)."""
+
+    def __init__(self, c: int, hidden: int, mean: bool):
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = MeanPool() if mean else nn.AdaptiveAvgPool2d(1)
         self.reduce, self.expand = nn.Conv2d(c, hidden, 1), nn.Conv2d(hidden, c, 1)
 
     def forward(self, x):
         return x * torch.sigmoid(self.expand(torch.relu(self.reduce(self.pool(x)))))
+
+
+class MeanPool(nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3), keepdim=True)
 
 
 class Attention(nn.Module):
@@ -342,10 +357,10 @@ BUILDERS: dict[str, Callable[[dict, int], nn.Module]] = {
     "dwconv": lambda b, c: nn.Conv2d(c, c * b["mult"], 3, padding=1, groups=c),
     "norm": _norm,
     "act": _act,
-    "se": lambda b, c: SqueezeExcite(c, b["hidden"]),
-    "shuffle": lambda b, c: Shuffle(b["groups"]),
+    "se": lambda b, c: SqueezeExcite(c, b["hidden"], b["mean"]),
+    "shuffle": lambda b, c: Shuffle(b["groups"], b["flatten"]),
     "unknown": lambda b, c: Unknown(b["op"]),
-    "residual": lambda b, c: Residual(_sequence(b["body"], c)),
+    "residual": lambda b, c: Residual(_sequence(b["body"], c), b["inplace"]),
     "concat": lambda b, c: Concat(_sequence(b["a"], c), _sequence(b["b"], c)),
     "split": _split,
     "attn": lambda b, c: Attention(c, b["heads"], b["dim"], b["qkv"], b["residual"]),
@@ -375,6 +390,10 @@ def _randomize(model: nn.Module, gen: torch.Generator) -> None:
                 m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
 
 
+HEADS: dict[str, Callable[[], nn.Module]] = {"pool": lambda: nn.AdaptiveAvgPool2d(1), "mean": MeanPool,
+                                             "flatten": nn.Identity}
+
+
 def build(spec: dict) -> tuple[nn.Module, torch.Tensor]:
     """The spec's model (eval mode, seeded weights) and its example input."""
     c, size = spec["channels"], spec["size"]
@@ -382,11 +401,8 @@ def build(spec: dict) -> tuple[nn.Module, torch.Tensor]:
         torch.manual_seed(spec["seed"])
         body = _sequence(spec["blocks"], c)
         end = width(spec["blocks"], c)
-        if spec["head"] == "pool":
-            head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(end, spec["outputs"]))
-        else:
-            head = nn.Sequential(nn.Flatten(), nn.Linear(end * size * size, spec["outputs"]))
-        model = nn.Sequential(body, head)
+        features = end * size * size if spec["head"] == "flatten" else end
+        model = nn.Sequential(body, HEADS[spec["head"]](), nn.Flatten(), nn.Linear(features, spec["outputs"]))
         gen = torch.Generator().manual_seed(spec["seed"])
         _randomize(model, gen)
         x = torch.randn(spec["batch"], c, size, size, generator=gen)
