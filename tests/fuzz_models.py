@@ -535,6 +535,7 @@ def check(spec: dict, ratio: float, onnx: bool = False, options: dict | None = N
     message names a node of the captured graph (or, for a capture failure, the user's
     source line), or:
 
+    * ratio 0 removes nothing;
     * the pruned model's output shape equals the original's, at the example batch and, for
       a dynamic-batch capture, at batch 3; it has fewer parameters if the plan removes any;
     * the dead-channel oracle passes with atol = 1e-4 * max(1, max|output|), on the example
@@ -559,6 +560,8 @@ def _check(spec: dict, ratio: float, onnx: bool, options: dict) -> Outcome:
         graph = graphprune.analyze(model, x)
         stage = "plan"
         plan = graphprune.plan(graph, ratio=ratio, **options)
+        if ratio == 0 and plan.removed.any():
+            raise FuzzFailure("plan: ratio 0 removes channels", f"{int(plan.removed.sum())} removed")
         stage = "rewrite"
         pruned = graphprune.rewrite(plan)
         stage = "run pruned"

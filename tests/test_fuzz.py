@@ -3,13 +3,16 @@
 Rule (tests/fuzz_models.py, `check`): for every generated model, a ratio in [0, 0.9] and
 drawn planner options (round_to, global ranking), analyze -> plan -> rewrite either raises
 a GraphPruneError that names the node, or the pruned model keeps the output shape (also at
-another batch when the capture is dynamic), passes the dead-channel oracle on the plan's
-exact groups (LayerNorm groups are inexact by design: they are pruned and shape-checked,
-but put back for the oracle) and, for about ONNX_PERCENT % of the draws, exports to ONNX
-with parity. Anything else fails.
+another batch when the capture is dynamic), is smaller when anything was removed, passes
+the dead-channel oracle on the example and a fresh input for the plan's exact groups
+(LayerNorm groups are inexact by design: they are pruned and shape-checked, but put back
+for the oracle) and, for about ONNX_PERCENT % of the draws, exports to ONNX with parity.
+Anything else fails.
 
-CI runs GRAPHPRUNE_FUZZ_EXAMPLES (default 200) derandomized examples; scripts/fuzz.py runs
-any number with any seed and saves each failure, shrunk, under tests/regressions/.
+CI runs GRAPHPRUNE_FUZZ_EXAMPLES (default 200) derandomized examples, about a minute on two
+cores; scripts/fuzz.py runs any number with any seed and saves each failure, shrunk, under
+tests/regressions/. The small tests below check the property itself: that it has teeth (a
+planted rule bug fails it) and that it tells named refusals from unnamed ones.
 """
 
 from __future__ import annotations
