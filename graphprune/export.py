@@ -22,7 +22,9 @@ simplified one fails a check, unsimplified:
 2. Parity in ONNX Runtime (CPU) on the example inputs. For each output o with
    PyTorch reference r: err = max|o - r|, scale = max|r|, rel = err / max(1, scale);
    the check fails when rel > atol, i.e. err > atol * max(1, scale).
-3. With `dynamic_batch`, every batch input (dim 0 equal to the first input's dim 0)
+3. With `dynamic_batch`, an example batch of 1 is traced as a batch of 2 (a size-1
+   dim is specialised to the constant 1 by both exporters, e.g. in the batch-major views
+   of nn.MultiheadAttention), and every batch input (dim 0 equal to the first input's dim 0)
    gets one more row: the model must run, batch outputs must grow by one row, and
    their first rows must match step 2's run to the same tolerance.
 
@@ -116,6 +118,7 @@ class _Job:
     reference: tuple[np.ndarray, ...]
     batch: int | None  # the example's batch size when the batch is exported dynamic, else None
     batch_axes: tuple[bool, ...]  # per input: dim 0 is the batch
+    traced: tuple[torch.Tensor, ...]  # what the exporters trace: `tensors`, a batch of 1 tiled to 2
     out_batch_axes: tuple[bool, ...]  # per output: dim 0 is the batch
     opset: int | None
     large: bool  # weights over the protobuf limit: exporters must write external data
@@ -167,6 +170,7 @@ def _prepare(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic_batch: b
         raise ExportError("the model returns no tensor, so there is nothing to export; return tensors")
     batch = next((t.shape[0] for t in tensors if t.dim() > 0), None) if dynamic_batch else None
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    batch_axes = tuple(batch is not None and t.dim() > 0 and t.shape[0] == batch for t in tensors)
     return _Job(
         module=module,
         tensors=tensors,
@@ -174,7 +178,8 @@ def _prepare(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic_batch: b
         output_names=_output_names(out),
         reference=tuple(t.detach().cpu().numpy() for t in out_leaves),
         batch=batch,
-        batch_axes=tuple(batch is not None and t.dim() > 0 and t.shape[0] == batch for t in tensors),
+        batch_axes=batch_axes,
+        traced=tuple(torch.cat([t, t]) if b and batch == 1 else t for t, b in zip(tensors, batch_axes, strict=True)),
         out_batch_axes=tuple(batch is not None and t.dim() > 0 and t.shape[0] == batch for t in out_leaves),
         opset=opset,
         large=weights > _PROTO_LIMIT,
@@ -194,7 +199,7 @@ def _export_dynamo(job: _Job, file: Path) -> None:
     with _quiet():
         torch.onnx.export(
             job.module,
-            job.tensors,
+            job.traced,
             str(file),
             dynamo=True,
             dynamic_shapes=shapes,
@@ -212,7 +217,7 @@ def _export_torchscript(job: _Job, file: Path) -> None:
     with _quiet():
         torch.onnx.export(
             job.module,
-            job.tensors,
+            job.traced,
             str(file),
             dynamo=False,
             dynamic_axes=axes or None,

@@ -54,12 +54,12 @@ import graphprune  # noqa: E402
 from graphprune.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
 from graphprune.cost import count_macs, count_params  # noqa: E402
 from graphprune.export import export_onnx  # noqa: E402
+from scripts.docsection import write_section  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "densenet121", "convnext_tiny", "regnet_y_800mf", "shufflenet_v2_x1_0")
 QUICK = {"models": ("resnet18", "mobilenet_v3_small"), "batch": (1, 4), "repeats": 3}
 DEFAULTS = {"models": MODELS, "batch": (1, 32), "repeats": 10}
-START = "<!-- compare_torch_pruning:start -->"
-END = "<!-- compare_torch_pruning:end -->"
+SECTION = "compare_torch_pruning"  # docs section this script owns
 HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 TP_CONFIG = "yes (ignored_layers=[classifier])"
 
@@ -255,11 +255,10 @@ def table(records: list[dict], batches: Sequence[int]) -> tuple[list[str], list[
 
 
 def render_section(data: dict) -> str:
-    """The whole Markdown section, markers included, from the JSON record `data`."""
+    """The Markdown section (without its markers) from the JSON record `data`."""
     m, s = data["machine"], data["settings"]
     lines, failures = table(data["models"], s["batch_sizes"])
     text = [
-        START,
         "## graphprune vs Torch-Pruning: ONNX Runtime CPU latency",
         "",
         "Produced by:",
@@ -289,23 +288,7 @@ def render_section(data: dict) -> str:
     ]
     if failures:
         text += ["", "Failures:", "", *[f"- {f}" for f in failures]]
-    return "\n".join([*text, END]) + "\n"
-
-
-def replace_section(text: str, section: str) -> str:
-    """`text` with the marked section replaced by `section` (appended when there is none)."""
-    start, end = text.find(START), text.find(END)
-    if start == -1 and end == -1:
-        return text.rstrip("\n") + "\n\n" + section if text.strip() else section
-    if start == -1 or end < start:
-        raise ValueError(f"the file has a broken {START} ... {END} pair; fix or remove the markers by hand")
-    return text[:start] + section.rstrip("\n") + (text[end + len(END):] or "\n")
-
-
-def write_section(path: Path, section: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.read_text() if path.exists() else HEADER
-    path.write_text(replace_section(old, section))
+    return "\n".join(text) + "\n"
 
 
 # ---- command line ----------------------------------------------------------------------------------
@@ -360,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     opts.json.parent.mkdir(parents=True, exist_ok=True)
     opts.json.write_text(json.dumps(data, indent=2) + "\n")
-    write_section(opts.out, render_section(data))
+    write_section(opts.out, SECTION, render_section(data), HEADER)
     print(f"wrote {opts.out} and {opts.json} in {data['seconds']:.0f}s", flush=True)
     # TP failing is a finding, not a failed run; the original or graphprune failing is.
     ours = [v for r in records for v in r["variants"] if v["needs_config"] != TP_CONFIG]

@@ -2,13 +2,14 @@
 
 For each model (random init, eval mode, 1x3xHxW input): `graphprune.shrink` at --ratio,
 then check the forward runs, the output shape is unchanged, the MACs ratio, that the
-file written by torch.save reloads with equal outputs, and (with --onnx) that the ONNX
-export matches PyTorch in ONNX Runtime. Writes a Markdown table (default
-docs/COVERAGE.md) that records the command that produced it.
+file written by torch.save reloads with equal outputs, and (unless --no-onnx) that the
+ONNX export matches PyTorch in ONNX Runtime. Each suite writes its own section of a
+Markdown file (default docs/COVERAGE.md), with the command that produced it, and leaves
+the other suite's section as it was.
 
-    python scripts/coverage.py                       # CNN families, writes docs/COVERAGE.md
-    python scripts/coverage.py --suite transformers  # attention and recurrent models, --ratio 0.3,
-                                                     # with Torch-Pruning 1.6.1 beside (docs/COVERAGE_TRANSFORMERS.md)
+    python scripts/coverage.py                       # CNN families at --ratio 0.4
+    python scripts/coverage.py --suite transformers  # attention and recurrent models at --ratio 0.3,
+                                                     # with Torch-Pruning 1.6.1 beside
     python scripts/coverage.py --models resnet18 mobilenet_v2 --out /tmp/cov.md
 """
 
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import graphprune  # noqa: E402
+from scripts.docsection import write_section  # noqa: E402
 
 FAMILIES = [
     "alexnet", "vgg16", "vgg16_bn", "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2",
@@ -93,9 +95,19 @@ def build(name: str):
         model = module.build().eval()
         example = getattr(module, "example", None)
         return model, example() if example else None
-    model = getattr(torchvision.models, name)(**KWARGS.get(name, {}))
+    model = _no_zero_weights(getattr(torchvision.models, name)(**KWARGS.get(name, {})))
     size = 299 if name == "inception_v3" else 224
     return _calibrated(model, size), torch.randn(1, 3, size, size)
+
+
+def _no_zero_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """Weights initialised to zero (torchvision ViT's head) get N(0, 0.02), so outputs are not all 0
+    and the parity column measures something."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2 and not p.any():
+                p.normal_(std=0.02)
+    return model
 
 
 def _calibrated(model: torch.nn.Module, size: int) -> torch.nn.Module:
@@ -187,10 +199,19 @@ def check(name: str, ratio: float, onnx: bool, baseline: bool = False) -> dict:
     return row
 
 
-def markdown(rows: list[dict], argv: list[str], ratio: float, title: str) -> str:
+HEADER = "# Coverage\n\nWhat prunes with zero configuration, checked end to end. Each section is written by the command it shows.\n"
+SETUP = {
+    "cnn": "batch 1, 224x224 images (299 for inception_v3)",
+    "transformers": "batch 1; torchvision ViT/Swin/MaxViT on 224x224 images; Hugging Face models from small configs "
+    "on 32 tokens (ViT on 64x64 images); LSTM/GRU on 40 features x 50 frames; the reference models on their example inputs",
+}
+
+
+def markdown(rows: list[dict], argv: list[str], ratio: float, suite: str) -> str:
     baseline = any("tp" in r for r in rows)
+    title = "torchvision classification families" if suite == "cnn" else "attention and recurrent models"
     lines = [
-        f"# Coverage: {title}",
+        f"## {title}",
         "",
         "Produced by:",
         "",
@@ -199,14 +220,14 @@ def markdown(rows: list[dict], argv: list[str], ratio: float, title: str) -> str
         "```",
         "",
         f"graphprune {graphprune.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-        f"{platform.machine()} {platform.system()}, CPU. Random-init weights, batch 1 (224x224 images; 299 for "
-        f"inception_v3; HF models from small configs, 32 tokens), `--ratio {ratio}`, default options "
+        f"{platform.machine()} {platform.system()}, CPU. Random-init weights, {SETUP[suite]}, `--ratio {ratio}`, default options "
         "(local L2 magnitude, round_to 8), zero per-model configuration.",
         "",
         "Columns: *runs* = forward runs at batch 1 and 3 with the original output shape; *MACs* and *params* = "
         "pruned / original; *reload* = `torch.save` then `torch.load` gives equal outputs; *ONNX* = max abs "
         "error of ONNX Runtime against PyTorch divided by max(1, output scale), the output scale, and the exporter "
-        "used (BatchNorm statistics are calibrated on random images first, so outputs are O(1)); *no rule* = "
+        "used (BatchNorm statistics are calibrated on random images first, so outputs are O(1); weight matrices "
+        "initialised to zero, like torchvision ViT's head, are drawn from N(0, 0.02)); *no rule* = "
         "ops frozen for lack of a rule.",
         "",
         "| model | runs | MACs | params | reload | ONNX parity | no rule | prune time (s) |"
@@ -237,8 +258,7 @@ def main() -> int:
     cnn = args.suite == "cnn"
     models = args.models or (FAMILIES if cnn else TRANSFORMERS)
     ratio = args.ratio if args.ratio is not None else (0.4 if cnn else 0.3)
-    out = args.out or ROOT / "docs" / ("COVERAGE.md" if cnn else "COVERAGE_TRANSFORMERS.md")
-    title = "torchvision classification families" if cnn else "attention and recurrent models"
+    out = args.out or ROOT / "docs" / "COVERAGE.md"
     torch.set_num_threads(2)
     rows = []
     for name in models:
@@ -249,7 +269,7 @@ def main() -> int:
             row = {"model": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
         print(row, flush=True)
         rows.append(row)
-    out.write_text(markdown(rows, sys.argv[1:], ratio, title))
+    write_section(out, f"coverage_{args.suite}", markdown(rows, sys.argv[1:], ratio, args.suite), HEADER)
     print(f"wrote {out}")
     return 0 if all("error" not in r and r["ok"] for r in rows) else 1
 

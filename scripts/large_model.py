@@ -24,8 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import graphprune  # noqa: E402
 from graphprune.cost import count_params  # noqa: E402
-
-START, END = "<!-- large_model:start -->", "<!-- large_model:end -->"
+from scripts.docsection import write_section  # noqa: E402
 
 
 def peak_gib() -> float:
@@ -40,16 +39,6 @@ def build(layers: int):
     torch.manual_seed(0)
     with torch.no_grad():
         return LlamaModel(cfg).eval()
-
-
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{START}\n{text}{END}"
-    if START in old and END in old:
-        new = old[: old.index(START)] + block + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(new)
 
 
 def main() -> int:
@@ -94,7 +83,7 @@ def main() -> int:
         f"{peak:.2f} GiB | {peak / size_gib:.2f}x | {t_shrink:.0f} s |\n\n"
         f"Stages (s): {', '.join(f'{k} {v:.0f}' for k, v in report.seconds.items())}.\n"
     )
-    write_section(args.out, text)
+    write_section(args.out, "large_model", text, "# Benchmarks\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -56,9 +56,9 @@ import graphprune  # noqa: E402
 from graphprune.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
 from graphprune.cost import count_macs, count_params  # noqa: E402
 from graphprune.export import export_onnx  # noqa: E402
+from scripts.docsection import write_section  # noqa: E402
 
-START = "<!-- minilm_fidelity:start -->"
-END = "<!-- minilm_fidelity:end -->"
+SECTION = "minilm_fidelity"  # docs section this script owns
 HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 SENTENCES = ROOT / "scripts" / "data" / "sentences.txt"
 HEAD_DIM = 32  # all-MiniLM-L6-v2: hidden 384 = 12 heads x 32
@@ -356,7 +356,6 @@ def render_section(data: dict) -> str:
     lines += [_row(v, variants[0], batches) for v in variants]
     failures = [f"- {v['variant']}: {v['error']}" for v in variants if v["error"]]
     text = [
-        START,
         "## all-MiniLM-L6-v2: sentence-embedding fidelity after pruning (graphprune vs Torch-Pruning)",
         "",
         "Produced by:",
@@ -399,23 +398,7 @@ def render_section(data: dict) -> str:
     ]
     if failures:
         text += ["", "Failures:", "", *failures]
-    return "\n".join([*text, END]) + "\n"
-
-
-def replace_section(text: str, section: str) -> str:
-    """`text` with the marked section replaced by `section` (appended when there is none)."""
-    start, end = text.find(START), text.find(END)
-    if start == -1 and end == -1:
-        return text.rstrip("\n") + "\n\n" + section if text.strip() else section
-    if start == -1 or end < start:
-        raise ValueError(f"the file has a broken {START} ... {END} pair; fix or remove the markers by hand")
-    return text[:start] + section.rstrip("\n") + (text[end + len(END):] or "\n")
-
-
-def write_section(path: Path, section: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.read_text() if path.exists() else HEADER
-    path.write_text(replace_section(old, section))
+    return "\n".join(text) + "\n"
 
 
 # ---- command line ----------------------------------------------------------------------------------
@@ -456,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     opts.json.parent.mkdir(parents=True, exist_ok=True)
     opts.json.write_text(json.dumps(data, indent=2) + "\n")
-    write_section(opts.out, render_section(data))
+    write_section(opts.out, SECTION, render_section(data), HEADER)
     say(f"wrote {opts.out} and {opts.json} in {data['seconds']:.0f}s")
     ours = [v for v in result["variants"] if v["tool"] != "Torch-Pruning"]
     return 0 if not any(v["error"] for v in ours) else 1  # TP failing is a finding; graphprune failing is not

@@ -1,9 +1,8 @@
-"""scripts/compare_torch_pruning.py, structurally: fake numbers in, table and file section out.
+"""scripts/compare_torch_pruning.py, structurally: fake numbers in, table out.
 
 No pruning, export or timing: a hand-made BenchResult stands in for `bench`, so the
 test checks the script's arithmetic (eta = speed-up / MACs reduction), its mapping of
-benchmark rows to variants and batch columns, and that writing the section replaces
-only the text between its own markers.
+benchmark rows to variants and batch columns (writing the section: tests/test_docsection.py).
 """
 
 from __future__ import annotations
@@ -89,22 +88,3 @@ def test_failures_are_rows_and_listed(script):
     rows = [ln for ln in section.splitlines() if ln.startswith("| net |") or ln.startswith("| broken |")]
     assert all(row.count("|") == 13 for row in rows), rows  # 12 cells, like the header
     assert "- net / TP: prune: RuntimeError: boom" in section and "- broken: TraceError: no" in section
-
-
-def test_section_replaces_only_its_own_text(script, tmp_path):
-    path = tmp_path / "BENCHMARKS.md"
-    before = "# Benchmarks\n\n## Other section\n\nkeep me\n\n"
-    after = "\n\n## Later section\n\nkeep me too\n"
-    path.write_text(before + script.START + "\nold numbers\n" + script.END + after)
-    section = script.START + "\nnew numbers\n" + script.END + "\n"
-    script.write_section(path, section)
-    assert path.read_text() == before + section.rstrip("\n") + after
-    script.write_section(path, section)  # idempotent
-    assert path.read_text() == before + section.rstrip("\n") + after
-
-    fresh = tmp_path / "new" / "BENCHMARKS.md"
-    script.write_section(fresh, section)
-    assert fresh.read_text() == script.HEADER + "\n" + section
-
-    with pytest.raises(ValueError, match="broken"):
-        script.replace_section("text\n" + script.END + "\n" + script.START + "\n", section)
