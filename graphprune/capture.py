@@ -7,7 +7,9 @@ inputs, nested outputs) and the user's parameter names, and it pickles.
 The batch axis (dim 0 of every tensor input) is made dynamic when torch.export can
 prove it is, so the pruned model and its ONNX export accept any batch size. A
 batch of one is tiled to two for the capture, since export specialises sizes of 0
-and 1.
+and 1. So is the sequence axis of token inputs (dim 1 of 2-D integer tensors: ids,
+masks), so a pruned language model takes any sequence length its position table
+allows; `Dim.AUTO` keeps a dim static wherever the model needs it to be.
 """
 
 from __future__ import annotations
@@ -67,10 +69,19 @@ def _tile_batch(tree: Any) -> Any:
     return pytree.tree_map(tile, tree)
 
 
+def is_token_input(x: Any) -> bool:
+    """A 2-D integer tensor: token ids or a mask, [batch, sequence]; its dim 1 is made dynamic too."""
+    return isinstance(x, torch.Tensor) and x.dim() == 2 and not x.is_floating_point() and not x.is_complex()
+
+
+def _dims(x: Any) -> dict | None:
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        return None
+    return {0: Dim.AUTO, 1: Dim.AUTO} if is_token_input(x) else {0: Dim.AUTO}
+
+
 def _batch_dims(tree: Any) -> Any:
-    return pytree.tree_map(
-        lambda x: {0: Dim.AUTO} if isinstance(x, torch.Tensor) and x.dim() > 0 else None, tree
-    )
+    return pytree.tree_map(_dims, tree)
 
 
 def _user_line(exc: BaseException) -> str:

@@ -27,6 +27,9 @@ simplified one fails a check, unsimplified:
    of nn.MultiheadAttention), and every batch input (dim 0 equal to the first input's dim 0)
    gets one more row: the model must run, batch outputs must grow by one row, and
    their first rows must match step 2's run to the same tolerance.
+4. With `dynamic_sequence`, where the exported model takes any length, every token
+   input (dim 1 of a 2-D integer batch input) gets one more token, repeating its last:
+   ONNX Runtime must match PyTorch at that length.
 
 Files are written in a hidden staging folder beside `path` and moved onto `path`
 (plus `path.data` for models over the 2 GiB protobuf limit) with `os.replace`
@@ -54,6 +57,7 @@ import onnxruntime as ort
 import torch
 from torch.utils import _pytree as pytree
 
+from graphprune.capture import is_token_input
 from graphprune.errors import ExportError, InputError
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,7 @@ class ExportResult:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     dynamic_batch: bool = False
+    dynamic_sequence: bool = False  # dim 1 of the token inputs
     notes: tuple[str, ...] = ()  # why earlier exporters or the simplified model were rejected
 
 
@@ -118,6 +123,7 @@ class _Job:
     reference: tuple[np.ndarray, ...]
     batch: int | None  # the example's batch size when the batch is exported dynamic, else None
     batch_axes: tuple[bool, ...]  # per input: dim 0 is the batch
+    seq_axes: tuple[bool, ...]  # per input: dim 1 is a token sequence, exported dynamic
     traced: tuple[torch.Tensor, ...]  # what the exporters trace: `tensors`, a batch of 1 tiled to 2
     out_batch_axes: tuple[bool, ...]  # per output: dim 0 is the batch
     opset: int | None
@@ -156,7 +162,8 @@ def _reference(model: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
         return model(*args, **kwargs)
 
 
-def _prepare(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic_batch: bool, opset: int | None, atol: float) -> _Job:
+def _prepare(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic_batch: bool, dynamic_sequence: bool,
+             opset: int | None, atol: float) -> _Job:
     with_paths, spec = pytree.tree_flatten_with_path((args, kwargs))
     leaves = [x for _, x in with_paths]
     slots = [i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor)]
@@ -179,6 +186,7 @@ def _prepare(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic_batch: b
         reference=tuple(t.detach().cpu().numpy() for t in out_leaves),
         batch=batch,
         batch_axes=batch_axes,
+        seq_axes=tuple(dynamic_sequence and b and is_token_input(t) for t, b in zip(tensors, batch_axes, strict=True)),
         traced=tuple(torch.cat([t, t]) if b and batch == 1 else t for t, b in zip(tensors, batch_axes, strict=True)),
         out_batch_axes=tuple(batch is not None and t.dim() > 0 and t.shape[0] == batch for t in out_leaves),
         opset=opset,
@@ -194,7 +202,9 @@ def _names(job: _Job) -> dict:
 def _export_dynamo(job: _Job, file: Path) -> None:
     # Dim.AUTO, not a named Dim: on `ep.module()` GraphModules a named Dim trips export's shape
     # guards and torch.onnx then silently drops it; AUTO keeps the batch symbolic (measured).
-    dims = tuple({0: torch.export.Dim.AUTO} if b else None for b in job.batch_axes)
+    auto = torch.export.Dim.AUTO
+    dims = tuple(({0: auto, 1: auto} if s else {0: auto}) if b else None
+                 for b, s in zip(job.batch_axes, job.seq_axes, strict=True))
     shapes = (dims,) if any(job.batch_axes) else None
     with _quiet():
         torch.onnx.export(
@@ -210,7 +220,8 @@ def _export_dynamo(job: _Job, file: Path) -> None:
 
 
 def _export_torchscript(job: _Job, file: Path) -> None:
-    axes = {n: {0: "batch"} for n, b in zip(job.input_names, job.batch_axes, strict=True) if b}
+    axes = {n: ({0: "batch", 1: "sequence"} if s else {0: "batch"})
+            for n, b, s in zip(job.input_names, job.batch_axes, job.seq_axes, strict=True) if b}
     if axes:
         axes.update({n: {0: "batch"} for n, b in zip(job.output_names, job.out_batch_axes, strict=True) if b})
     # PRESERVE: EVAL would call train(False) on the user's model (and ep.module() refuses train()).
@@ -236,21 +247,20 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _name_batch(proto: onnx.ModelProto, job: _Job) -> None:
-    """Rename the exporter's batch symbol (dynamo writes e.g. `s77`) to `batch`, in place."""
+def _name_dims(proto: onnx.ModelProto, job: _Job) -> None:
+    """Rename the exporter's batch and sequence symbols (dynamo writes e.g. `s77`), in place."""
     inputs = {i.name: i for i in proto.graph.input}
-    symbols = {
-        inputs[n].type.tensor_type.shape.dim[0].dim_param
-        for n, b in zip(job.input_names, job.batch_axes, strict=True)
-        if b and n in inputs and inputs[n].type.tensor_type.shape.dim
-    }
-    if len(symbols) != 1 or "" in symbols:
-        return
-    (symbol,) = symbols
-    for value in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param == symbol:
-                dim.dim_param = "batch"
+    for axis, flags, name in ((0, job.batch_axes, "batch"), (1, job.seq_axes, "sequence")):
+        symbols = {
+            inputs[n].type.tensor_type.shape.dim[axis].dim_param
+            for n, b in zip(job.input_names, flags, strict=True)
+            if b and n in inputs and len(inputs[n].type.tensor_type.shape.dim) > axis
+        }
+        symbols.discard("")  # an input the exporter kept static
+        for value in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.dim_param in symbols:  # inputs that never meet may get a symbol each
+                    dim.dim_param = name
 
 
 _EXPORTERS: dict[str, Callable[[_Job, Path], None]] = {
@@ -349,6 +359,27 @@ def _check_batch(job: _Job, sess: ort.InferenceSession, feeds: dict, got: list) 
         _compare([name], [old], [new[: job.batch]], job.atol)
 
 
+def _check_sequence(job: _Job, sess: ort.InferenceSession, feeds: dict) -> None:
+    """One more token in every sequence input: ONNX Runtime matches PyTorch at that length too."""
+    wanted = {n for n, s in zip(job.input_names, job.seq_axes, strict=True) if s}
+    if not any(i.name in wanted and not isinstance(i.shape[1], int) for i in sess.get_inputs()):
+        return  # the exporter kept the example's length (the model needs it): nothing dynamic to check
+    longer = tuple(torch.cat([t, t[:, -1:]], dim=1) if s else t for t, s in zip(job.tensors, job.seq_axes, strict=True))
+    length = longer[job.seq_axes.index(True)].shape[1]
+    fix = "pass dynamic_sequence=False"
+    try:
+        reference = [t.detach().cpu().numpy() for t in _reference(job.module, longer, {})]
+    except Exception as exc:  # noqa: BLE001 - the PyTorch model refuses the length its ONNX model takes
+        raise ExportError(f"the ONNX model takes any sequence length but PyTorch fails at {length} "
+                          f"({_first_line(exc)}); {fix}") from exc
+    given = dict(zip(job.input_names, longer, strict=True))
+    try:
+        got = sess.run(None, {n: given[n].numpy() for n in feeds})
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own types; this is the check failing
+        raise ExportError(f"the ONNX model fails at sequence length {length} ({_first_line(exc)}); {fix}") from exc
+    _compare(job.output_names, reference, got, job.atol)
+
+
 def _verify(job: _Job, file: Path) -> _Parity:
     try:
         onnx.checker.check_model(str(file))
@@ -368,6 +399,8 @@ def _verify(job: _Job, file: Path) -> _Parity:
     parity = _compare(job.output_names, job.reference, got, job.atol)
     if job.batch is not None and any(job.batch_axes):
         _check_batch(job, sess, feeds, got)
+    if any(job.seq_axes):
+        _check_sequence(job, sess, feeds)
     return parity
 
 
@@ -390,7 +423,7 @@ def _attempt(job: _Job, exporter: str, stage: Path, name: str, simplify: bool, n
     except Exception as exc:  # noqa: BLE001 - any exporter failure is reported, then the next is tried
         raise ExportError(f"the exporter failed: {_first_line(exc)}") from exc
     proto = onnx.load(str(raw_file))
-    _name_batch(proto, job)
+    _name_dims(proto, job)
     simplified = _simplify(proto) if simplify else None
     rejected = ""
     if simplified is not None:
@@ -421,6 +454,7 @@ def export_onnx(
     path: str | Path,
     *,
     dynamic_batch: bool = True,
+    dynamic_sequence: bool = True,
     opset: int | None = None,
     simplify: bool = True,
     atol: float = 1e-4,
@@ -429,8 +463,11 @@ def export_onnx(
 ) -> ExportResult:
     """Export `model(*args, **kwargs)` to `path`, verified in ONNX Runtime; raises ExportError.
 
-    With `static_fallback`, a model no exporter can give a dynamic batch (an exporter's limit,
-    e.g. LSTMs with dynamo) is exported with the example's batch, and `notes` says so.
+    `dynamic_sequence` also makes dim 1 of token inputs (2-D integer tensors) dynamic where
+    the model allows it. With `static_fallback`, a model no exporter can give a dynamic
+    sequence is exported with the example's sequence length, then one that cannot have a
+    dynamic batch (an exporter's limit, e.g. LSTMs with dynamo) with the example's batch,
+    and `notes` says so.
 
     The model is used in its current mode (call `model.eval()` first) and is not modified.
     """
@@ -447,7 +484,7 @@ def export_onnx(
         raise InputError(f"folder {path.parent} does not exist; create it first")
     if model.training and not isinstance(model, torch.fx.GraphModule):  # ep.module() always reads as training
         log.warning("%s is in training mode; exporting it as it is (call model.eval() first for inference)", type(model).__name__)
-    job = _prepare(model, args, dict(kwargs or {}), dynamic_batch, opset, atol)
+    job = _prepare(model, args, dict(kwargs or {}), dynamic_batch, dynamic_sequence, opset, atol)
     stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     notes: list[str] = []
     try:
@@ -462,13 +499,30 @@ def export_onnx(
             return _result(job, best, path, notes)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    if any(job.seq_axes) and static_fallback:
+        log.warning("no exporter kept the sequence dynamic; exporting %s with the example's sequence length", path.name)
+        result = export_onnx(model, args, kwargs, path, dynamic_batch=dynamic_batch, dynamic_sequence=False, opset=opset,
+                             simplify=simplify, atol=atol, exporters=exporters, static_fallback=True)
+        note = "dynamic sequence failed with every exporter (" + " | ".join(notes) + "); exported with a fixed length"
+        return dataclasses.replace(result, notes=(note, *result.notes))
     if dynamic_batch and static_fallback:
         log.warning("no exporter kept the batch dynamic; exporting %s with the example's fixed batch", path.name)
-        result = export_onnx(model, args, kwargs, path, dynamic_batch=False, opset=opset, simplify=simplify,
-                             atol=atol, exporters=exporters, static_fallback=False)
+        result = export_onnx(model, args, kwargs, path, dynamic_batch=False, dynamic_sequence=False, opset=opset,
+                             simplify=simplify, atol=atol, exporters=exporters, static_fallback=False)
         note = "dynamic batch failed with every exporter (" + " | ".join(notes) + "); exported with a fixed batch"
         return dataclasses.replace(result, notes=(note, *result.notes))
     raise ExportError(f"no exporter produced a verified ONNX model for {path.name}: " + " | ".join(notes))
+
+
+def _graph_inputs(proto: onnx.ModelProto, job: _Job) -> list:
+    """The ONNX inputs in the order of job.input_names (None where the exporter dropped one)."""
+    by_name = {i.name: i for i in proto.graph.input}
+    return [by_name.get(n) for n in job.input_names]
+
+
+def _dynamic_dim(value: onnx.ValueInfoProto | None, axis: int) -> bool:
+    dims = value.type.tensor_type.shape.dim if value is not None else ()
+    return len(dims) > axis and dims[axis].dim_param != ""
 
 
 def _result(job: _Job, best: _Candidate, path: Path, notes: list[str]) -> ExportResult:
@@ -488,5 +542,6 @@ def _result(job: _Job, best: _Candidate, path: Path, notes: list[str]) -> Export
         input_names=tuple(i.name for i in proto.graph.input if i.name not in weights),
         output_names=tuple(o.name for o in proto.graph.output),
         dynamic_batch=job.batch is not None and any(job.batch_axes),
+        dynamic_sequence=any(s and _dynamic_dim(i, 1) for i, s in zip(_graph_inputs(proto, job), job.seq_axes, strict=True)),
         notes=tuple(notes),
     )

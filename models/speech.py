@@ -46,3 +46,8 @@ class SpeechModel(nn.Module):
 def build(cell: str = "gru") -> SpeechModel:
     """Factory for ``--arch models.speech:build`` (fresh weights, eval mode)."""
     return SpeechModel(cell=cell).eval()
+
+
+def example(batch: int = 1, frames: int = 64) -> torch.Tensor:
+    """An input for `build()`: random 40-band log-mel features, [batch, 40, frames]."""
+    return torch.randn(batch, 40, frames, generator=torch.Generator().manual_seed(0))

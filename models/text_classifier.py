@@ -47,3 +47,9 @@ class TextClassifier(nn.Module):
 def build() -> TextClassifier:
     """Factory for ``--arch models.text_classifier:build`` (fresh weights, eval mode)."""
     return TextClassifier().eval()
+
+
+def example(batch: int = 1, length: int = 32) -> dict:
+    """Keyword inputs for `build()`: random token ids and an all-ones attention mask."""
+    ids = torch.randint(0, 1000, (batch, length), generator=torch.Generator().manual_seed(0))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

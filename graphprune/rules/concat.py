@@ -120,6 +120,9 @@ def slice_(ctx: RuleContext) -> None:
     step = ctx.node.args[4] if len(ctx.node.args) > 4 else 1
     if size is None or not isinstance(step, int):
         return
+    if not all(isinstance(b, int | None) for b in ctx.node.args[2:4]):
+        ctx.freeze(x, dim, "sliced with a size known only at run time")
+        return
     start, end = _bounds(ctx.node, size)
     if start == 0 and end >= size and step == 1:
         ctx.same(x, dim, out, dim)

@@ -64,8 +64,9 @@ def _int_runs(left: list, right: list) -> list[tuple[list, list]] | None:
 def _factors(shape: tuple, layouts: dict) -> list | None:
     """A shape as a sequence of ('s', d, symbol) and ('i', d, n) factors, major first.
 
-    An integer dim is one factor; the batch symbol is one; c * batch is two, ordered by its
-    recorded layout ('sc': batch major). None if a size is any other expression or a
+    An integer dim is one factor; a symbolic size (batch, sequence, sequence + 1) is one,
+    and a product of them one per term; c * batch is two, ordered by its recorded layout
+    ('sc': batch major). None if a size is an integer times several symbolic terms or a
     layout is unknown.
     """
     out = []
@@ -76,9 +77,11 @@ def _factors(shape: tuple, layouts: dict) -> list | None:
             continue
         comp = composite(size)
         if comp is None:
-            if not size.node.expr.is_Symbol:
-                return None
-            out.append(("s", d, str(size.node.expr)))
+            coeff, rest = size.node.expr.as_coeff_Mul()
+            if coeff != 1:
+                return None  # c * (several symbols): no recorded layout
+            # batch, sequence, sequence + 1 (a class token), or their product: opaque symbolic factors
+            out.extend(("s", d, str(a)) for a in (rest.args if rest.is_Mul else (rest,)))
             continue
         layout = layouts.get(d)
         if layout is None:
@@ -89,10 +92,16 @@ def _factors(shape: tuple, layouts: dict) -> list | None:
 
 
 def _segments(factors: list) -> tuple[list, list]:
-    """Split at symbols: (symbols in order, integer factors (d, n) between them)."""
+    """Split at symbols: (symbols in order, integer factors (d, n) between them).
+
+    Symbols with no integer factor between them count as one: a view may merge or split
+    them (batch and sequence into tokens) without moving any channel."""
     symbols, segments = [], [[]]
     for kind, d, x in factors:
         if kind == "s":
+            if symbols and not segments[-1]:  # adjacent symbols (batch * sequence) are one, in any order
+                symbols[-1] = "*".join(sorted([*symbols[-1].split("*"), x]))
+                continue
             symbols.append(x)
             segments.append([])
         else:
