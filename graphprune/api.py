@@ -105,7 +105,8 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress
         # (nn.TransformerEncoder) that the FLOP counter cannot see
         macs_before=count_macs(graph.captured.module, args, kwargs), macs_after=count_macs(pruned, args, kwargs),
         ratio=ratio, options=opts.__dict__, decisions=chosen.decisions, unknown_ops=graph.unknown,
-        dynamic_batch=graph.captured.dynamic_batch, verified=note,
+        dynamic_batch=graph.captured.dynamic_batch,
+        dynamic_sequence=graph.captured.dynamic_sequence, verified=note,
         seconds={**seconds, "total": time.perf_counter() - t0},
     )
     return pruned, report

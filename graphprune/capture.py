@@ -45,6 +45,12 @@ class Captured:
     def graph(self) -> fx.Graph:
         return self.module.graph
 
+    @property
+    def dynamic_sequence(self) -> bool:
+        """Whether a token input (2-D integer) kept a dynamic sequence length (its dim 1)."""
+        vals = [n.meta.get("val") for n in self.graph.nodes if n.op == "placeholder"]
+        return any(is_token_input(v) and not isinstance(v.shape[1], int) for v in vals)
+
 
 def normalize_inputs(example: Any) -> tuple[tuple, dict]:
     """A tensor, a tuple of positional inputs or a dict of keyword inputs -> (args, kwargs)."""

@@ -191,7 +191,8 @@ def inspect(
         graph = analyze(module, example)
         decisions = plan(graph, PlanOptions(ratio=0.0)).decisions
     shown = list(decisions) if show_all else interesting(decisions)
-    table = Table(title=f"{len(shown)} groups ({len(decisions)} in all); dynamic batch: {graph.captured.dynamic_batch}")
+    table = Table(title=f"{len(shown)} groups ({len(decisions)} in all); dynamic batch: {graph.captured.dynamic_batch}"
+                  + (f"; dynamic sequence: {graph.captured.dynamic_sequence}" if graph.captured.dynamic_sequence else ""))
     for col in ("group", "width", "prunable channels", "frozen channels / why"):
         table.add_column(col, overflow="fold")
     by_name = {g.name: g for g in graph.groups}

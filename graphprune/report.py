@@ -22,6 +22,7 @@ class Report:
     decisions: tuple = ()
     unknown_ops: tuple = ()
     dynamic_batch: bool = False
+    dynamic_sequence: bool = False  # token inputs take any sequence length
     verified: str = ""
     seconds: dict = field(default_factory=dict)
     onnx: dict | None = None
