@@ -822,3 +822,56 @@ def test_channel_shuffle_is_a_permutation_rewritten_as_one_gather():
     assert torch.ops.aten.index_select.default in targets
     assert torch.ops.aten.transpose.int not in targets
     assert pruned(torch.randn(3, 3, 8, 8)).shape == (3, 4, 8, 8)
+
+
+class ChannelsLastPad(nn.Module):
+    """Swin-style: a channels-last tensor padded on H and W with (0, 0) on C, then a Linear,
+    and padded on C itself before the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(6, 16)
+        self.mid = nn.Linear(16, 16)
+        self.head = nn.Linear(18, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.pad(self.inp(x), (0, 0, 0, 1, 0, 1))  # [B, H+1, W+1, 16]: channels untouched
+        y = torch.relu(self.mid(y))
+        return self.head(F.pad(y, (1, 1))).mean((1, 2))  # C padded: 16 -> 18
+
+
+def test_pad_passes_dims_padded_by_zero_and_freezes_padded_ones():
+    """Rule: a dim whose pad pair is (0, 0) passes its channels; a padded dim is frozen, so
+    the head's padded input columns stay while the channels feeding them may go."""
+    results = check_prunes(ChannelsLastPad(), torch.randn(2, 5, 5, 6), (0.5,))
+    plan, pruned = results[0.5]
+    assert len(kept(plan, "inp.weight", 0)) < 16  # through the (0, 0) pad
+    assert pruned.get_parameter("head.weight").shape[1] == 18  # the C-padded input is frozen
+
+
+class CosineFeatures(nn.Module):
+    """Swin-v2-style cosine similarity: features L2-normalised (linalg_vector_norm, expand_as)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 16)
+        self.b = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return self.b(y / torch.linalg.vector_norm(y, dim=-1, keepdim=True).expand_as(y))
+
+
+def test_vector_norm_over_features_is_prunable_and_inexact():
+    """Rule: a vector norm over a feature dim lets those features go but marks them inexact
+    (the norm changes unless they are zero); expand_as follows its target's dims."""
+    model = randomize(CosineFeatures())
+    example = torch.randn(2, 5, 6)
+    graph = graphprune.analyze(model, example)
+    assert not graph.unknown
+    plan = graphprune.plan(graph, ratio=0.5, round_to=1)
+    (decision,) = [d for d in plan.decisions if d.group == "a.weight[0]"]
+    assert decision.removed > 0 and "inexact" in decision.note and "norm" in decision.note
+    pruned = graphprune.rewrite(plan)
+    assert pruned.get_parameter("b.weight").shape[1] == 16 - decision.removed
+    assert pruned(example).shape == model(example).shape

@@ -40,14 +40,14 @@ UNARY = [
     "detach", "detach_", "_to_copy", "to", "type_as", "clamp", "clamp_", "clamp_min",
     "clamp_max", "pow", "square", "logit", "log_sigmoid", "glu_never", "sign", "round",
     "floor", "ceil", "trunc", "silu_backward_never", "lift_fresh_copy", "bitwise_not",
-    "logical_not", "isnan", "isinf", "nan_to_num", "fill", "zeros_like", "ones_like",
+    "logical_not", "isnan", "isinf", "nan_to_num", "fill", "fill_", "zero_", "zeros_like", "ones_like",
     "empty_like", "full_like", "rand_like", "randn_like", "masked_fill", "masked_fill_",
 ]
 BINARY = [
     "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum",
     "where", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "bitwise_and",
     "bitwise_or", "remainder", "fmod", "floor_divide", "rsub", "addcmul", "addcdiv", "lerp",
-    "copy", "copy_", "atan2", "hypot", "xlogy",
+    "copy", "copy_", "atan2", "hypot", "xlogy", "expand_as",
 ]
 
 

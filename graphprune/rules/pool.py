@@ -4,7 +4,7 @@ Pooling and resampling keep the leading (batch, channel) dims: out[n, c, ...] re
 only in[n, c, ...]. Spatial dims are left unclaimed, hence frozen.
 
 Reductions keep the dims they do not reduce. A reduced dim is frozen, except for sum,
-mean, var and std: prunable but inexact (the statistic changes, as for LayerNorm, and a
+mean, var, std and vector norms: prunable but inexact (the statistic changes, as for LayerNorm, and a
 dead channel need not be zero after a nonlinearity); softmax-like ops freeze the dim
 they normalise over.
 """
@@ -52,12 +52,14 @@ def _reduced(ctx: RuleContext, x, dims) -> list[int]:
     return sorted(d % rank for d in dims)
 
 
-def _reduce(ctx: RuleContext, inexact: str = "") -> None:
+def _reduce(ctx: RuleContext, inexact: str = "", dim_at: int = 1) -> None:
+    """`dim_at`: position of the dims argument (keepdim follows it)."""
     x = ctx.arg(0)
     if not isinstance(x, tuple):
         return
-    dims = ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs.get("dim")
-    keepdim = ctx.node.args[2] if len(ctx.node.args) > 2 else ctx.node.kwargs.get("keepdim", False)
+    args = ctx.node.args
+    dims = args[dim_at] if len(args) > dim_at else ctx.node.kwargs.get("dim")
+    keepdim = args[dim_at + 1] if len(args) > dim_at + 1 else ctx.node.kwargs.get("keepdim", False)
     reduced = _reduced(ctx, x, dims)
     for out in ctx.outputs():
         o = 0
@@ -94,6 +96,14 @@ def reduce_sum(ctx: RuleContext) -> None:
     """out[kept dims] = sum_{reduced dims} in: prunable, inexact (a dead channel is zero only
     before a nonlinearity: sigmoid(0) = 0.5 still adds up)."""
     _reduce(ctx, inexact="a sum over pruned features changes")
+
+
+@rule(aten.linalg_vector_norm.default)
+def reduce_norm(ctx: RuleContext) -> None:
+    """out[kept dims] = ||in||_ord over the reduced dims (F.normalize, cosine attention):
+    prunable, inexact like sum (a zero entry adds nothing to a norm of order > 0, but a
+    dead channel need not be zero)."""
+    _reduce(ctx, inexact="a norm over pruned features changes", dim_at=2)
 
 
 @rule(aten.softmax.int, aten._softmax.default, aten.log_softmax.int, aten._log_softmax.default,

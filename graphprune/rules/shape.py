@@ -429,12 +429,15 @@ def roll(ctx: RuleContext) -> None:
 
 @rule(aten.constant_pad_nd.default, aten.pad.default)
 def pad(ctx: RuleContext) -> None:
-    """out = x padded on its last len(pad) // 2 dims: those are frozen, the others pass."""
+    """out = x padded on its last len(pad) // 2 dims (pairs listed from the last dim back):
+    a dim padded by (0, 0), or not named, passes; a padded dim is frozen."""
     x, out = ctx.arg(0), ctx.out()
     rank = len(ctx.shape(x))
-    padded = len(ctx.node.args[1]) // 2
-    for d in range(rank - padded):
-        ctx.same(x, d, out, d)
+    amounts = ctx.node.args[1]
+    for d in range(rank):
+        k = rank - 1 - d
+        if 2 * k + 1 >= len(amounts) or (amounts[2 * k] == 0 and amounts[2 * k + 1] == 0):
+            ctx.same(x, d, out, d)
 
 
 @rule(aten.index.Tensor)
