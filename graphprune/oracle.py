@@ -29,16 +29,25 @@ def kill(plan: Plan) -> None:
         dead = plan.removed[plan.graph.labels[spaces.ids(space)]]
         if not dead.any():
             continue
-        owner, name = _owner(module, node.target)
         old = parameter(module, node.target)
         new = old.detach().clone()
         new.index_fill_(dim, torch.as_tensor(dead.nonzero()[0]), 0)
         if isinstance(old, torch.nn.Parameter):
-            owner._parameters[name] = torch.nn.Parameter(new, requires_grad=old.requires_grad)
-        elif name in owner._buffers:
-            owner._buffers[name] = new
-        else:
-            setattr(owner, name, new)
+            new = torch.nn.Parameter(new, requires_grad=old.requires_grad)
+        for target in _names_of(module, old, node.target):  # tied weights stay one tensor
+            owner, name = _owner(module, target)
+            if name in owner._parameters:
+                owner._parameters[name] = new
+            elif name in owner._buffers:
+                owner._buffers[name] = new
+            else:
+                setattr(owner, name, new)
+
+
+def _names_of(module: torch.nn.Module, tensor: torch.Tensor, target: str) -> list[str]:
+    """Every name under which `module` holds `tensor` (a tied weight has several)."""
+    held = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    return [target, *(n for n, t in held if t is tensor and n != target)]
 
 
 def dead_channel_check(plan: Plan, atol: float = 1e-5, rtol: float = 1e-4) -> torch.nn.Module:

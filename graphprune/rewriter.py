@@ -25,7 +25,8 @@ from graphprune.spaces import shape_of
 log = logging.getLogger(__name__)
 
 
-def _assign(root: torch.nn.Module, target: str, tensor: torch.Tensor, kind: str, persistent: bool) -> None:
+def _assign(root: torch.nn.Module, target: str, tensor: torch.Tensor, kind: str, persistent: bool) -> torch.Tensor:
+    """Register `tensor` at `target` (a Parameter is registered as itself, so ties survive)."""
     *path, name = target.split(".")
     mod = root
     for part in path:
@@ -33,11 +34,14 @@ def _assign(root: torch.nn.Module, target: str, tensor: torch.Tensor, kind: str,
             mod.add_module(part, torch.nn.Module())
         mod = getattr(mod, part)
     if kind == "parameter":
-        mod.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=kind == "parameter"))
+        if not isinstance(tensor, torch.nn.Parameter):
+            tensor = torch.nn.Parameter(tensor, requires_grad=tensor.requires_grad)
+        mod.register_parameter(name, tensor)
     elif kind == "buffer":
         mod.register_buffer(name, tensor, persistent=persistent)
     else:
         setattr(mod, name, tensor)
+    return tensor
 
 
 def _owner(module: torch.nn.Module, target: str) -> tuple[torch.nn.Module, str]:
@@ -72,10 +76,11 @@ def _new_root(plan: Plan, gm: fx.GraphModule) -> torch.nn.Module:
     root = torch.nn.Module()
     used = {}
     for node in gm.graph.nodes:
-        if node.op == "get_attr":
+        if node.op == "get_attr" and node.users:  # export leaves unread get_attrs for a tied weight's other names
             used[node.target] = node
     names = dict(gm.named_parameters(remove_duplicate=False))
     names.update(dict(gm.named_buffers(remove_duplicate=False)))
+    made: dict[int, torch.Tensor] = {}  # id of the user's tensor -> its new tensor (tied weights)
     for target in list(used) + [t for t in names if t not in used]:
         tensor = parameter(gm, target)
         if isinstance(tensor, torch.nn.Module):  # subgraphs of higher-order ops: copied whole
@@ -90,10 +95,15 @@ def _new_root(plan: Plan, gm: fx.GraphModule) -> torch.nn.Module:
         if not isinstance(tensor, torch.Tensor):
             continue
         kind, persistent = _kind(gm, target)
-        new = _sliced(plan, used[target], tensor) if target in used else tensor.detach().clone()
-        if kind == "parameter":
+        new = _sliced(plan, used[target], tensor) if target in used else None
+        tied = made.get(id(tensor))
+        if tied is not None and (new is None or (new.shape == tied.shape and torch.equal(new, tied))):
+            new = tied  # another name of a tensor already rewritten: keep them one tensor
+        elif new is None:
+            new = tensor.detach().clone()
+        if kind == "parameter" and new is not tied:
             new.requires_grad_(tensor.requires_grad)
-        _assign(root, target, new, kind, persistent)
+        made.setdefault(id(tensor), _assign(root, target, new, kind, persistent))
     return root
 
 

@@ -107,12 +107,14 @@ def kept(plan, target: str, dim: int):
 
 
 def _snapshot(module: torch.nn.Module) -> dict:
-    """Copies of every tensor the graph reads by get_attr, with their requires_grad flags."""
-    saved = {}
+    """Copies of every tensor the graph reads by get_attr, with their requires_grad flags;
+    names of one tensor (tied weights) share one copy."""
+    saved, copies = {}, {}
     for node in module.graph.nodes:
         value = _attr(module, node.target) if node.op == "get_attr" else None
         if isinstance(value, torch.Tensor):
-            saved[node.target] = (value.detach().clone(), value.requires_grad)
+            copy = copies.setdefault(id(value), value.detach().clone())
+            saved[node.target] = (copy, value.requires_grad)
     return saved
 
 
@@ -124,16 +126,17 @@ def _attr(module: torch.nn.Module, target: str):
 
 
 def _restore(module: torch.nn.Module, saved: dict) -> None:
-    """Put back tensors the oracle replaced with zeroed copies."""
+    """Put back tensors the oracle replaced with zeroed copies (tied names stay tied)."""
+    fresh: dict = {}
     for target, (tensor, grad) in saved.items():
         path, _, name = target.rpartition(".")
         owner = module.get_submodule(path) if path else module
         if name in owner._parameters:
-            owner._parameters[name] = torch.nn.Parameter(tensor.clone(), requires_grad=grad)
+            owner._parameters[name] = fresh.setdefault(id(tensor), torch.nn.Parameter(tensor.clone(), requires_grad=grad))
         elif name in owner._buffers:
-            owner._buffers[name] = tensor.clone()
+            owner._buffers[name] = fresh.setdefault(id(tensor), tensor.clone())
         else:
-            setattr(owner, name, tensor.clone())
+            setattr(owner, name, fresh.setdefault(id(tensor), tensor.clone()))
 
 
 def check_prunes(model: torch.nn.Module, example, ratios=(0.3, 0.5), **options) -> dict:

@@ -416,3 +416,28 @@ def test_recurrent_pruned_model_takes_another_batch(cell, batch_first):
         small, large = pruned(example), pruned(bigger)
     assert large.shape[axis] == 5
     assert torch.allclose(large.narrow(axis, 0, 3), small, atol=1e-5)
+
+
+class TiedLM(nn.Module):
+    """A language model whose output projection is its embedding (tied weights, as GPT-2's)."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 64), nn.GELU(), nn.Linear(64, dim))
+        self.out = nn.Linear(dim, vocab, bias=False)
+        self.out.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        return self.out(x + self.mlp(x))
+
+
+def test_tied_weights_stay_one_parameter():
+    """The embedding width is pruned once for both uses of the tied weight: the pruned model
+    still shares one parameter between embedding and output, and dead channels prune exactly."""
+    results = check_prunes(TiedLM().eval(), _ids(50, 2, 8), (RATIO,))
+    plan, pruned = results[RATIO]
+    assert pruned.get_parameter("embed.weight").shape[1] < 32
+    assert pruned.get_parameter("embed.weight") is pruned.get_parameter("out.weight")
+    assert count_params(pruned) == sum(p.numel() for n, p in pruned.named_parameters(remove_duplicate=False) if n != "out.weight")
