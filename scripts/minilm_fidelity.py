@@ -384,9 +384,9 @@ def render_section(data: dict) -> str:
         "TP 1.6.1 removes ceil(ratio x 12) heads per layer (`math.ceil` in its local head ranking), so at ratios "
         "0.1 and 0.2 it drops one head more than graphprune.",
         "",
-        "*MACs b1* = `graphprune.cost.count_macs` at batch 1 (torch's FlopCounterMode; it does not count the CPU "
-        "scaled-dot-product attention, so the QK^T and AV products, about 4.7M MACs in the original, are missing "
-        "for every variant); latency = median of the interleaved ONNX Runtime runs of each variant's ONNX export "
+        "*MACs b1* = `graphprune.cost.count_macs` at batch 1 (torch's FlopCounterMode on the captured graph, "
+        "attention's QK^T and AV products included); latency = median of the interleaved ONNX Runtime runs of "
+        "each variant's ONNX export "
         "(`graphprune.export.export_onnx`, parity-checked against PyTorch); *speed-up* = original ms / ms. "
         f"{_nodes_note(variants)}",
         "",
