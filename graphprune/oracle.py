@@ -15,13 +15,14 @@ import torch
 from graphprune import verify
 from graphprune.importance import parameter
 from graphprune.planner import Plan
-from graphprune.rewriter import _owner, rewrite
+from graphprune.rewriter import _assign, _kind, rewrite
 
 
 def kill(plan: Plan) -> None:
     """Zero the removed channels' parameter slices in the captured module (replacing tensors)."""
     module = plan.graph.captured.module
     spaces = plan.graph.spaces
+    names = _names_by_tensor(module)
     for space, entry in spaces.base.items():
         (node, _), dim = space
         if entry is None or node.op != "get_attr":
@@ -34,20 +35,18 @@ def kill(plan: Plan) -> None:
         new.index_fill_(dim, torch.as_tensor(dead.nonzero()[0]), 0)
         if isinstance(old, torch.nn.Parameter):
             new = torch.nn.Parameter(new, requires_grad=old.requires_grad)
-        for target in _names_of(module, old, node.target):  # tied weights stay one tensor
-            owner, name = _owner(module, target)
-            if name in owner._parameters:
-                owner._parameters[name] = new
-            elif name in owner._buffers:
-                owner._buffers[name] = new
-            else:
-                setattr(owner, name, new)
+        targets = names.pop(id(old), [node.target])
+        for target in targets:  # every name of a tied weight gets the one new tensor
+            _assign(module, target, new, *_kind(module, target))
+        names[id(new)] = targets
 
 
-def _names_of(module: torch.nn.Module, tensor: torch.Tensor, target: str) -> list[str]:
-    """Every name under which `module` holds `tensor` (a tied weight has several)."""
-    held = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
-    return [target, *(n for n, t in held if t is tensor and n != target)]
+def _names_by_tensor(module: torch.nn.Module) -> dict[int, list[str]]:
+    """id of each parameter and buffer -> every name `module` holds it under (a tied weight has several)."""
+    names: dict[int, list[str]] = {}
+    for name, tensor in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(tensor), []).append(name)
+    return names
 
 
 def dead_channel_check(plan: Plan, atol: float = 1e-5, rtol: float = 1e-4) -> torch.nn.Module:
