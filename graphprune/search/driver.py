@@ -1,0 +1,91 @@
+"""`search(graph, budget, strategy, data)`: a plan that meets a measured latency budget.
+
+    1. the space: every prunable group's widths (and blocks, with a DepthSteps);
+    2. calibration batches (--data, else seeded random inputs shaped like the example) and the
+       original's outputs on them;
+    3. the latency table: each group narrowed alone, each block removed alone, measured whole in
+       ONNX Runtime at the table batch against the original;
+    4. the strategy (graphprune.search.STRATEGIES), which evaluates candidates on calibration data,
+       predicts their latency from the table, and confirms with whole-model measurements at the
+       latency batch (each one corrects the table);
+    5. the final figure: the chosen configuration measured whole at the latency batch against
+       the original in the same session (and at the table batch, to show how well it predicts).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from graphprune.depgraph import DependencyGraph
+from graphprune.errors import InputError, PlanError
+from graphprune.planner import Plan
+from graphprune.search.budget import Budget
+from graphprune.search.calibration import Calibration
+from graphprune.search.context import SearchContext
+from graphprune.search.latency import LatencySettings, Oracle, OrtOracle, example_batch
+from graphprune.search.record import SearchLog
+from graphprune.search.registry import STRATEGIES
+from graphprune.search.space import Config, SearchSpace
+from graphprune.search.table import fit_table
+
+log = logging.getLogger(__name__)
+
+
+def search(graph: DependencyGraph, budget: Budget, strategy: str = "greedy", data=None, *,
+           latency: LatencySettings | None = None, max_drop: float | None = None, samples: int = 16, seed: int = 0,
+           round_to: int = 8, scores=None, calib_batches: int = 16, random_samples: int = 8,
+           progress: Callable[[str], None] | None = None, oracle: Oracle | None = None,
+           finetune: Callable | None = None, depth=None) -> tuple[Plan, SearchLog]:
+    """Search widths (and blocks, given `depth`) under `budget`; returns (plan, log).
+
+    `oracle` replaces the ONNX Runtime measurements (tests); `finetune(model) -> model` runs on
+    each candidate before it is scored; `depth` is a graphprune.search.depthsteps.DepthSteps.
+    """
+    if strategy not in STRATEGIES:
+        raise InputError(f"--search {strategy!r} is not one of {sorted(STRATEGIES)}")
+    if max_drop is not None and not max_drop >= 0:
+        raise InputError(f"--max-drop {max_drop} must be 0 or more (a metric drop, e.g. 0.01 = 1 accuracy point)")
+    if samples < 1:
+        raise InputError(f"--samples {samples} must be 1 or more")
+    say = progress or (lambda text: None)
+    start = time.perf_counter()
+    space = SearchSpace(graph, scores, round_to, depth)
+    if not space.knobs and not space.blocks:
+        raise PlanError("nothing to search: no group can be narrowed and no block removed (see graphprune inspect)")
+    args, kwargs = graph.captured.args, graph.captured.kwargs
+    settings = (latency or LatencySettings()).resolved(example_batch(args, kwargs))
+    say("measuring the original and exporting for ONNX Runtime")
+    oracle = oracle or OrtOracle(space, settings)
+    calibration = Calibration(space.build(Config()), args, kwargs, data, calib_batches, random_samples, seed)
+    table = fit_table(space, lambda c: oracle.measure(c, settings.table_batch), say)
+    t_table = time.perf_counter() - start
+    record = SearchLog(strategy)
+    ctx = SearchContext(space, calibration, oracle, table, budget, record, settings.batch, max_drop, samples, seed,
+                        say, finetune)
+    chosen = STRATEGIES[strategy](ctx)
+    final = oracle.measure(chosen, settings.batch)
+    at_table = oracle.measure(chosen, settings.table_batch)
+    score = ctx.evaluate(chosen, note="chosen")
+    record.facts = {
+        "budget": {"latency_fraction": budget.fraction, "speedup": budget.speedup},
+        "latency_settings": {**oracle.settings, "batch": settings.batch, "threads": settings.threads,
+                             "table_batch": settings.table_batch},
+        "calibration": calibration.description,
+        "max_drop": max_drop, "seed": seed, "samples": samples if strategy == "random" else None,
+        "groups": {k.name: k.full for k in space.knobs}, "blocks": list(space.blocks),
+        "table": table.to_dict(),
+        "chosen": {**chosen.to_dict(), "loss": score.loss, "metric": score.metric,
+                   "metric_drop": calibration.drop(score), "baseline_metric": calibration.baseline.metric},
+        "final": {"latency_ratio": final.ratio, "speedup": 1.0 / final.ratio, "ms": final.ms, "original_ms": final.base_ms,
+                  "noise": final.spread, "batch": final.batch, "budget_met": budget.met(final.ratio),
+                  "table_batch_ratio": at_table.ratio, "table_batch_noise": at_table.spread},
+        "seconds": {"table": t_table, "total": time.perf_counter() - start},
+        "evaluated": len(ctx._scores), "measured": len(ctx._measured),
+    }
+    if not budget.met(final.ratio):
+        log.warning("search %s stopped at %.3f of the original latency, short of the budget %.3f",
+                    strategy, final.ratio, budget.fraction)
+    say(f"{strategy}: chosen latency {final.ratio:.3f} of the original (budget {budget.fraction:.3f})")
+    return space.plan(chosen), record

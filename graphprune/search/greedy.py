@@ -1,0 +1,101 @@
+"""`--search greedy`: NetAdapt-like; each step takes the move with the least calibration-loss
+increase per unit of latency saved, until a whole-model measurement meets the budget.
+
+A move narrows one group, or removes one block. Each group's move is the smallest narrowing
+whose predicted saving reaches delta = (1 - budget) / STEPS of the original latency (or a
+quarter of the group's width, whichever comes first), so all moves save about the same and a
+search takes about STEPS steps whatever the number of groups. Value of a move m at config c:
+
+    v(m) = (loss(c + m) - loss(c)) / (ratio(c) - ratio(c + m))      (lower is better)
+
+Lazy evaluation keeps it frugal: values from earlier steps are kept; each step re-scores the
+best stale move, takes it if it is still the best, and re-scores at most RESCORE moves before
+taking the best fresh one. Moves that save nothing by the table, or whose metric drop would
+exceed --max-drop, are not taken; when none is left the search stops short of the budget.
+
+The steps form a path; once the table says its end fits, `settle` measures along the path
+(bisection, whole models) for the shortest prefix that meets the budget; if the measurement says
+the end is still too slow, the path goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from graphprune.search.registry import strategy
+from graphprune.search.space import Config
+from graphprune.search.steps import along, settle
+
+log = logging.getLogger(__name__)
+STEPS = 16
+RESCORE = 4
+
+
+def _move(ctx, config: Config, name: str, delta: float) -> Config | None:
+    """The narrowing of one group that saves about delta by the table's single-group line (cheap)."""
+    knob = ctx.space.by_name[name]
+    width = config.width(knob)
+    cap = width - knob.full / 4
+    best = None
+    for w in (w for w in knob.options if w < width):
+        best = config.narrowed(name, w, knob.full)
+        if ctx.table.alone_latency(knob, width, w) >= delta or w <= cap:
+            break
+    return best
+
+
+def moves(ctx, config: Config, delta: float) -> dict[str, Config]:
+    found = {k.name: _move(ctx, config, k.name, delta) for k in ctx.space.knobs}
+    for block in ctx.space.blocks:
+        if block not in config.blocks:
+            found[f"block:{block}"] = config.removing(block)
+    return {name: c for name, c in found.items() if c is not None}
+
+
+def _value(ctx, config: Config, loss: float, nxt: Config) -> float | None:
+    """Loss increase per latency saved (exact-MACs table); None: saves nothing, or past --max-drop."""
+    saved = ctx.estimate(config) - ctx.estimate(nxt)
+    if saved <= 0:
+        return None
+    score = ctx.evaluate(nxt, note="greedy candidate")
+    if not ctx.within_drop(score):
+        return None
+    return (score.loss - loss) / saved
+
+
+def _pick(ctx, config: Config, loss: float, options: dict[str, Config], stale: dict) -> str | None:
+    fresh: dict[str, float] = {}
+    for name in [n for n in options if n not in stale]:
+        value = _value(ctx, config, loss, options[name])
+        stale[name] = value if value is not None else float("inf")
+        fresh[name] = stale[name]
+    for _ in range(RESCORE):
+        top = min((n for n in options if stale[n] < float("inf")), key=lambda n: stale[n], default=None)
+        if top is None or top in fresh:
+            break
+        value = _value(ctx, config, loss, options[top])
+        stale[top] = fresh[top] = value if value is not None else float("inf")
+    usable = {n: v for n, v in fresh.items() if v < float("inf")}
+    return min(usable, key=usable.get) if usable else None
+
+
+@strategy("greedy")
+def greedy(ctx):
+    path = [Config()]
+    loss = ctx.evaluate(path[0], note="original").loss
+    delta = (1.0 - ctx.budget.fraction) / STEPS
+    stale: dict[str, float] = {}
+    while True:
+        while not ctx.fits(path[-1]):
+            options = moves(ctx, path[-1], delta)
+            name = _pick(ctx, path[-1], loss, options, stale)
+            if name is None:
+                log.warning("greedy: no move left within --max-drop; stopping short of the budget")
+                return settle(ctx, along(path), len(path) - 1)
+            path.append(options[name])
+            loss = ctx.evaluate(path[-1]).loss
+            stale.pop(name)  # its next move is a different narrowing
+            ctx.progress(f"greedy step {len(path) - 1}: {name}, latency {ctx.estimate(path[-1]):.3f} (predicted)")
+        chosen = settle(ctx, along(path), len(path) - 1)
+        if ctx.budget.met(ctx.confirm(chosen)):
+            return chosen

@@ -1,0 +1,131 @@
+"""Latency search: every strategy meets its budget against a mocked latency oracle (a known
+function of the widths), --max-drop is never exceeded, random search replays from its seed, and
+greedy keeps at least the calibration metric of uniform at the same latency.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import graphprune
+from graphprune.errors import InputError
+from graphprune.search import STRATEGIES, Config, MockOracle, SearchSpace, make_budget, search
+from graphprune.search.plot import plot_search
+from tests.search_models import Ladder, macs_latency
+
+
+@pytest.fixture(scope="module")
+def ladder():
+    torch.manual_seed(0)
+    model = Ladder().eval()
+    x = torch.randn(4, 3, 12, 12)
+    return model, x, graphprune.analyze(model, x)
+
+
+def mocked(graph):
+    space = SearchSpace(graph)
+    return MockOracle(macs_latency(space))
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("speedup", [1.5, 2.5])
+def test_every_strategy_meets_the_budget_against_the_mocked_oracle(ladder, name, speedup):
+    """The chosen configuration's mocked latency is within the budget, and the report's final
+    figure is that configuration's latency at the latency batch."""
+    _, _, graph = ladder
+    oracle = mocked(graph)
+    plan, log = search(graph, make_budget(speedup=speedup), name, oracle=oracle, samples=6)
+    chosen = Config(tuple(sorted(log.facts["chosen"]["widths"].items())))
+    assert log.facts["final"]["latency_ratio"] == pytest.approx(oracle.fn(chosen))
+    assert log.facts["final"]["latency_ratio"] <= 1 / speedup
+    assert log.facts["final"]["budget_met"]
+    widths = {d.group: d.width_after for d in plan.decisions}
+    assert all(widths[g] == w for g, w in chosen.widths)
+    assert (chosen.key, log.facts["latency_settings"]["batch"]) in oracle.calls
+
+
+def test_search_leaves_the_captured_model_alone(ladder):
+    model, _, graph = ladder
+    before = {k: v.clone() for k, v in graph.captured.module.state_dict().items()}
+    search(graph, make_budget(target_latency=0.6), "greedy", oracle=mocked(graph))
+    after = graph.captured.module.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("name", ["recursive", "greedy"])
+def test_search_stops_before_max_drop(ladder, name):
+    """A budget only a large drop reaches: the search stops short of it, within --max-drop."""
+    _, _, graph = ladder
+    max_drop = 0.02  # KL to the original, on random inputs
+    plan, log = search(graph, make_budget(speedup=8), name, oracle=mocked(graph), max_drop=max_drop)
+    assert log.facts["chosen"]["metric_drop"] <= max_drop
+    assert not log.facts["final"]["budget_met"]
+    assert any(e.metric is not None and -e.metric > max_drop for e in log.entries), "never tried past the drop"
+    assert plan.removed.any()
+
+
+def test_random_search_replays_from_its_seed(ladder):
+    _, _, graph = ladder
+    runs = [search(graph, make_budget(speedup=2), "random", oracle=mocked(graph), samples=5, seed=s)[1]
+            for s in (3, 3, 4)]
+    tried = [[e.config for e in log.entries] for log in runs]
+    assert tried[0] == tried[1]
+    assert tried[0] != tried[2]
+    assert runs[0].facts["chosen"] == runs[1].facts["chosen"]
+
+
+def test_greedy_keeps_at_least_uniforms_metric_at_the_same_latency():
+    """Digits CNN, labelled calibration data, latency mocked as MACs: greedy's calibration
+    accuracy within the budget is at least uniform's."""
+    from graphprune.data import load_data
+    from models.digits import load_split
+
+    model = torch.load("models/digits_cnn.pt", weights_only=False).eval()
+    x_train, y_train, _, _ = load_split()
+    graph = graphprune.analyze(model, x_train[:1])
+    data = load_data(_npz(x_train[:384], y_train[:384]), x_train[:1], batch_size=128)
+    metric = {}
+    for name in ("uniform", "greedy"):
+        _, log = search(graph, make_budget(speedup=2), name, data, oracle=mocked(graph))
+        assert log.facts["final"]["budget_met"]
+        metric[name] = log.facts["chosen"]["metric"]
+    assert metric["greedy"] >= metric["uniform"]
+
+
+def _npz(x, y):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "calib.npz"
+    np.savez(path, x=x.numpy(), y=y.numpy())
+    return str(path)
+
+
+def test_the_log_and_plot_cover_every_configuration_tried(ladder, tmp_path):
+    _, _, graph = ladder
+    _, log = search(graph, make_budget(speedup=2), "greedy", oracle=mocked(graph))
+    data = json.loads(json.dumps(log.to_dict()))
+    assert len(data["tried"]) == len(log.entries) >= data["evaluated"]
+    assert any(e["measured_ratio"] is not None for e in data["tried"])
+    assert set(data["chosen"]["widths"]) <= set(data["groups"])
+    plot_search(data, tmp_path / "search.png")
+    assert (tmp_path / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"speedup": 0.5}, "--speedup"), ({"target_latency": 1.5}, "--target-latency"),
+    ({"speedup": 2, "target_latency": 0.5}, "not both"), ({}, "needs"),
+])
+def test_bad_budgets_are_refused_with_one_line(kwargs, words):
+    with pytest.raises(InputError, match=words) as info:
+        make_budget(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_strategy_is_refused(ladder):
+    with pytest.raises(InputError, match="--search"):
+        search(ladder[2], make_budget(speedup=2), "annealing", oracle=mocked(ladder[2]))
