@@ -35,6 +35,8 @@ PROVIDERS = {"cpu": CPU, "cuda": CUDA}
 # the search exports many models: TorchScript first (seconds for a ResNet-50, dynamo takes ~4x as long),
 # unsimplified (ONNX Runtime's ORT_ENABLE_ALL folds what onnxsim would)
 EXPORTERS = ("torchscript", "dynamo")
+MIN_ROUNDS = 3
+STEADY = 0.01
 
 
 def physical_cores() -> int:
@@ -53,14 +55,28 @@ def physical_cores() -> int:
     return len(pairs) or os.cpu_count() or 1
 
 
+def channel_block(provider: str) -> int:
+    """Widths the provider runs fastest in multiples of: ONNX Runtime CPU's blocked (NCHWc) convolutions
+    use 16 channels with AVX-512, else 8; 8 on CUDA (tensor-core friendly)."""
+    if provider != "cpu":
+        return 8
+    try:
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        return 8
+    return 16 if "avx512f" in flags.split() else 8
+
+
 @dataclass(frozen=True)
 class LatencySettings:
     provider: str = "cpu"  # 'cpu' or 'cuda'
     batch: int | None = None  # None: the example input's batch
     threads: int | None = None  # None: the machine's physical cores
-    table_batch: int | None = None  # batch of the per-group table; None: min(batch, 4)
-    rounds: int = 10  # interleaved rounds per measurement
-    warmup: int = 2
+    table_batch: int | None = None  # batch of the per-group table; None: 1 (cheap; the report checks it)
+    rounds: int = 64  # interleaved rounds (pairs) per measurement, at most (fewer once the median is steady)
+    warmup: int = 1
+    seconds: float = 30.0  # time per whole-model confirmation at the latency batch (at least MIN_ROUNDS pairs)
+    table_seconds: float = 4.0  # time per table probe
 
     def resolved(self, example_batch: int) -> LatencySettings:
         if self.provider not in PROVIDERS:
@@ -69,8 +85,9 @@ class LatencySettings:
         threads = self.threads or physical_cores()
         if batch < 1 or threads < 1 or self.rounds < 1 or self.warmup < 0:
             raise InputError(f"--latency-batch {batch} and --threads {threads} must be 1 or more")
-        table = self.table_batch or min(batch, 4)
-        return LatencySettings(self.provider, batch, threads, min(table, batch), self.rounds, self.warmup)
+        table = self.table_batch or 1
+        return LatencySettings(self.provider, batch, threads, min(table, batch), self.rounds, self.warmup, self.seconds,
+                               self.table_seconds)
 
 
 @dataclass(frozen=True)
@@ -127,17 +144,30 @@ def take(tree, n: int, batch: int):
     return pytree.tree_map(fit, tree)
 
 
-def _paired(base, cand, rounds: int, warmup: int) -> tuple[list[float], list[float]]:
+def _paired(base, cand, rounds: int, warmup: int, seconds: float) -> tuple[list[float], list[float]]:
+    """Interleaved pairs until the median ratio is steady (or `seconds` pass), MIN_ROUNDS to `rounds` of them.
+
+    Steady: after 8 pairs, the interquartile range of the ratios over sqrt(pairs) is under STEADY.
+    A loaded machine gets more pairs (up to `rounds`) where they are cheap, a big model fewer.
+    """
     (bs, bf), (cs, cf) = base, cand
     for _ in range(warmup):
         cs.run(None, cf)
         bs.run(None, bf)
     tb, tc = [], []
+    start = time.perf_counter()
     for r in range(rounds):
         for sess, feed, sink in ((bs, bf, tb), (cs, cf, tc)) if r % 2 == 0 else ((cs, cf, tc), (bs, bf, tb)):
-            start = time.perf_counter_ns()
+            t0 = time.perf_counter_ns()
             sess.run(None, feed)
-            sink.append((time.perf_counter_ns() - start) / 1e6)
+            sink.append((time.perf_counter_ns() - t0) / 1e6)
+        n = r + 1
+        if n < MIN_ROUNDS:
+            continue
+        ratios = np.asarray(tc) / np.asarray(tb)
+        steady = n >= 8 and (np.percentile(ratios, 75) - np.percentile(ratios, 25)) / np.sqrt(n) < STEADY
+        if steady or time.perf_counter() - start > seconds:
+            break
     return tb, tc
 
 
@@ -180,7 +210,11 @@ class OrtOracle(Oracle):
         return sess, make_feeds(sess, path, batch)
 
     def measure(self, config: Config, batch: int) -> Measurement:
-        key = (config.key, batch)
+        return self.measure_model(None if config == Config() else lambda: self.build(config), config.key, batch)
+
+    def measure_model(self, make: Callable | None, key: str, batch: int) -> Measurement:
+        """Time the model `make()` (the original when None) against the original; cached by (key, batch)."""
+        key = (key, batch)
         if key in self._cache:
             return self._cache[key]
         start = time.perf_counter()
@@ -190,8 +224,9 @@ class OrtOracle(Oracle):
                 self._export(self.original, f"original-{batch}", batch)
             self._base[batch] = self._session(self._base_paths[batch], batch)
         base_path = self._base_paths[batch]
-        path = self._export(self.build(config), f"c{len(self._cache)}", batch) if config != Config() else base_path
-        tb, tc = _paired(self._base[batch], self._session(path, batch), self.config.rounds, self.config.warmup)
+        path = self._export(make(), f"c{len(self._cache)}", batch) if make is not None else base_path
+        seconds = self.config.seconds if batch == self.config.batch else self.config.table_seconds
+        tb, tc = _paired(self._base[batch], self._session(path, batch), self.config.rounds, self.config.warmup, seconds)
         if path != base_path:
             for p in path.parent.glob(path.name + "*"):
                 p.unlink()
@@ -199,7 +234,7 @@ class OrtOracle(Oracle):
         spread = float(np.percentile(ratios, 90) - np.percentile(ratios, 10)) / 2
         m = Measurement(float(np.median(ratios)), float(np.median(tc)), float(np.median(tb)), spread, batch,
                         time.perf_counter() - start)
-        log.info("measured %s at batch %d: ratio %.3f +- %.3f", config.key[:80], batch, m.ratio, m.spread)
+        log.info("measured %s at batch %d: ratio %.3f +- %.3f", key[0][:80], batch, m.ratio, m.spread)
         self._cache[key] = m
         return m
 

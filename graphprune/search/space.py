@@ -132,9 +132,12 @@ class SearchSpace:
 
             if hasattr(cost, "plan_macs"):
                 self._macs[config.key] = cost.plan_macs(self.plan(config))
-            else:
-                captured = self.graph.captured
-                self._macs[config.key] = cost.count_macs(self.build(config), captured.args, captured.kwargs)
+            else:  # counted at batch 1: MACs are linear in the batch, only ratios are used
+                from graphprune.search.latency import example_batch, take
+
+                args, kwargs = self.graph.captured.args, self.graph.captured.kwargs
+                b0 = example_batch(args, kwargs)
+                self._macs[config.key] = cost.count_macs(self.build(config), take(args, 1, b0), take(kwargs, 1, b0))
         return self._macs[config.key]
 
 
