@@ -4,7 +4,9 @@ With labelled --data: loss = cross-entropy, metric = top-1 accuracy. Otherwise (
 or no data: random inputs shaped like the example, seeded) the candidate is compared with the
 original's outputs on the same inputs; per output tensor
 
-    logits-like ([N, C], C > 1, float):  KL(softmax(original) || softmax(candidate)), batch mean
+    logits-like ([N, C], C > 1, float):  KL(softmax(original / T) || softmax(candidate / T)), batch mean,
+                                         T = the original's logit standard deviation (so random-init
+                                         models, whose logits are tiny, still rank candidates)
     anything else (embeddings, maps):     mean squared error / mean square of the original
 
 summed over outputs, and metric = -loss (0 for the original itself). `drop` is always
@@ -49,7 +51,7 @@ class Calibration:
     """The batches, the original's outputs on them, and how a candidate is scored."""
 
     def __init__(self, original: torch.nn.Module, args: tuple, kwargs: dict, data=None, batches: int = 16,
-                 random_samples: int = 8, seed: int = 0):
+                 random_samples: int = 4, seed: int = 0):
         if data is not None:
             self.batches = [(b.args, b.kwargs, b.labels) for b in data.batches(limit=batches)]
             labelled = data.has_labels
@@ -59,7 +61,8 @@ class Calibration:
         else:
             self.batches = _random_batches(args, kwargs, random_samples, seed)
             labelled = False
-            self.description = (f"distance to the original's outputs (KL on logits, relative MSE otherwise) on "
+            self.description = (f"distance to the original's outputs (KL on logits scaled by their std, relative MSE "
+                                f"otherwise) on "
                                 f"{random_samples} random inputs shaped like the example (no --data)")
         self.labelled = labelled
         self.reference = [self._run(original, a, k) for a, k, _ in self.batches]
@@ -91,7 +94,9 @@ def _distance(ref: list[torch.Tensor], out: list[torch.Tensor]) -> float:
     total = 0.0
     for r, o in zip(ref, out, strict=True):
         if r.dim() == 2 and r.shape[1] > 1:
-            total += float(F.kl_div(F.log_softmax(o, -1), F.log_softmax(r, -1), log_target=True, reduction="batchmean"))
+            t = float(r.std()) or 1.0
+            total += float(F.kl_div(F.log_softmax(o / t, -1), F.log_softmax(r / t, -1), log_target=True,
+                                    reduction="batchmean"))
         else:
             total += float(((o - r) ** 2).mean() / ((r**2).mean() + 1e-12))
     return total

@@ -50,10 +50,11 @@ class SearchContext:
     def evaluate(self, config: Config, note: str = "") -> Score:
         if config.key in self._scores:
             return self._scores[config.key]
-        model = self.space.build(config)
         if self.finetune is not None:
-            model = self.finetune(model).eval()
-        score = self.calibration.score(model)
+            score = self.calibration.score(self.finetune(self.space.build(config)).eval())
+        else:
+            with self.space.evaluating(config) as model:
+                score = self.calibration.score(model)
         self._scores[config.key] = score
         ratio = self.predict(config)
         self.record.add(Entry(len(self.record.entries), self.record.strategy, config.to_dict(), ratio,

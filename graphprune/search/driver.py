@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def search(graph: DependencyGraph, budget: Budget, strategy: str = "greedy", data=None, *,
            latency: LatencySettings | None = None, max_drop: float | None = None, samples: int = 16, seed: int = 0,
-           round_to: int | None = None, scores=None, calib_batches: int = 16, random_samples: int = 8,
+           round_to: int | None = None, scores=None, calib_batches: int = 16, random_samples: int = 4,
            progress: Callable[[str], None] | None = None, oracle: Oracle | None = None,
            finetune: Callable | None = None, depth=None) -> tuple[Plan, SearchLog]:
     """Search widths (and blocks, given `depth`) under `budget`; returns (plan, log).

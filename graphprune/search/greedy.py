@@ -27,8 +27,8 @@ from graphprune.search.space import Config
 from graphprune.search.steps import along, settle
 
 log = logging.getLogger(__name__)
-STEPS = 16
-RESCORE = 4
+STEPS = 10
+RESCORE = 2
 
 
 def _move(ctx, config: Config, name: str, delta: float) -> Config | None:

@@ -11,6 +11,7 @@ channels span u elements (attention heads of width u) by multiples of lcm-like
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from graphprune.depgraph import DependencyGraph, Group
-from graphprune.importance import CRITERIA
+from graphprune.importance import CRITERIA, parameter
 from graphprune.planner import Decision, Plan, PlanOptions
 from graphprune.rewriter import rewrite
 
@@ -95,6 +96,7 @@ class SearchSpace:
         self.knobs: tuple[Knob, ...] = tuple(k for k in knobs if k is not None)
         self.by_name = {k.name: k for k in self.knobs}
         self._built: dict = {}
+        self._scratch: torch.nn.Module | None = None
         self._macs: dict = {}
 
     @property
@@ -125,6 +127,28 @@ class SearchSpace:
                 self._built.pop(next(iter(self._built)))
         return self._built[config.key]
 
+    @contextlib.contextmanager
+    def evaluating(self, config: Config):
+        """A model that computes what `config`'s pruned model computes, for scoring.
+
+        Exact removals are evaluated without rewriting: the removed channels' parameter and buffer
+        slices are zeroed in place in a private copy of the original (made once), which the
+        dead-channel oracle (graphprune.oracle) guarantees computes the pruned model's outputs, and
+        restored after. Inexact removals (normalised widths) and removed blocks are built for real.
+        """
+        plan = self.plan(config)
+        if config.blocks or (plan.removed & plan.graph.inexact).any():
+            yield self.build(config)
+            return
+        if self._scratch is None:
+            self._scratch = rewrite(plan_widths(self.graph, {}, self.scores)).eval()
+        saved = _zero_removed(plan, self._scratch)
+        try:
+            yield self._scratch
+        finally:
+            for tensor, old in saved:
+                tensor.data.copy_(old)
+
     def macs(self, config: Config) -> int:
         """Exact MACs of `config`'s model (graphprune.cost.plan_macs, else counted on the model), cached."""
         if config.key not in self._macs:
@@ -139,6 +163,25 @@ class SearchSpace:
                 b0 = example_batch(args, kwargs)
                 self._macs[config.key] = cost.count_macs(self.build(config), take(args, 1, b0), take(kwargs, 1, b0))
         return self._macs[config.key]
+
+
+def _zero_removed(plan: Plan, module: torch.nn.Module) -> list:
+    """Zero, in place, the slices of `module`'s tensors that belong to removed channels; returns the originals."""
+    saved, seen = [], {}
+    spaces = plan.graph.spaces
+    for space, entry in spaces.base.items():
+        (node, _), dim = space
+        if entry is None or node.op != "get_attr":
+            continue
+        dead = plan.removed[plan.graph.labels[spaces.ids(space)]]
+        if not dead.any():
+            continue
+        tensor = parameter(module, node.target)
+        if id(tensor) not in seen:
+            seen[id(tensor)] = tensor
+            saved.append((tensor, tensor.detach().clone()))
+        tensor.data.index_fill_(dim, torch.as_tensor(dead.nonzero()[0]), 0)
+    return saved
 
 
 def plan_widths(graph: DependencyGraph, widths: dict, scores: np.ndarray) -> Plan:
