@@ -13,7 +13,8 @@ from graphprune.search.budget import Budget, make_budget
 from graphprune.search.driver import search
 from graphprune.search.latency import LatencySettings, MockOracle, OrtOracle
 from graphprune.search.registry import STRATEGIES
+from graphprune.search.request import SearchRequest
 from graphprune.search.space import Config, SearchSpace
 
-__all__ = ["STRATEGIES", "Budget", "Config", "LatencySettings", "MockOracle", "OrtOracle", "SearchSpace",
+__all__ = ["STRATEGIES", "Budget", "Config", "LatencySettings", "MockOracle", "OrtOracle", "SearchRequest", "SearchSpace",
            "make_budget", "search"]

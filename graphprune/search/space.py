@@ -194,20 +194,19 @@ def plan_widths(graph: DependencyGraph, widths: dict, scores: np.ndarray) -> Pla
 
 
 def _fallback_widths(graph: DependencyGraph, widths: dict, scores: np.ndarray) -> Plan:
-    """Until the planner takes widths: drop the weakest candidates of a group to its width."""
+    """Until the planner takes widths: drop the weakest candidates of each listed group down to its width."""
     removed = np.zeros(graph.num_channels, dtype=bool)
+    refs = {g.name: graph.labels[graph.spaces.ids(g.reference)] for g in graph.groups}
+    for g in graph.groups:
+        target = widths.get(g.name, g.width)
+        if target >= g.width or len(g.channels) == 0:
+            continue
+        counts = np.bincount(refs[g.name], minlength=graph.num_channels)
+        order = g.channels[np.argsort(scores[g.channels], kind="stable")]
+        k = int(np.searchsorted(np.cumsum(counts[order]), g.width - target))
+        removed[order[: k + 1]] = True
     decisions = []
     for g in graph.groups:
-        ref = graph.labels[graph.spaces.ids(g.reference)]
-        target = widths.get(g.name, g.width)
-        gone = 0
-        for c in g.channels[np.argsort(scores[g.channels], kind="stable")]:
-            if int((~removed[ref]).sum()) <= target:
-                break
-            removed[c] = True
-            if any(not (~removed[graph.labels[graph.spaces.ids(s)]]).any() for s in g.spaces):
-                removed[c] = False
-                break
-            gone += 1
-        decisions.append(Decision(g.name, g.width, int((~removed[ref]).sum()), len(g.channels), gone, ""))
+        after = int((~removed[refs[g.name]]).sum())
+        decisions.append(Decision(g.name, g.width, after, len(g.channels), int(removed[g.channels].sum()), ""))
     return Plan(graph, PlanOptions(ratio=0.0, round_to=1), removed, tuple(decisions))

@@ -1,0 +1,34 @@
+"""The shrink command's search options, checked before anything is loaded, as a SearchRequest."""
+
+from __future__ import annotations
+
+from graphprune.errors import InputError
+from graphprune.search.budget import make_budget
+from graphprune.search.latency import PROVIDERS, LatencySettings
+from graphprune.search.registry import STRATEGIES
+from graphprune.search.request import SearchRequest
+
+
+def request_from_options(*, target_latency: float | None, speedup: float | None, strategy: str | None,
+                         max_drop: float | None, provider: str, latency_batch: int | None, threads: int | None,
+                         samples: int, seed: int, round_to: int | None) -> SearchRequest | None:
+    """None without a latency budget (plain shrink); one-line InputError for any bad value."""
+    if target_latency is None and speedup is None:
+        given = [flag for flag, value in (("--search", strategy), ("--max-drop", max_drop)) if value is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} need a latency budget: add --target-latency F or --speedup X")
+        return None
+    budget = make_budget(target_latency, speedup)
+    strategy = strategy or "greedy"
+    if strategy not in STRATEGIES:
+        raise InputError(f"--search {strategy!r} is not one of {', '.join(sorted(STRATEGIES))}")
+    if provider not in PROVIDERS:
+        raise InputError(f"--provider {provider!r} is not one of {', '.join(sorted(PROVIDERS))}")
+    if max_drop is not None and not max_drop >= 0:
+        raise InputError(f"--max-drop {max_drop} must be 0 or more (e.g. 0.01: one accuracy point)")
+    for flag, value in (("--latency-batch", latency_batch), ("--threads", threads), ("--samples", samples)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} {value} must be 1 or more")
+    latency = LatencySettings(provider=provider, batch=latency_batch, threads=threads)
+    return SearchRequest(budget, strategy, latency=latency, max_drop=max_drop, samples=samples, seed=seed,
+                         round_to=round_to)

@@ -1,0 +1,33 @@
+"""What `graphprune.shrink(..., search=SearchRequest(...))` asks of the search (the CLI builds one)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphprune.search.budget import Budget
+from graphprune.search.latency import LatencySettings
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    budget: Budget
+    strategy: str = "greedy"
+    data: Any = None  # graphprune.data.Data, or None: random inputs shaped like the example
+    latency: LatencySettings = field(default_factory=LatencySettings)
+    max_drop: float | None = None
+    samples: int = 16  # random search
+    seed: int = 0
+    round_to: int | None = None  # None: the provider's channel block
+    calib_batches: int = 16
+    finetune: Callable | None = None  # short fine-tune of each candidate before it is scored
+    depth: Any = None  # graphprune.search.depthsteps.DepthSteps: also remove blocks
+
+    def run(self, graph, progress: Callable[[str], None] | None = None):
+        """(plan, log) for `graph`; see graphprune.search.driver.search."""
+        from graphprune.search.driver import search
+
+        return search(graph, self.budget, self.strategy, self.data, latency=self.latency, max_drop=self.max_drop,
+                      samples=self.samples, seed=self.seed, round_to=self.round_to, calib_batches=self.calib_batches,
+                      progress=progress, finetune=self.finetune, depth=self.depth)

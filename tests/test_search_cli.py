@@ -1,0 +1,51 @@
+"""`graphprune shrink --speedup / --target-latency`: the happy path with a mocked latency oracle
+writes the model, a report that logs the search, and the plot, all at once and never over
+existing files; bad budgets exit 2 with one line (tests/cli_cases.py holds those cases)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from graphprune.cli import app
+from graphprune.search import MockOracle, driver
+from tests.search_models import Ladder, macs_latency
+
+
+@pytest.fixture
+def mocked_oracle(monkeypatch):
+    """Every search in the test measures with a known function of the widths, not ONNX Runtime."""
+    made = []
+
+    def oracle(space, settings):
+        made.append(MockOracle(macs_latency(space)))
+        made[-1].settings = {"provider": "mock", "execution_provider": "mock"}
+        return made[-1]
+
+    monkeypatch.setattr(driver, "OrtOracle", oracle)
+    return made
+
+
+def test_shrink_with_a_speedup_writes_model_report_and_plot(tmp_path, mocked_oracle):
+    torch.manual_seed(0)
+    torch.save(Ladder().eval(), tmp_path / "m.pt")
+    argv = ["shrink", str(tmp_path / "m.pt"), "--input-shape", "2,3,12,12", "--speedup", "1.5", "--search", "greedy"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m.pruned.json").read_text())
+    search = report["search"]
+    assert search["strategy"] == "greedy" and search["final"]["budget_met"]
+    assert search["final"]["latency_ratio"] <= 1 / 1.5
+    assert search["tried"] and all("widths" in e["config"] for e in search["tried"])
+    assert (tmp_path / "m.pruned.search.png").read_bytes()[:4] == b"\x89PNG"
+    pruned = torch.load(tmp_path / "m.pruned.pt", weights_only=False)
+    widths = {d["group"]: d["width_after"] for d in report["decisions"]}
+    assert widths == {**widths, **search["chosen"]["widths"]}
+    assert pruned(torch.randn(2, 3, 12, 12)).shape == (2, 10)
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    again = CliRunner().invoke(app, argv)  # the outputs exist: refused without --force, nothing touched
+    assert again.exit_code == 2 and "--force" in again.output
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
