@@ -35,3 +35,34 @@ def macs_latency(space, floor: float = 0.05, power: float = 1.3, off_block: floa
         return floor + (1 - floor) * macs**power + off_block * sum(w % 16 != 0 for _, w in config.widths)
 
     return ratio
+
+
+class Residual(nn.Module):
+    """A stem, two residual blocks that can go, and a head; `skip` names the blocks left out."""
+
+    def __init__(self, skip: tuple = ()):
+        super().__init__()
+        self.skip = tuple(skip)
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.r1 = nn.Sequential(nn.Conv2d(32, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU(), nn.Conv2d(48, 32, 1))
+        self.r2 = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.Conv2d(64, 32, 1))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for name in ("r1", "r2"):
+            if name not in self.skip:
+                x = x + getattr(self, name)(x)
+        return self.head(x.mean((2, 3)))
+
+
+def remove_by_rebuilding(model: Residual):
+    """A stand-in for graphprune.depth.remove_blocks: capture `model` rebuilt without the blocks."""
+    from graphprune.capture import capture
+
+    def remove(captured, names):
+        smaller = Residual(skip=tuple(names))
+        smaller.load_state_dict(model.state_dict())
+        return capture(smaller.eval(), captured.args, captured.kwargs)
+
+    return remove

@@ -145,3 +145,26 @@ def test_scoring_by_zeroed_channels_equals_scoring_the_pruned_model(ladder):
         torch.testing.assert_close(model(x), pruned(x), atol=1e-5, rtol=1e-4)
     with space.evaluating(Config()) as model:
         torch.testing.assert_close(model(x), reference)
+
+
+def test_blocks_and_widths_are_searched_under_one_budget():
+    """With blocks to remove, a removed block is one more move; the plan is made on the graph
+    without it and the budget is met."""
+    from graphprune.search.depthsteps import DepthSteps
+    from tests.search_models import Residual, remove_by_rebuilding
+
+    model = Residual().eval()
+    x = torch.randn(2, 3, 10, 10)
+    graph = graphprune.analyze(model, x)
+    depth = DepthSteps(graph, ("r1", "r2"), remove_by_rebuilding(model))
+    space = SearchSpace(graph, depth=depth)
+    oracle = MockOracle(lambda c: 0.1 + 0.3 * ("r1" not in c.blocks) + 0.5 * ("r2" not in c.blocks) * macs_latency(space)(
+        Config(c.widths)))
+    plan, log = search(graph, make_budget(target_latency=0.35), "greedy", oracle=oracle, depth=depth)
+    assert log.facts["final"]["budget_met"] and log.facts["blocks"] == ["r1", "r2"]
+    assert any(e.config["blocks"] for e in log.entries), "no block removal was tried"
+    chosen = log.facts["chosen"]
+    if chosen["blocks"]:
+        assert plan.graph is depth.graph(tuple(chosen["blocks"]))
+    pruned = graphprune.rewrite(plan).eval()
+    assert pruned(x).shape == (2, 10)
