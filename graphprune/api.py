@@ -71,10 +71,12 @@ def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
 
 
 def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress=None, attention: str = "heads",
-           **options) -> tuple[torch.nn.Module, Report]:
+           search=None, **options) -> tuple[torch.nn.Module, Report]:
     """Prune `model` by `ratio` and return (pruned model, report).
 
-    `attention` as in `analyze`; other keyword options are PlanOptions fields.
+    `attention` as in `analyze`; other keyword options are PlanOptions fields. `search` (a
+    graphprune.search.SearchRequest) replaces the ratio by a search under a measured latency budget;
+    the report's `search` then logs it.
     """
     opts = PlanOptions(ratio=ratio, **options)
     opts.check()
@@ -87,7 +89,8 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress
     graph = build(capture(model, args, kwargs), attention=attention)
     seconds["analyze"] = time.perf_counter() - t0
     step("planning")
-    chosen = make_plan(graph, opts)
+    searched = search.run(graph, progress=step) if search is not None else None
+    chosen = searched[0] if searched else make_plan(graph, opts)
     step("rewriting")
     pruned = make_model(chosen)
     pruned.train(model.training)  # the original's mode: a model saved for inference stays in eval
@@ -109,5 +112,6 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress
         dynamic_batch=graph.captured.dynamic_batch,
         dynamic_sequence=graph.captured.dynamic_sequence, verified=note,
         seconds={**seconds, "total": time.perf_counter() - t0},
+        search=searched[1].to_dict() if searched else None,
     )
     return pruned, report

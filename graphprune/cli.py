@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from graphprune import io
 from graphprune.errors import GraphPruneError
+from graphprune.search.command import options as search_options
 
 PICKLE_WARNING = (
     "MODEL is a file written by torch.save(model) or torch.export.save (.pt2). Loading a pickled "
@@ -35,6 +36,9 @@ ShapeOpt = typer.Option(None, "--input-shape", help="shape of one float example 
 ExampleOpt = typer.Option(None, "--example-input", help="torch.save'd tensor, tuple (positional) or dict (keyword) of inputs")
 ArchOpt = typer.Option(None, "--arch", help="package.module:factory that builds the model; MODEL is then a state_dict (safe)")
 SafeOpt = typer.Option(False, "--safe", help="refuse pickled models (they run code when loaded)")
+
+
+SEARCH = search_options()
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -102,18 +106,37 @@ def shrink(
     onnx: bool = typer.Option(False, "--onnx", help="also export the pruned model to ONNX and check parity in ONNX Runtime"),
     bench: bool = typer.Option(False, "--bench", help="with --onnx: benchmark original vs pruned in ONNX Runtime"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    target_latency: float | None = SEARCH["target_latency"],
+    speedup: float | None = SEARCH["speedup"],
+    search: str | None = SEARCH["search"],
+    max_drop: float | None = SEARCH["max_drop"],
+    provider: str = SEARCH["provider"],
+    latency_batch: int | None = SEARCH["latency_batch"],
+    threads: int | None = SEARCH["threads"],
+    samples: int = SEARCH["samples"],
+    seed: int = SEARCH["seed"],
 ) -> None:
-    """Prune MODEL and write the smaller dense model plus a JSON report beside it."""
+    """Prune MODEL and write the smaller dense model plus a JSON report beside it.
+
+    With --target-latency or --speedup, per-group widths are searched under that budget, measured in
+    ONNX Runtime; a plot of the search is written beside the report."""
     from graphprune.api import shrink as run_shrink
+    from graphprune.search.command import request_from_options
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    request = request_from_options(target_latency=target_latency, speedup=speedup, strategy=search, max_drop=max_drop,
+                                   provider=provider, latency_batch=latency_batch, threads=threads, samples=samples,
+                                   seed=seed, round_to=None)
     out = output or _default_out(model, ".pruned.pt")
     report_path = _beside(out, ".json")
     onnx_path = _beside(out, ".onnx")
+    plot_path = _beside(out, ".search.png")
     io.check_output(out, [model, example_input], force)
     io.check_output(report_path, [model, example_input], force)
     if onnx:
         io.check_output(onnx_path, [model, example_input], force)
+    if request:
+        io.check_output(plot_path, [model, example_input], force)
     if not 0.0 <= ratio < 1.0:
         raise io.InputError(f"--ratio {ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
     if round_to < 1:
@@ -130,7 +153,7 @@ def shrink(
             attention = "head-dim" if prune_head_dim else "heads" if prune_heads else "none"
             pruned, report = run_shrink(
                 module, example, ratio, global_ranking=global_ranking, round_to=round_to, criterion=criterion,
-                prune_hidden=prune_hidden, attention=attention, progress=lambda s: status.update(s),
+                prune_hidden=prune_hidden, attention=attention, progress=lambda s: status.update(s), search=request,
             )
             extra = {}
             if onnx:
@@ -143,7 +166,12 @@ def shrink(
             stage(report_path).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
             if staged:
                 os.replace(staged, stage(onnx_path))
-    out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else ""))
+            if request:
+                from graphprune.search.plot import plot_search
+
+                plot_search(report.search, stage(plot_path))
+    out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else "")
+                      + (f" and {plot_path}" if request else ""))
 
 
 def _export_pair(original, pruned, example, onnx_path: Path, bench: bool) -> dict:

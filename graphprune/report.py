@@ -26,6 +26,7 @@ class Report:
     verified: str = ""
     seconds: dict = field(default_factory=dict)
     onnx: dict | None = None
+    search: dict | None = None  # graphprune.search's log: every configuration tried, the final measurement
 
     @property
     def macs_ratio(self) -> float:
@@ -82,5 +83,10 @@ def render(report: Report, console, limit: int = 40) -> None:
     console.print(groups)
     for op in report.unknown_ops:
         console.print(f"[yellow]no rule, frozen:[/yellow] {op}")
+    if report.search:
+        f, b = report.search["final"], report.search["budget"]
+        console.print(f"search {report.search['strategy']}: {f['speedup']:.2f}x measured at batch {f['batch']} "
+                      f"(budget {b['speedup']:.2f}x{'' if f['budget_met'] else ', NOT met'}), "
+                      f"{len(report.search['tried'])} configurations tried, {report.search['seconds']['total']:.0f}s")
     if report.verified:
         console.print(f"[green]verified:[/green] {report.verified}")

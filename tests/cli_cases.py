@@ -101,6 +101,15 @@ CASES: tuple[Case, ...] = (
     Case("export_missing_path", "`export` with a missing file", ("export", "nope.pt", *SHAPE), ("no such file", "nope.pt")),
     Case("bench_missing_path", "`bench` with a missing file", ("bench", "nope.onnx"), ("no such file", "nope.onnx")),
     Case("bench_not_onnx", "`bench` with a text file", ("bench", "notes.txt"), ("notes.txt", "ONNX")),
+    Case("speedup_below_one", "--speedup 0.5", ("shrink", "m.pt", *SHAPE, "--speedup", "0.5"), ("--speedup 0.5", "more than 1")),
+    Case("target_latency_above_one", "--target-latency 1.5", ("shrink", "m.pt", *SHAPE, "--target-latency", "1.5"),
+         ("--target-latency 1.5", "(0, 1)")),
+    Case("both_budgets", "--speedup and --target-latency together",
+         ("shrink", "m.pt", *SHAPE, "--speedup", "2", "--target-latency", "0.5"), ("--target-latency", "--speedup", "not both")),
+    Case("unknown_search", "--search annealing", ("shrink", "m.pt", *SHAPE, "--speedup", "2", "--search", "annealing"),
+         ("--search", "annealing", "greedy")),
+    Case("search_without_budget", "--search greedy without a budget", ("shrink", "m.pt", *SHAPE, "--search", "greedy"),
+         ("--search", "--speedup")),
 )
 BAD = {case.name: case for case in CASES}
 

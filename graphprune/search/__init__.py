@@ -5,16 +5,26 @@
 
 One file per piece: budget, space (configurations), latency (the ONNX Runtime oracle), table
 (the per-group latency model), calibration (loss and metric), context (what strategies use),
-steps (shared moves), one file per strategy registered in registry.STRATEGIES, plot, driver.
+steps (shared moves), one file per strategy registered in registry.STRATEGIES, depthsteps
+(blocks as moves), record and plot (the log), request and command (shrink's options), driver.
+Names are imported on first use, so `graphprune --help` does not load ONNX Runtime.
 """
 
-from graphprune.search import greedy, randomized, recursive, uniform  # noqa: F401 - register the strategies
-from graphprune.search.budget import Budget, make_budget
-from graphprune.search.driver import search
-from graphprune.search.latency import LatencySettings, MockOracle, OrtOracle
-from graphprune.search.registry import STRATEGIES
-from graphprune.search.request import SearchRequest
-from graphprune.search.space import Config, SearchSpace
+from __future__ import annotations
 
-__all__ = ["STRATEGIES", "Budget", "Config", "LatencySettings", "MockOracle", "OrtOracle", "SearchRequest", "SearchSpace",
-           "make_budget", "search"]
+import importlib
+
+_WHERE = {
+    "STRATEGIES": "graphprune.search.driver", "search": "graphprune.search.driver",
+    "Budget": "graphprune.search.budget", "make_budget": "graphprune.search.budget",
+    "LatencySettings": "graphprune.search.latency", "MockOracle": "graphprune.search.latency",
+    "OrtOracle": "graphprune.search.latency", "SearchRequest": "graphprune.search.request",
+    "Config": "graphprune.search.space", "SearchSpace": "graphprune.search.space",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'graphprune.search' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from graphprune.errors import InputError
-from graphprune.search.budget import make_budget
-from graphprune.search.latency import PROVIDERS, LatencySettings
-from graphprune.search.registry import STRATEGIES
-from graphprune.search.request import SearchRequest
 
 
 def request_from_options(*, target_latency: float | None, speedup: float | None, strategy: str | None,
                          max_drop: float | None, provider: str, latency_batch: int | None, threads: int | None,
-                         samples: int, seed: int, round_to: int | None) -> SearchRequest | None:
-    """None without a latency budget (plain shrink); one-line InputError for any bad value."""
+                         samples: int, seed: int, round_to: int | None):
+    """A SearchRequest, or None without a latency budget (plain shrink); one-line InputError for any bad value."""
+    from graphprune.search.budget import make_budget
+    from graphprune.search.driver import STRATEGIES
+    from graphprune.search.latency import PROVIDERS, LatencySettings
+    from graphprune.search.request import SearchRequest
+
     if target_latency is None and speedup is None:
         given = [flag for flag, value in (("--search", strategy), ("--max-drop", max_drop)) if value is not None]
         if given:
@@ -32,3 +33,22 @@ def request_from_options(*, target_latency: float | None, speedup: float | None,
     latency = LatencySettings(provider=provider, batch=latency_batch, threads=threads)
     return SearchRequest(budget, strategy, latency=latency, max_drop=max_drop, samples=samples, seed=seed,
                          round_to=round_to)
+
+
+def options():
+    """The typer options of the search, for `graphprune shrink` (graphprune/cli.py)."""
+    import typer
+
+    return {
+        "target_latency": typer.Option(None, "--target-latency", help="search per-group widths for this fraction of "
+                                       "the original's latency, measured in ONNX Runtime, e.g. 0.5"),
+        "speedup": typer.Option(None, "--speedup", help="search for this measured speed-up, e.g. 2"),
+        "search": typer.Option(None, "--search", help="search strategy: greedy (default), recursive, random, uniform"),
+        "max_drop": typer.Option(None, "--max-drop", help="largest metric drop a search accepts (accuracy points as "
+                                 "a fraction with labelled --data, else the loss against the original)"),
+        "provider": typer.Option("cpu", "--provider", help="ONNX Runtime execution provider to measure on: cpu or cuda"),
+        "latency_batch": typer.Option(None, "--latency-batch", help="batch to measure at [default: the example's]"),
+        "threads": typer.Option(None, "--threads", help="ONNX Runtime intra-op threads [default: physical cores]"),
+        "samples": typer.Option(16, "--samples", help="--search random: configurations sampled"),
+        "seed": typer.Option(0, "--seed", help="--search random: seed"),
+    }

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from graphprune.depgraph import DependencyGraph
 from graphprune.errors import InputError, PlanError
 from graphprune.planner import Plan
+from graphprune.search import greedy, randomized, recursive, uniform  # noqa: F401 - registers the strategies
 from graphprune.search.budget import Budget
 from graphprune.search.calibration import Calibration
 from graphprune.search.context import SearchContext
