@@ -205,6 +205,10 @@ def _fallback_widths(graph: DependencyGraph, widths: dict, scores: np.ndarray) -
         order = g.channels[np.argsort(scores[g.channels], kind="stable")]
         k = int(np.searchsorted(np.cumsum(counts[order]), g.width - target))
         removed[order[: k + 1]] = True
+        for space in g.spaces:  # every tensor keeps one element: give back the best channel of an emptied one
+            labels = np.unique(graph.labels[graph.spaces.ids(space)])
+            if len(labels) and removed[labels].all():
+                removed[labels[np.argmax(scores[labels])]] = False
     decisions = []
     for g in graph.groups:
         after = int((~removed[refs[g.name]]).sum())
