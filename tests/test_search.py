@@ -168,3 +168,27 @@ def test_blocks_and_widths_are_searched_under_one_budget():
         assert plan.graph is depth.graph(tuple(chosen["blocks"]))
     pruned = graphprune.rewrite(plan).eval()
     assert pruned(x).shape == (2, 10)
+
+
+def test_table_bundles_cover_every_group_once_in_order():
+    from graphprune.search.table import _bundles
+
+    rng = np.random.default_rng(0)
+    for n, count in [(37, 12), (5, 3), (4, 12), (12, 12), (9, 1)]:
+        names = [f"g{i}" for i in range(n)]
+        runs = _bundles(names, {k: float(rng.random()) for k in names}, count)
+        assert sum(runs, []) == names and all(runs) and len(runs) == min(n, count)
+
+
+def test_a_confirmation_makes_the_table_exact_at_that_configuration(ladder):
+    """After a whole-model measurement of c, the corrected table predicts c's measured ratio."""
+    from graphprune.search.table import fit_table
+
+    _, _, graph = ladder
+    space = SearchSpace(graph)
+    truth = macs_latency(space)
+    table = fit_table(space, lambda c: MockOracle(truth).measure(c, 1), max_probes=2)
+    config = space.uniform(0.4)
+    table.correct(space, config, truth(config))
+    assert table.predict(space, config) == pytest.approx(truth(config))
+    assert table.predict(space, Config()) == pytest.approx(1.0)
