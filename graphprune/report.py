@@ -26,6 +26,9 @@ class Report:
     verified: str = ""
     seconds: dict = field(default_factory=dict)
     onnx: dict | None = None
+    calibration: dict = field(default_factory=dict)  # criterion, loss its gradients came from, batches, notes
+    checks: tuple = ()  # {check, passed, detail} for every check the pruned model passed
+    budget: dict | None = None  # {kind: macs | params, target, achieved} fractions of the original
     search: dict | None = None  # graphprune.search's log: every configuration tried, the final measurement
 
     @property
@@ -88,5 +91,10 @@ def render(report: Report, console, limit: int = 40) -> None:
         console.print(f"search {report.search['strategy']}: {f['speedup']:.2f}x measured at batch {f['batch']} "
                       f"(budget {b['speedup']:.2f}x{'' if f['budget_met'] else ', NOT met'}), "
                       f"{len(report.search['tried'])} configurations tried, {report.search['seconds']['total']:.0f}s")
-    if report.verified:
-        console.print(f"[green]verified:[/green] {report.verified}")
+    for check in report.checks or ({"check": "runs", "detail": report.verified},) if report.verified else ():
+        console.print(f"[green]verified ({check['check']}):[/green] {check['detail']}")
+    if report.budget:
+        b = report.budget
+        console.print(f"budget: {b['kind']} {b['target']:.3f} of the original, reached {b['achieved']:.3f}")
+    if report.calibration.get("loss"):
+        console.print(f"criterion {report.calibration['criterion']}: gradients of {report.calibration['loss']}")

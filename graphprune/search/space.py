@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from graphprune.cost import plan_macs
 from graphprune.depgraph import DependencyGraph, Group
-from graphprune.importance import CRITERIA, parameter
-from graphprune.planner import Decision, Plan, PlanOptions
+from graphprune.importance import parameter, score
+from graphprune.planner import Plan, PlanOptions
 from graphprune.rewriter import rewrite
 
 
@@ -89,7 +90,7 @@ class SearchSpace:
 
     def __init__(self, graph: DependencyGraph, scores: np.ndarray | None = None, round_to: int = 8, depth=None):
         self.graph = graph
-        self.scores = CRITERIA["l2"](graph) if scores is None else scores
+        self.scores = score(graph, "l2") if scores is None else scores
         self.round_to = round_to
         self.depth = depth  # graphprune.search.depthsteps.DepthSteps or None
         knobs = [_knob(graph, g, round_to) for g in graph.groups]
@@ -114,7 +115,7 @@ class SearchSpace:
         graph, scores = self.graph, self.scores
         if config.blocks:
             graph = self.depth.graph(config.blocks)
-            scores = CRITERIA["l2"](graph)
+            scores = score(graph, "l2")
         names = {g.name for g in graph.groups}
         widths = {n: w for n, w in config.widths if n in names}
         return plan_widths(graph, widths, scores)
@@ -150,18 +151,9 @@ class SearchSpace:
                 tensor.data.copy_(old)
 
     def macs(self, config: Config) -> int:
-        """Exact MACs of `config`'s model (graphprune.cost.plan_macs, else counted on the model), cached."""
+        """Exact MACs of `config`'s model at the example's batch (graphprune.cost.plan_macs: no rewrite), cached."""
         if config.key not in self._macs:
-            from graphprune import cost
-
-            if hasattr(cost, "plan_macs"):
-                self._macs[config.key] = cost.plan_macs(self.plan(config))
-            else:  # counted at batch 1: MACs are linear in the batch, only ratios are used
-                from graphprune.search.latency import example_batch, take
-
-                args, kwargs = self.graph.captured.args, self.graph.captured.kwargs
-                b0 = example_batch(args, kwargs)
-                self._macs[config.key] = cost.count_macs(self.build(config), take(args, 1, b0), take(kwargs, 1, b0))
+            self._macs[config.key] = plan_macs(self.plan(config))
         return self._macs[config.key]
 
 
@@ -186,31 +178,6 @@ def _zero_removed(plan: Plan, module: torch.nn.Module) -> list:
 
 def plan_widths(graph: DependencyGraph, widths: dict, scores: np.ndarray) -> Plan:
     """A plan that keeps `widths[name]` elements of each listed group (its best-scoring channels)."""
-    if "widths" in PlanOptions.__dataclass_fields__:  # the planner's own widths (graphprune.plan)
-        from graphprune.planner import plan
+    from graphprune.planner import plan
 
-        return plan(graph, PlanOptions(ratio=0.0, round_to=1, widths=widths), scores=scores)
-    return _fallback_widths(graph, widths, scores)
-
-
-def _fallback_widths(graph: DependencyGraph, widths: dict, scores: np.ndarray) -> Plan:
-    """Until the planner takes widths: drop the weakest candidates of each listed group down to its width."""
-    removed = np.zeros(graph.num_channels, dtype=bool)
-    refs = {g.name: graph.labels[graph.spaces.ids(g.reference)] for g in graph.groups}
-    for g in graph.groups:
-        target = widths.get(g.name, g.width)
-        if target >= g.width or len(g.channels) == 0:
-            continue
-        counts = np.bincount(refs[g.name], minlength=graph.num_channels)
-        order = g.channels[np.argsort(scores[g.channels], kind="stable")]
-        k = int(np.searchsorted(np.cumsum(counts[order]), g.width - target))
-        removed[order[: k + 1]] = True
-        for space in g.spaces:  # every tensor keeps one element: give back the best channel of an emptied one
-            labels = np.unique(graph.labels[graph.spaces.ids(space)])
-            if len(labels) and removed[labels].all():
-                removed[labels[np.argmax(scores[labels])]] = False
-    decisions = []
-    for g in graph.groups:
-        after = int((~removed[refs[g.name]]).sum())
-        decisions.append(Decision(g.name, g.width, after, len(g.channels), int(removed[g.channels].sum()), ""))
-    return Plan(graph, PlanOptions(ratio=0.0, round_to=1), removed, tuple(decisions))
+    return plan(graph, PlanOptions(ratio=0.0, round_to=1, widths=widths), scores=scores)
