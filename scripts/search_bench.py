@@ -115,7 +115,7 @@ def run_model(name: str, opts, workdir: Path, say) -> dict:
     start = time.perf_counter()
     oracle = OrtOracle(SearchSpace(graph), settings)
     rows, models = [], {"original": model}
-    for k, strategy in enumerate(STRATEGIES):
+    for k, strategy in enumerate(opts.strategies):
         t0 = time.perf_counter()
         plan, log = search(graph, budget, strategy, data, latency=settings, oracle=oracle, samples=opts.samples,
                            round_to=opts.round_to,
@@ -209,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--speedup", type=float, default=2.0)
     p.add_argument("--input-shape", type=lambda s: tuple(int(v) for v in s.split(",")))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--samples", type=int, default=8, help="random search samples")
     p.add_argument("--round-to", type=int, help="width quantum (default: the CPU's channel block, 16 on AVX-512)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of the independent check")
