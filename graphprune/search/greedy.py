@@ -4,7 +4,8 @@ increase per unit of latency saved, until a whole-model measurement meets the bu
 A move narrows one group, or removes one block. Each group's move is the smallest narrowing
 whose predicted saving reaches delta = (1 - budget) / STEPS of the original latency (or a
 quarter of the group's width, whichever comes first), so all moves save about the same and a
-search takes about STEPS steps whatever the number of groups. Value of a move m at config c:
+search takes about STEPS steps whatever the number of groups; near the budget delta shrinks to
+the gap left (plus a quarter step), so the last step does not overshoot by much. Value of a move m at config c:
 
     v(m) = (loss(c + m) - loss(c)) / (ratio(c) - ratio(c + m))      (lower is better)
 
@@ -45,6 +46,8 @@ def _move(ctx, config: Config, name: str, delta: float) -> Config | None:
 
 
 def moves(ctx, config: Config, delta: float) -> dict[str, Config]:
+    gap = ctx.estimate(config) - ctx.budget.fraction  # near the budget, steps shrink to what is left
+    delta = min(delta, max(gap, 0.0) + 0.25 * delta)
     found = {k.name: _move(ctx, config, k.name, delta) for k in ctx.space.knobs}
     for block in ctx.space.blocks:
         if block not in config.blocks:
