@@ -83,6 +83,7 @@ def test_recalibration_re_estimates_running_statistics_only(tmp_path):
     assert not pruned.training
     assert all(torch.equal(weights[k], v) for k, v in pruned.named_parameters())
     with torch.no_grad():
-        pre = torch.nn.functional.conv2d(x, pruned.get_submodule("features.0").weight, pruned.get_submodule("features.0").bias, padding=1)
+        conv = pruned.get_submodule("features.0")
+        pre = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
     torch.testing.assert_close(pruned.get_submodule("features.1").running_mean, pre.mean((0, 2, 3)), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(pruned.get_submodule("features.1").running_var, pre.var((0, 2, 3)), rtol=2e-2, atol=2e-2)
