@@ -18,7 +18,7 @@ from graphprune import verify
 from graphprune.capture import capture, normalize_inputs
 from graphprune.cost import count_macs, count_params
 from graphprune.depgraph import DependencyGraph, build
-from graphprune.errors import InputError, VerificationError
+from graphprune.errors import InputError, VerificationError, first_line
 from graphprune.planner import Plan, PlanOptions
 from graphprune.planner import plan as make_plan
 from graphprune.report import Report
@@ -63,9 +63,8 @@ def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
     try:
         return verify.run(model, args, kwargs)
     except Exception as exc:  # noqa: BLE001 - reported as one line naming the cause
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            f"the model rejects the example input ({type(exc).__name__}: {first}); "
+            f"the model rejects the example input ({type(exc).__name__}: {first_line(exc)}); "
             "pass an input of the shape and dtype the model expects"
         ) from exc
 
@@ -97,7 +96,7 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to run is a verification failure
-        raise VerificationError(f"the pruned model does not run: {str(exc).splitlines()[0][:300]}") from exc
+        raise VerificationError(f"the pruned model does not run: {first_line(exc)}") from exc
     step("counting MACs")
     report = Report(
         params_before=count_params(model), params_after=count_params(pruned),

@@ -41,6 +41,13 @@ class ExportError(GraphPruneError):
     """ONNX export, simplification or the ONNX Runtime parity check failed."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-blank line of `exc`'s message, at most `limit` characters; its type name
+    when the message is empty (`raise RuntimeError()`)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 def user_frame(node: fx.Node) -> str:
     """The last line of the user's code in a node's stack trace, or ''."""
     trace = node.meta.get("stack_trace") or ""
