@@ -93,7 +93,10 @@ def shrink(
     ratio: float = typer.Option(0.4, "--ratio", "-r", help="fraction of each prunable group to remove, in [0, 1)"),
     input_shape: str | None = ShapeOpt,
     example_input: Path | None = ExampleOpt,
-    output: Path | None = typer.Option(None, "-o", "--output", help="pruned model file [default: MODEL.pruned.pt]"),
+    output: Path | None = typer.Option(
+        None, "-o", "--output",
+        help="pruned model file [default: MODEL.pruned.pt, a pickle]; a .pt2 name writes a torch.export program (no pickle)",
+    ),
     global_ranking: bool = typer.Option(False, "--global", help="rank channels across groups (normalised scores, per-group cap)"),
     round_to: int = typer.Option(
         8, "--round-to", help="round each pruned group's width to a multiple of N (8: ONNX Runtime CPU's block size)"
@@ -116,7 +119,9 @@ def shrink(
 ) -> None:
     """Prune MODEL and write the smaller dense model plus a JSON report beside it."""
     from graphprune.api import shrink as run_shrink
+    from graphprune.capture import normalize_inputs
     from graphprune.export import data_path, stage_onnx
+    from graphprune.program import save_model
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or _default_out(model, ".pruned.pt")
@@ -133,8 +138,6 @@ def shrink(
         raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
     module, example = _load(model, arch, safe, example_input, input_shape)
     import tempfile
-
-    import torch
 
     from graphprune.report import render
 
@@ -155,7 +158,7 @@ def shrink(
         if onnx:
             extra["onnx"]["pruned"]["path"] = str(onnx_path)
         with io.atomic_outputs() as stage:  # all three appear together, or none
-            torch.save(pruned, stage(out))
+            save_model(pruned, *normalize_inputs(example), stage(out), out.suffix)
             stage(report_path).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
             if staged:
                 stage_onnx(Path(staged), onnx_path, stage)
