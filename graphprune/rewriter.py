@@ -4,8 +4,9 @@ Every parameter and buffer the graph reads is sliced along each dim by the kept
 indices of that dim's space (one generic rule, since every parameter dim is a space:
 conv, linear, norm, embedding and PReLU weights need no code of their own). Node
 arguments that carry sizes are rewritten by the op rule's `rewrite` hook from the new
-shapes. The result is a fresh torch.fx.GraphModule with the user's calling convention
-and parameter names; nothing is shared with, or changed in, the input model.
+shapes. The result is a fresh torch.fx.GraphModule (a graphprune.pruned.PrunedModule, so
+torch's exporters take it) with the user's calling convention and parameter names; nothing
+is shared with, or changed in, the input model.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.fx as fx
 from graphprune.errors import RewriteError, describe
 from graphprune.importance import parameter
 from graphprune.planner import Plan
+from graphprune.pruned import as_pruned
 from graphprune.rules import RewriteContext, lookup
 from graphprune.spaces import shape_of
 
@@ -147,7 +149,7 @@ def rewrite(plan: Plan) -> fx.GraphModule:
     pruned.meta["graphprune_dynamic_batch"] = old.meta.get("graphprune_dynamic_batch", False)
     pruned.graph.lint()
     pruned.recompile()
-    return pruned
+    return as_pruned(pruned)
 
 
 def _has(module: torch.nn.Module, target: str) -> bool:
