@@ -47,9 +47,9 @@ import onnxruntime as ort
 from rich import box
 from rich.table import Table
 
-from graphprune.errors import InputError
+from graphprune.errors import InputError, first_line
 from graphprune.export import onnx_size_bytes
-from graphprune.feeds import graph_inputs, make_feeds
+from graphprune.feeds import check_fillable, graph_inputs, make_feeds
 from graphprune.onnx_macs import count_onnx_macs
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,10 @@ def session_options(threads: int) -> ort.SessionOptions:
 def make_session(path: Path, provider: str, threads: int) -> ort.InferenceSession:
     """A pinned session on `provider`; refuses ORT's silent fallback to another provider."""
     providers = [(provider, PROVIDER_OPTIONS.get(provider, {}))]
-    sess = ort.InferenceSession(str(path), session_options(threads), providers=providers)
+    try:
+        sess = ort.InferenceSession(str(path), session_options(threads), providers=providers)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own types: the file is the user's input
+        raise InputError(f"onnxruntime cannot load {path.name} ({first_line(exc)}); check it with onnx.checker") from exc
     if sess.get_providers()[:1] != [provider]:
         raise InputError(
             f"onnxruntime ran {path.name} on {sess.get_providers()} instead of {provider}; "
@@ -207,8 +210,12 @@ def _bench_group(paths: list[Path], sizes: list[int], provider: str, batch: int,
     for path in paths:
         sess = make_session(path, provider, opts["threads"])
         feed = make_feeds(sess, path, batch, opts["inputs"])
-        for _ in range(opts["warmup"]):
-            sess.run(None, feed)
+        try:
+            for _ in range(opts["warmup"]):
+                sess.run(None, feed)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own types: the model or the inputs are wrong
+            raise InputError(f"onnxruntime fails to run {path.name} at batch {batch} ({first_line(exc)}); "
+                             "check the inputs (--example-input) match the model") from exc
         sessions.append(sess)
         feeds.append(feed)
     times = _interleaved(sessions, feeds, opts["repeats"])
@@ -253,6 +260,8 @@ def _check_request(paths: list[Path], batch_sizes: Sequence[int], providers: lis
     available = available_providers()
     if unknown := [p for p in providers if p not in available]:
         raise InputError(f"providers {unknown} are not available here; available: {available}")
+    for path in paths:
+        check_fillable(path, counts["inputs"])
     if counts["inputs"]:
         known = set().union(*(graph_inputs(p) for p in paths))
         if unused := sorted(set(counts["inputs"]) - known):

@@ -280,7 +280,7 @@ def bench(
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     if json_out:
-        io.check_output(json_out, [*models, example_input], force)
+        io.check_output(json_out, [*models, example_input], force, option="--json")
     for m in models:
         io.check_onnx(m)
     inputs = example_arrays(io.load_example(example_input, None), list(models)) if example_input else None

@@ -49,6 +49,19 @@ def graph_inputs(path: Path) -> list[str]:
     return [i.name for i in graph.input if i.name not in weights]
 
 
+def check_fillable(path: Path, given: Mapping[str, np.ndarray] | None) -> None:
+    """Refuse, before any session exists, a model input that has no given array and no size to make one."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    for value in graph.input:
+        if value.name in weights or (given is not None and value.name in given):
+            continue
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if axis > 0 and not dim.HasField("dim_value"):
+                raise InputError(f"{path.name} input '{value.name}' has symbolic dim {axis} ({dim.dim_param!r}) "
+                                 f"with no size to take; {FIX}")
+
+
 def example_arrays(example: Any, paths: list[Path]) -> dict[str, np.ndarray]:
     """The example's tensors as arrays named after the inputs of every model in `paths`."""
     from graphprune.capture import normalize_inputs

@@ -165,12 +165,14 @@ def load_example(path: str | Path | None, shape: str | None, fallback: Any = Non
     raise InputError("the model needs an example input: pass --input-shape 1,3,224,224 or --example-input x.pt")
 
 
-def check_output(out: Path, inputs: list[Path], force: bool) -> None:
+def check_output(out: Path, inputs: list[Path | None], force: bool, option: str = "-o") -> None:
+    """Refuse to write `out` over an input (even with --force), over an existing file without
+    --force, or into a missing folder; `option` names the command-line option that chose `out`."""
     for p in inputs:
         if p is not None and out.resolve() == Path(p).resolve():
-            raise InputError(f"refusing to overwrite the input {p}; choose another -o")
+            raise InputError(f"refusing to overwrite the input {p}; choose another {option}")
     if out.exists() and not force:
-        raise InputError(f"{out} exists; pass --force to replace it or choose another -o")
+        raise InputError(f"{out} exists; pass --force to replace it or choose another {option}")
     if not out.parent.exists():
         raise InputError(f"folder {out.parent} does not exist")
 
