@@ -56,8 +56,20 @@ def _as_indexing(graph: fx.Graph, node: fx.Node) -> None:
     graph.erase_node(node)
 
 
-def _eager_form(graph: fx.Graph) -> None:
-    """Rewrite ops that take symbolic sizes in the form a tracer follows (see the module docstring)."""
+def _eager_form(module: fx.GraphModule) -> None:
+    """Rewrite ops that take symbolic sizes in the form a tracer follows (see the module docstring).
+
+    An op on a plain tensor attribute (neither parameter nor buffer) keeps its ATen form: when a
+    pickle is loaded, torch re-traces the code with that attribute as a real tensor, which cannot
+    take a traced size in a method call or an index.
+    """
+    graph = module.graph
+    traced = {name for name, _ in module.named_parameters(remove_duplicate=False)}
+    traced |= {name for name, _ in module.named_buffers(remove_duplicate=False)}
+
+    def plain_constant(arg: Any) -> bool:
+        return isinstance(arg, fx.Node) and arg.op == "get_attr" and arg.target not in traced
+
     for node in list(graph.nodes):
         if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
             continue
@@ -68,6 +80,8 @@ def _eager_form(graph: fx.Graph) -> None:
             continue
         name = node.target._schema.name.split("::")[-1]
         first = node.args[0] if node.args else None
+        if plain_constant(first):
+            continue
         if node.target is torch.ops.aten.slice.Tensor and isinstance(node.meta.get("val"), torch.Tensor):
             _as_indexing(graph, node)
         elif isinstance(first, fx.Node) and not _symbolic(first) and hasattr(torch.Tensor, name):  # a tensor: get_attrs have no val
@@ -76,6 +90,13 @@ def _eager_form(graph: fx.Graph) -> None:
             node.target = getattr(torch, name)
         else:
             log.debug("%s keeps its ATen form: traced by torch.jit, its sizes are constants", node.format_node())
+
+
+class ReloadTracer(fx.Tracer):
+    """Re-traces a pickled PrunedModule's code: buffers become graph inputs (get_attr) as parameters do,
+    so the code may index or call methods of them with sizes read at run time."""
+
+    proxy_buffer_attributes = True
 
 
 class _ValueName:
@@ -133,6 +154,7 @@ def as_pruned(module: fx.GraphModule) -> PrunedModule:
     out = PrunedModule.__new__(PrunedModule)
     type(out).__name__ = type(module).__name__  # the class name GraphModule(..., class_name=) gave
     out.__dict__.update(module.__dict__)
-    _eager_form(module.graph)
+    _eager_form(module)
     out.graph = module.graph
+    out._tracer_cls = ReloadTracer
     return out
