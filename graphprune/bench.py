@@ -163,6 +163,8 @@ def _peak_child(send: Connection, path: Path, provider: str, batch: int, opts: d
             sess.run(None, feed)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         send.send(max(0, peak - start - sum(a.nbytes for a in feed.values())))
+    except InputError as exc:  # the model or its inputs are unusable: the parent refuses them
+        send.send(exc)
     except Exception as exc:  # noqa: BLE001 - sent to the parent, which reports it and times the model anyway
         send.send(f"{type(exc).__name__}: {exc}")
 
@@ -176,7 +178,7 @@ def _isolated_peak(path: Path, provider: str, batch: int, opts: dict) -> int | N
     child = context.Process(target=_peak_child, args=(send, path, provider, batch, opts), daemon=True)
     child.start()
     send.close()
-    answer: int | str = "no answer in time"
+    answer: int | str | InputError = "no answer in time"
     with contextlib.suppress(EOFError):
         if receive.poll(_MEMORY_TIMEOUT_S):
             answer = receive.recv()
@@ -185,6 +187,8 @@ def _isolated_peak(path: Path, provider: str, batch: int, opts: dict) -> int | N
         child.kill()
     if isinstance(answer, int):
         return answer
+    if isinstance(answer, InputError):  # the timed sessions would fail the same way: refuse now, one line
+        raise answer
     log.warning("peak memory of %s at batch %d not measured: %s", path.name, batch, answer)
     return None
 
