@@ -23,12 +23,17 @@ from graphprune.cli import app
 from graphprune.cost import count_macs
 from graphprune.export import export_onnx
 from graphprune.onnx_macs import count_onnx_macs
-from models.text_classifier import build as build_text
+from models.text_classifier import TextClassifier
 from models.text_classifier import example as text_example
 from tests.archs import build
 from tests.cli_cases import make_files
 
 FAST = {"repeats": 2, "warmup": 1}
+
+
+def small_text() -> TextClassifier:
+    """The reference text classifier at a size that exports in seconds (one layer, width 32)."""
+    return TextClassifier(vocab=1000, max_len=32, d_model=32, heads=2, ff=64, layers=1).eval()
 
 
 @pytest.fixture
@@ -51,7 +56,7 @@ def test_bench_json_has_counted_macs_and_force_replaces_it(tmp_path):
 
 
 def test_token_model_shrinks_with_onnx_and_bench_then_benches_with_its_example(tmp_path, fast_bench):
-    torch.save(build_text(), tmp_path / "text.pt")
+    torch.save(small_text(), tmp_path / "text.pt")
     torch.save(text_example(1, 16), tmp_path / "ex.pt")
     result = CliRunner().invoke(app, ["shrink", str(tmp_path / "text.pt"), "--example-input", str(tmp_path / "ex.pt"),
                                       "--ratio", "0.3", "--onnx", "--bench"])
@@ -72,7 +77,7 @@ def test_token_model_shrinks_with_onnx_and_bench_then_benches_with_its_example(t
 
 @pytest.mark.parametrize("kind", ["cnn", "transformer"])
 def test_onnx_macs_match_pytorch(kind, tmp_path):
-    model, args, kwargs = (build(), (torch.randn(2, 3, 8, 8),), {}) if kind == "cnn" else (build_text(), (), text_example(2, 10))
+    model, args, kwargs = (build(), (torch.randn(2, 3, 8, 8),), {}) if kind == "cnn" else (small_text(), (), text_example(2, 10))
     result = export_onnx(model, args, kwargs, tmp_path / "m.onnx")
     shapes = {n: tuple(t.shape) for n, t in zip(result.input_names, [*args, *kwargs.values()], strict=True)}
     captured = torch.export.export(model, args, kwargs).module()  # eager fast paths hide MACs from the counter
