@@ -7,7 +7,8 @@ the sequence of token inputs, where capture could keep them dynamic) is exported
 `Dim.AUTO`, from an example whose size-1 dims are tiled to 2 (export specialises sizes 0
 and 1). Before anything is written the program must keep those dims symbolic and, at one
 more row of batch (or the example itself when nothing is dynamic), give the pruned
-module's outputs.
+module's outputs. The program is exported in eval mode: it is for inference (batch norm
+and dropout as in eval); the pickle keeps the train()/eval() switches.
 
 Any other suffix gets `torch.save(model)`, a pickle: loading it runs code from the file.
 """
