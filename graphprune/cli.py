@@ -152,11 +152,9 @@ def shrink(
             if onnx:
                 status.update("exporting to ONNX and checking parity in ONNX Runtime")
                 macs = (report.macs_before, report.macs_after)
-                extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench, macs)
+                extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench, macs, onnx_path)
         render(report, out_console)
         staged = extra["onnx"].pop("staged") if onnx else None
-        if onnx:
-            extra["onnx"]["pruned"]["path"] = str(onnx_path)
         with io.atomic_outputs() as stage:  # all three appear together, or none
             save_model(pruned, *normalize_inputs(example), stage(out), out.suffix)
             stage(report_path).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
@@ -165,15 +163,16 @@ def shrink(
     out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else ""))
 
 
-def _export_pair(original, pruned, example, onnx_path: Path, bench: bool, macs: tuple[int, int]) -> dict:
-    """Export the pruned model; with `bench`, also the original, and time both (MACs from the report:
-    eager fast paths, e.g. nn.TransformerEncoder's, hide MACs from torch's counter)."""
+def _export_pair(original, pruned, example, onnx_path: Path, bench: bool, macs: tuple[int, int], final: Path) -> dict:
+    """Export the pruned model to `onnx_path` (staged; the report names `final`); with `bench`, also
+    the original, and time both (MACs from the report: eager fast paths, e.g. nn.TransformerEncoder's,
+    hide MACs from torch's counter)."""
     from graphprune.capture import normalize_inputs
     from graphprune.export import export_onnx
 
     args, kwargs = normalize_inputs(example)
     result = export_onnx(pruned, args, kwargs, onnx_path)
-    info = {"pruned": result.__dict__ | {"path": str(result.path)}, "staged": str(result.path)}
+    info = {"pruned": result.__dict__ | {"path": str(final)}, "staged": str(result.path)}
     if bench:
         import tempfile
 
@@ -186,7 +185,10 @@ def _export_pair(original, pruned, example, onnx_path: Path, bench: bool, macs: 
             paths = [base.path, result.path]
             res = run_bench(paths, inputs=example_arrays(example, paths))
             out_console.print(render_bench(res, macs=list(macs) if all(macs) else None))
-            info["bench"] = res.to_dict()
+            names = {str(base.path): "original (exported for the benchmark, not kept)", str(result.path): str(final)}
+            info["bench"] = res.to_dict() | {"models": [names[m] for m in res.models]}
+            for row in info["bench"]["rows"]:
+                row["model"] = names[row["model"]]
     return info
 
 

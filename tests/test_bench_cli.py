@@ -63,6 +63,7 @@ def test_token_model_shrinks_with_onnx_and_bench_then_benches_with_its_example(t
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "text.pruned.json").read_text())
     rows = report["onnx"]["bench"]["rows"]
+    assert report["onnx"]["bench"]["models"][1] == str(tmp_path / "text.pruned.onnx")  # the file kept, not the staged one
     assert sorted((r["model_index"], r["batch"]) for r in rows) == [(0, 1), (0, 3), (1, 1), (1, 3)]
     pruned_at_1 = next(r["macs"] for r in rows if (r["model_index"], r["batch"]) == (1, 1))
     assert pruned_at_1 == report["macs_after"] < report["macs_before"]
