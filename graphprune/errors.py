@@ -42,10 +42,11 @@ class ExportError(GraphPruneError):
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first non-blank line of `exc`'s message, at most `limit` characters; its type name
-    when the message is empty (`raise RuntimeError()`)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:limit]
+    """The first non-empty line of an exception's message, or its type's name if it has none."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__
 
 
 def user_frame(node: fx.Node) -> str:
