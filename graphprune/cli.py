@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from rich.markup import escape
 
 from graphprune import io
 from graphprune.cli_options import BatchOpt, CalibOpt, DataOpt, ImageSizeOpt, MeanOpt, StdOpt, TokenizerOpt, open_data
-from graphprune.errors import GraphPruneError
+from graphprune.errors import GraphPruneError, first_line
 from graphprune.search.command import options as search_options
 
 PICKLE_WARNING = (
@@ -37,6 +36,7 @@ ShapeOpt = typer.Option(None, "--input-shape", help="shape of one float example 
 ExampleOpt = typer.Option(None, "--example-input", help="torch.save'd tensor, tuple (positional) or dict (keyword) of inputs")
 ArchOpt = typer.Option(None, "--arch", help="package.module:factory that builds the model; MODEL is then a state_dict (safe)")
 SafeOpt = typer.Option(False, "--safe", help="refuse pickled models (they run code when loaded)")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="log progress; on an unexpected error, print its traceback")
 
 
 SEARCH = search_options()
@@ -63,19 +63,30 @@ def _default_out(model: Path, suffix: str) -> Path:
 
 
 def _guard(fn):
-    """Turn graphprune's errors into one line and exit code 2; Ctrl-C into 130."""
+    """Every failure ends in one `error:` line and exit code 2 (Ctrl-C: 130), nothing written.
+
+    graphprune's own errors say the cause and the fix; any other exception is a graphprune bug,
+    named by its type and first line. `--verbose` prints its traceback first.
+    """
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except GraphPruneError as exc:
-            _fail(str(exc))
+            _fail(" ".join(str(exc).split()) or type(exc).__name__)
         except KeyboardInterrupt:
             _fail("interrupted; nothing was written", 130)
         except OSError as exc:
-            _fail(f"cannot write or read a file: {exc}; check the path and free disk space")
+            _fail(f"cannot write or read a file: {first_line(exc)}; check the path and free disk space")
+        except Exception as exc:  # noqa: BLE001 - anything else is a bug: still one line, exit 2
+            if kwargs.get("verbose"):
+                console.print_exception()
+            _fail(f"unexpected {type(exc).__name__}: {first_line(exc)}; nothing was written. This is a graphprune bug: "
+                  "rerun with --verbose for the traceback and report it")
 
     return wrapper
 
@@ -87,7 +98,10 @@ def shrink(
     ratio: float = typer.Option(0.4, "--ratio", "-r", help="fraction of each prunable group to remove, in [0, 1)"),
     input_shape: str | None = ShapeOpt,
     example_input: Path | None = ExampleOpt,
-    output: Path | None = typer.Option(None, "-o", "--output", help="pruned model file [default: MODEL.pruned.pt]"),
+    output: Path | None = typer.Option(
+        None, "-o", "--output",
+        help="pruned model file [default: MODEL.pruned.pt, a pickle]; a .pt2 name writes a torch.export program (no pickle)",
+    ),
     target_macs: float | None = typer.Option(
         None, "--target-macs", help="budget: keep this fraction of the original's MACs, in (0, 1) (instead of --ratio)"),
     target_params: float | None = typer.Option(
@@ -140,6 +154,9 @@ def shrink(
     With --target-latency or --speedup, per-group widths are searched under that budget, measured in
     ONNX Runtime; a plot of the search is written beside the report."""
     from graphprune.api import shrink as run_shrink
+    from graphprune.capture import normalize_inputs
+    from graphprune.export import data_path, stage_onnx
+    from graphprune.program import save_model
     from graphprune.search.command import request_from_options
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
@@ -153,7 +170,8 @@ def shrink(
     io.check_output(out, [model, example_input], force)
     io.check_output(report_path, [model, example_input], force)
     if onnx:
-        io.check_output(onnx_path, [model, example_input], force)
+        for file in (onnx_path, data_path(onnx_path)):
+            io.check_output(file, [model, example_input], force)
     if request:
         io.check_output(plot_path, [model, example_input], force)
     if not 0.0 <= ratio < 1.0:
@@ -165,8 +183,6 @@ def shrink(
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
     import tempfile
-
-    import torch
 
     from graphprune.report import render
 
@@ -182,14 +198,15 @@ def shrink(
             extra = {}
             if onnx:
                 status.update("exporting to ONNX and checking parity in ONNX Runtime")
-                extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench)
+                macs = (report.macs_before, report.macs_after)
+                extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench, macs, onnx_path)
         render(report, out_console)
         staged = extra["onnx"].pop("staged") if onnx else None
         with io.atomic_outputs() as stage:  # all three appear together, or none
-            torch.save(pruned, stage(out))
+            save_model(pruned, *normalize_inputs(example), stage(out), out.suffix)
             stage(report_path).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
             if staged:
-                os.replace(staged, stage(onnx_path))
+                stage_onnx(Path(staged), onnx_path, stage)
             if request:
                 from graphprune.search.plot import plot_search
 
@@ -221,26 +238,32 @@ def _check_targets(target_macs, target_params, threshold, criterion, data, calib
         parse_threshold(threshold)
 
 
-def _export_pair(original, pruned, example, onnx_path: Path, bench: bool) -> dict:
+def _export_pair(original, pruned, example, onnx_path: Path, bench: bool, macs: tuple[int, int], final: Path) -> dict:
+    """Export the pruned model to `onnx_path` (staged; the report names `final`); with `bench`, also
+    the original, and time both (MACs from the report: eager fast paths, e.g. nn.TransformerEncoder's,
+    hide MACs from torch's counter)."""
     from graphprune.capture import normalize_inputs
     from graphprune.export import export_onnx
 
     args, kwargs = normalize_inputs(example)
     result = export_onnx(pruned, args, kwargs, onnx_path)
-    info = {"pruned": result.__dict__ | {"path": str(result.path)}, "staged": str(result.path)}
+    info = {"pruned": result.__dict__ | {"path": str(final)}, "staged": str(result.path)}
     if bench:
         import tempfile
 
         from graphprune.bench import bench as run_bench
         from graphprune.bench import render as render_bench
-        from graphprune.cost import count_macs
+        from graphprune.feeds import example_arrays
 
         with tempfile.TemporaryDirectory() as tmp:
             base = export_onnx(original, args, kwargs, Path(tmp) / "original.onnx")
-            macs = [count_macs(original, args, kwargs), count_macs(pruned, args, kwargs)]
-            res = run_bench([base.path, result.path])
-            out_console.print(render_bench(res, macs=macs))
-            info["bench"] = res.to_dict()
+            paths = [base.path, result.path]
+            res = run_bench(paths, inputs=example_arrays(example, paths))
+            out_console.print(render_bench(res, macs=list(macs) if all(macs) else None))
+            names = {str(base.path): "original (exported for the benchmark, not kept)", str(result.path): str(final)}
+            info["bench"] = res.to_dict() | {"models": [names[m] for m in res.models]}
+            for row in info["bench"]["rows"]:
+                row["model"] = names[row["model"]]
     return info
 
 
@@ -253,6 +276,7 @@ def inspect(
     arch: str | None = ArchOpt,
     safe: bool = SafeOpt,
     show_all: bool = typer.Option(False, "--all", help="also list groups frozen by shape-only dims"),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Print the prunable groups of MODEL and what froze the others, without pruning."""
     from rich.table import Table
@@ -261,6 +285,7 @@ def inspect(
     from graphprune.planner import PlanOptions, plan
     from graphprune.report import interesting
 
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     module, example = _load(model, arch, safe, example_input, input_shape)
     with console.status("capturing and analysing"):
         graph = analyze(module, example)
@@ -289,14 +314,17 @@ def export(
     output: Path | None = typer.Option(None, "-o", "--output", help="ONNX file [default: MODEL.onnx]"),
     arch: str | None = ArchOpt,
     safe: bool = SafeOpt,
-    force: bool = typer.Option(False, "--force", help="replace OUTPUT if it exists"),
+    force: bool = typer.Option(False, "--force", help="replace OUTPUT (and OUTPUT.data) if it exists"),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Export MODEL to ONNX (dynamic batch), simplify it, and check parity in ONNX Runtime."""
     from graphprune.capture import normalize_inputs
-    from graphprune.export import export_onnx
+    from graphprune.export import data_path, export_onnx
 
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or _default_out(model, ".onnx")
-    io.check_output(out, [model, example_input], force)
+    for file in (out, data_path(out)):
+        io.check_output(file, [model, example_input], force)
     module, example = _load(model, arch, safe, example_input, input_shape)
     args, kwargs = normalize_inputs(example)
     with console.status("exporting"):
@@ -315,16 +343,26 @@ def bench(
     repeats: int = typer.Option(30, "--repeats"),
     warmup: int = typer.Option(5, "--warmup"),
     threads: int = typer.Option(2, "--threads", help="intra-op threads for the CPU provider"),
+    example_input: Path | None = typer.Option(
+        None, "--example-input", help="torch.save'd inputs (as for shrink), tiled to each --batch; needed for token models"
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="also write the results as JSON"),
+    force: bool = typer.Option(False, "--force", help="replace the --json file if it exists (never an input)"),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Time ONNX models interleaved in ONNX Runtime on every available execution provider."""
     from graphprune.bench import bench as run_bench
     from graphprune.bench import render as render_bench
+    from graphprune.feeds import example_arrays
 
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    if json_out:
+        io.check_output(json_out, [*models, example_input], force, option="--json")
     for m in models:
         io.check_onnx(m)
+    inputs = example_arrays(io.load_example(example_input, None), list(models)) if example_input else None
     with console.status("benchmarking"):
-        res = run_bench(list(models), batch_sizes=tuple(batch), repeats=repeats, warmup=warmup, threads=threads)
+        res = run_bench(list(models), batch_sizes=tuple(batch), repeats=repeats, warmup=warmup, threads=threads, inputs=inputs)
     out_console.print(render_bench(res))
     if json_out:
         io.save_text(json.dumps(res.to_dict(), indent=2, default=str), json_out)
