@@ -18,7 +18,7 @@ from graphprune import verify
 from graphprune.capture import capture, normalize_inputs
 from graphprune.cost import count_macs, count_params
 from graphprune.depgraph import DependencyGraph, build
-from graphprune.errors import InputError, VerificationError
+from graphprune.errors import InputError, TraceError, VerificationError
 from graphprune.planner import Plan, PlanOptions
 from graphprune.planner import plan as make_plan
 from graphprune.report import Report
@@ -84,7 +84,13 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress
     step("capturing the model with torch.export")
     args, kwargs = normalize_inputs(example)
     reference = run_original(model, args, kwargs)
-    graph = build(capture(model, args, kwargs), attention=attention)
+    try:
+        captured = capture(model, args, kwargs)
+    except TraceError as exc:  # e.g. detection models: prune the submodules that do capture
+        from graphprune import parts
+
+        return parts.shrink(model, args, kwargs, reference, opts, attention, str(exc), step)
+    graph = build(captured, attention=attention)
     seconds["analyze"] = time.perf_counter() - t0
     step("planning")
     chosen = make_plan(graph, opts)

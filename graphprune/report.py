@@ -26,6 +26,8 @@ class Report:
     verified: str = ""
     seconds: dict = field(default_factory=dict)
     onnx: dict | None = None
+    parts: tuple = ()  # graphprune.parts.Part per submodule tried, when the whole model did not capture
+    whole_capture: str = ""  # why the whole model did not capture ('' when it did)
 
     @property
     def macs_ratio(self) -> float:
@@ -38,6 +40,7 @@ class Report:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["decisions"] = [asdict(d) for d in self.decisions]
+        data["parts"] = [asdict(p) for p in self.parts]
         data["macs_ratio"] = self.macs_ratio
         data["params_ratio"] = self.params_ratio
         return data
@@ -62,6 +65,20 @@ def _human(n: float) -> str:
     return f"{n:.3g}P"
 
 
+def _render_parts(report: Report, console) -> None:
+    if not report.parts:
+        return
+    from rich.table import Table
+
+    console.print(f"[yellow]the whole model does not capture:[/yellow] {report.whole_capture}")
+    table = Table(title="parts (submodules captured and pruned on their own)")
+    for col in ("part", "pruned", "why"):
+        table.add_column(col, overflow="fold")
+    for p in report.parts:
+        table.add_row(p.path, "yes" if p.pruned else "no", p.note)
+    console.print(table)
+
+
 def render(report: Report, console, limit: int = 40) -> None:
     from rich.table import Table
 
@@ -71,6 +88,7 @@ def render(report: Report, console, limit: int = 40) -> None:
     summary.add_row("params", _human(report.params_before), _human(report.params_after), f"{report.params_ratio:.3f}")
     summary.add_row("MACs", _human(report.macs_before), _human(report.macs_after), f"{report.macs_ratio:.3f}")
     console.print(summary)
+    _render_parts(report, console)
     shown = interesting(report.decisions)
     groups = Table(title=f"groups ({len(shown)} shown of {len(report.decisions)})")
     for col in ("group", "width", "removed", "note"):
