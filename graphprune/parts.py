@@ -112,7 +112,7 @@ def _children(model: torch.nn.Module, path: str) -> list[str]:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    return text[0].removeprefix("cannot capture the model: ")[:200] if text else type(exc).__name__
 
 
 def capture_part(module: torch.nn.Module, calls: list[Call]) -> Captured:

@@ -1,0 +1,129 @@
+"""Models torch.export cannot capture whole are pruned part by part (graphprune.parts).
+
+The toy detector below branches on a tensor value (so the whole model does not capture),
+calls one head on two feature sizes, and hands a plain object (not a pytree) to a module
+whose own child does capture: the walk must go one level down there.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from conftest import randomize
+from torch.utils import _pytree as pytree
+
+import graphprune
+from graphprune import parts
+
+
+class Boxes:
+    """Not a pytree container: a module called with one cannot be captured."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t = t
+
+
+class Picker(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+
+    def forward(self, boxes: Boxes) -> torch.Tensor:
+        return self.proj(boxes.t)
+
+
+def _block(cin: int, cout: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.BatchNorm2d(cout), torch.nn.ReLU())
+
+
+class Detector(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = torch.nn.Sequential(_block(3, 32), _block(32, 48), _block(48, 16))
+        self.head = torch.nn.Sequential(_block(16, 64), torch.nn.Conv2d(64, 16, 1))
+        self.picker = Picker()
+
+    def forward(self, x: torch.Tensor) -> dict:
+        f = self.backbone(x)
+        levels = [self.head(f), self.head(F.max_pool2d(f, 2))]
+        if levels[0].sum() > levels[1].sum():  # data-dependent: the whole model does not capture
+            levels = levels[::-1]
+        pooled = levels[0].mean(dim=(2, 3))
+        scores = self.picker(Boxes(pooled))
+        return {"scores": scores, "kept": scores[scores > 0], "levels": levels}
+
+
+def _detector() -> Detector:
+    return randomize(Detector()).eval()
+
+
+def _structure(a, b) -> bool:
+    la, sa = pytree.tree_flatten(a)
+    lb, sb = pytree.tree_flatten(b)
+    return str(sa) == str(sb) and all(x.dtype == y.dtype and x.dim() == y.dim() for x, y in zip(la, lb, strict=True))
+
+
+def test_whole_capture_fails_so_parts_are_pruned_and_named():
+    model, x = _detector(), torch.randn(2, 3, 32, 32)
+    before = copy.deepcopy(model.state_dict())
+    pruned, report = graphprune.shrink(model, x, 0.5)
+    notes = {p.path: p for p in report.parts}
+    assert notes["backbone"].pruned and notes["head"].pruned and notes["picker.proj"].pruned
+    assert not notes["picker"].pruned and "not captured" in notes["picker"].note
+    assert "called 2 times" in notes["head"].note
+    assert "data-dependent" in report.whole_capture
+    assert report.macs_after < report.macs_before and report.params_after < report.params_before
+    assert all(d.group.split(": ")[0] in notes for d in report.decisions)
+    with torch.no_grad():
+        assert _structure(model(x), pruned(x))
+        assert _structure(model(torch.randn(3, 3, 40, 40)), pruned(torch.randn(3, 3, 40, 40)))  # other sizes
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert not model.training and isinstance(pruned.picker, Picker)  # uncaptured code stays the user's
+
+
+def test_ratio_zero_changes_nothing():
+    model, x = _detector(), torch.randn(2, 3, 32, 32)
+    pruned, report = graphprune.shrink(model, x, 0.0)
+    assert not any(p.pruned for p in report.parts)
+    with torch.no_grad():
+        ref, got = pytree.tree_leaves(model(x)), pytree.tree_leaves(pruned(x))
+    assert all(torch.equal(a, b) for a, b in zip(ref, got, strict=True))
+
+
+def test_each_part_passes_the_dead_channel_oracle(monkeypatch):
+    checked = []
+    real = parts.dead_channel_check
+    monkeypatch.setattr(parts, "dead_channel_check", lambda plan: checked.append(real(plan)))
+    graphprune.shrink(_detector(), torch.randn(2, 3, 32, 32), 0.5)
+    assert len(checked) == 3  # backbone, head, picker.proj
+
+
+def test_a_part_that_fails_its_check_is_left_as_it_was(monkeypatch):
+    def broken(plan):
+        raise graphprune.errors.VerificationError("output 0 changed by up to 1")
+
+    monkeypatch.setattr(parts, "dead_channel_check", broken)
+    model, x = _detector(), torch.randn(2, 3, 32, 32)
+    pruned, report = graphprune.shrink(model, x, 0.5)
+    assert not any(p.pruned for p in report.parts)
+    assert all("failed a check" in p.note for p in report.parts if p.path in ("backbone", "head"))
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(pytree.tree_leaves(model(x)), pytree.tree_leaves(pruned(x))))
+
+
+@pytest.mark.parametrize("name", [
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    pytest.param("ssdlite320_mobilenet_v3_large", marks=pytest.mark.slow),  # 30 s on 2 cores
+])
+def test_torchvision_detection(name):
+    model = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None).eval()
+    images = [torch.rand(3, 160, 160)]
+    pruned, report = graphprune.shrink(model, (images,), 0.4)
+    assert "backbone" in {p.path for p in report.parts if p.pruned}
+    assert report.macs_after < 0.8 * report.macs_before
+    with torch.no_grad():
+        assert _structure(model(images), pruned(images))
