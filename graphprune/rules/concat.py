@@ -53,10 +53,16 @@ def _pieces(ctx, x, dim: int) -> list[int]:
 
 
 def _split_rewrite(ctx: RewriteContext) -> None:
-    """split/chunk -> split_with_sizes(x, kept counts of each piece, dim)."""
+    """split/chunk -> split_with_sizes(x, kept counts of each piece, dim).
+
+    Only when that dim lost elements: a split along an untouched dim (RAFT splits its two
+    images back apart on the dynamic batch axis) keeps its arguments, symbolic sizes included.
+    """
     x = ctx.old.args[0]
     rank = len(x.meta["val"].shape)
     dim = _dim_arg(ctx.old) % rank
+    if ctx.keep(((x, None), dim)) is None:
+        return
     sizes = [int(ctx.new_shape((ctx.old, k))[dim]) for k in range(len(ctx.old.meta["val"]))]
     ctx.new.target = aten.split_with_sizes.default
     ctx.new.args = (ctx.new.args[0], sizes, dim)

@@ -1,0 +1,33 @@
+"""Regressions found by the detection / optical-flow / video sweep (issue 11), one test each."""
+
+from __future__ import annotations
+
+import torch
+from conftest import check_prunes, randomize
+
+import graphprune
+
+
+class TwoImages(torch.nn.Module):
+    """RAFT's encoder pattern: two images concatenated on the batch axis, encoded once, split back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+                                       torch.nn.Conv2d(32, 16, 3, padding=1))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        f = self.enc(torch.cat([a, b], dim=0))
+        fa, fb = torch.split(f, [a.shape[0], a.shape[0]], dim=0)
+        return (fa * fb).sum(1)
+
+
+def test_split_on_the_dynamic_batch_keeps_its_symbolic_sizes():
+    model = randomize(TwoImages())
+    a, b = torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
+    pruned, report = graphprune.shrink(model, (a, b), 0.5)
+    assert report.dynamic_batch and report.macs_after < report.macs_before
+    with torch.no_grad():
+        for n in (1, 3):
+            assert pruned(a.repeat(n, 1, 1, 1), b.repeat(n, 1, 1, 1)).shape == (n, 16, 16)
+    check_prunes(model, (a, b))
