@@ -31,3 +31,20 @@ def test_split_on_the_dynamic_batch_keeps_its_symbolic_sizes():
         for n in (1, 3):
             assert pruned(a.repeat(n, 1, 1, 1), b.repeat(n, 1, 1, 1)).shape == (n, 16, 16)
     check_prunes(model, (a, b))
+
+
+class FlatGain(torch.nn.Module):
+    """`t.flatten()` with no dims given (Swin3D's relative position bias): export omits start and end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.gain = torch.nn.Parameter(torch.rand(16, 1) + 0.5)
+        self.out = torch.nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.conv(x)) * self.gain.flatten()[None, :, None, None])
+
+
+def test_flatten_without_dims_rewrites():
+    check_prunes(FlatGain(), torch.randn(2, 3, 8, 8))

@@ -343,6 +343,13 @@ def _view_rewrite(ctx: RewriteContext) -> None:
     _sizes_rewrite(ctx, 1)
 
 
+def _flatten_rewrite(ctx: RewriteContext) -> None:
+    """flatten(x, start=0, end=-1) carries no sizes: only a channel shuffle's merge changes."""
+    shuffle = shuffle_of(ctx.old)
+    if shuffle is not None and ctx.old is shuffle.merge:
+        _shuffle_rewrite(ctx, shuffle)
+
+
 def _unflatten_rewrite(ctx: RewriteContext) -> None:
     """unflatten(x, dim, sizes): sizes name output dims dim .. dim + len(sizes) - 1."""
     dim = ctx.old.args[1] % len(ctx.old.args[0].meta["val"].shape)
@@ -353,7 +360,7 @@ def _unflatten_rewrite(ctx: RewriteContext) -> None:
 
 rule(aten.view.default, aten.reshape.default, aten._unsafe_view.default,
      rewrite=_view_rewrite)(reshape_couple)
-rule(aten.flatten.using_ints, rewrite=_view_rewrite)(reshape_couple)
+rule(aten.flatten.using_ints, rewrite=_flatten_rewrite)(reshape_couple)
 rule(aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default,
      aten.unsqueeze.default, aten.view_as.default if hasattr(aten, "view_as") else None,
      aten.reshape_as.default if hasattr(aten, "reshape_as") else None)(reshape_couple)
