@@ -48,3 +48,26 @@ class FlatGain(torch.nn.Module):
 
 def test_flatten_without_dims_rewrites():
     check_prunes(FlatGain(), torch.randn(2, 3, 8, 8))
+
+
+class UnbindQKV(torch.nn.Module):
+    """MViT's attention input: qkv(x).reshape(B, N, 3, heads, dim).transpose(1, 3).unbind(2), and
+    its class token split off with tensor_split."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Linear(16, 3 * 4 * 8)
+        self.proj = torch.nn.Linear(4 * 8, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, 4, 8).transpose(1, 3).unbind(dim=2)  # [b, heads, n, dim]
+        attn = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        cls, rest = torch.tensor_split(attn, (1,), dim=2)
+        return self.proj(torch.cat([cls, rest], dim=2).transpose(1, 2).reshape(b, n, 32))
+
+
+def test_unbind_and_tensor_split_pass_heads():
+    results = check_prunes(UnbindQKV(), torch.randn(2, 5, 16))
+    plan, _ = results[0.5]
+    assert any(d.group.startswith("qkv") and d.removed for d in plan.decisions)

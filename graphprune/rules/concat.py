@@ -1,7 +1,8 @@
 """Concatenation, splitting and indexing along a dim.
 
     cat        out[..., off_k + i, ...] = x_k[..., i, ...]       off_k = sum_{j<k} n_j
-    split      out_k[..., i, ...] = x[..., off_k + i, ...]       (chunk, split, split_with_sizes)
+    split      out_k[..., i, ...] = x[..., off_k + i, ...]       (chunk, split, split_with_sizes, tensor_split)
+    unbind     out_k[..., i, ...] = x[..., k, i, ...]            (the unbound dim is indexed: frozen)
     slice      out[..., i, ...] = x[..., start + i * step, ...]
     select     out[...] = x[..., index, ...]                     (element `index` is kept)
 
@@ -73,7 +74,7 @@ def _dim_arg(node) -> int:
     return node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
 
 
-@rule(aten.chunk.default, aten.split.Tensor, aten.split_with_sizes.default,
+@rule(aten.chunk.default, aten.split.Tensor, aten.split_with_sizes.default, aten.tensor_split.indices,
       aten.unsafe_split.Tensor, aten.unsafe_chunk.default, rewrite=_split_rewrite)
 def split(ctx: RuleContext) -> None:
     x = ctx.arg(0)
@@ -88,6 +89,18 @@ def split(ctx: RuleContext) -> None:
         i = np.arange(n)
         ctx.link(x, dim, offset + i, out, dim, i)
         offset += n
+
+
+@rule(aten.unbind.int)
+def unbind(ctx: RuleContext) -> None:
+    x = ctx.arg(0)
+    rank = len(ctx.shape(x))
+    dim = (ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs.get("dim", 0)) % rank
+    for out in ctx.outputs():
+        for d in range(rank):
+            if d != dim:
+                ctx.same(x, d, out, d if d < dim else d - 1)
+    ctx.freeze(x, dim, "unbind indexes this dim")
 
 
 def _slice_rewrite(ctx: RewriteContext) -> None:
