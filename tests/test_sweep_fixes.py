@@ -71,3 +71,27 @@ def test_unbind_and_tensor_split_pass_heads():
     results = check_prunes(UnbindQKV(), torch.randn(2, 5, 16))
     plan, _ = results[0.5]
     assert any(d.group.startswith("qkv") and d.removed for d in plan.decisions)
+
+
+class RelPos(torch.nn.Module):
+    """MViT's relative position term: einsum('bhnc,kc->bhnk', q, table), plus a contraction of two activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = torch.nn.Linear(16, 4 * 8)
+        self.table = torch.nn.Parameter(torch.randn(6, 8))
+        self.out = torch.nn.Linear(6 + 5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = self.q(x).reshape(b, n, 4, 8).transpose(1, 2)
+        rel = torch.einsum("bhnc,kc->bhnk", q, self.table)
+        sim = torch.einsum("bhnc,bhmc->bhnm", q, q)
+        return self.out(torch.cat([rel, sim], dim=-1)).sum(1)
+
+
+def test_einsum_relates_letters():
+    results = check_prunes(RelPos(), torch.randn(2, 5, 16))
+    plan, _ = results[0.5]
+    assert any(d.group.startswith("q.") and d.removed for d in plan.decisions)
+    assert plan.graph.inexact.any()  # q . q contracts two activations
