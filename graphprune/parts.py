@@ -20,6 +20,10 @@ no static graph. Their backbone, feature pyramid and heads do. So, with no confi
    Output sizes may change only through the uncaptured, data-dependent code between the
    parts (how many boxes survive NMS), since every part's output shapes are unchanged.
 
+MACs after pruning are counted on the original model's data path: the whole model's MACs
+less what each part saves on the calls the original made. Counting the pruned model's own
+run would measure how many boxes a random-init model happens to keep, not the pruning.
+
 Channels shared across parts (a backbone's output width read by every head) stay: proving
 that coupling needs the uncaptured code between the parts, which has no graph.
 """
@@ -74,6 +78,12 @@ class PrunedPart:
     path: str
     plan: Plan
     module: torch.nn.Module
+    macs: tuple  # (before, after): MACs of the part over the calls the original model made
+
+
+def _macs(module: torch.nn.Module, calls: list[Call], count: int) -> int:
+    """MACs of `module` over `count` calls, measured on the recorded ones."""
+    return round(sum(count_macs(module, c.args, c.kwargs) for c in calls) * count / len(calls))
 
 
 def _copied(tree: Any) -> Any:
@@ -136,14 +146,16 @@ def _check_calls(plan: Plan, pruned: torch.nn.Module, calls: list[Call]) -> None
             verify.check_equal(call.output, got, atol=1e-4, rtol=1e-3)
 
 
-def prune_part(path: str, captured: Captured, calls: list[Call], opts: PlanOptions, attention: str) -> PrunedPart:
+def prune_part(path: str, captured: Captured, calls: list[Call], count: int, opts: PlanOptions,
+               attention: str) -> PrunedPart:
     """Plan and rewrite one captured part; check it on its recorded calls and with the oracle."""
     chosen = make_plan(build(captured, attention=attention), opts)
     pruned = make_model(chosen)
     _check_calls(chosen, pruned, calls)
+    macs = (_macs(captured.module, calls, count), _macs(pruned, calls, count)) if chosen.removed.any() else (0, 0)
     if chosen.exact().removed.any():
         dead_channel_check(chosen)  # zeroes channels in the captured copy, which is not used again
-    return PrunedPart(path, chosen, pruned)
+    return PrunedPart(path, chosen, pruned, macs)
 
 
 def find_and_prune(work: torch.nn.Module, args: tuple, kwargs: dict, opts: PlanOptions,
@@ -168,7 +180,7 @@ def find_and_prune(work: torch.nn.Module, args: tuple, kwargs: dict, opts: PlanO
                 notes.append(Part(path, False, f"not captured: {_first_line(exc)}{tail}"))
                 continue
             try:
-                part = prune_part(path, captured, calls[path], opts, attention)
+                part = prune_part(path, captured, calls[path], counts[path], opts, attention)
             except GraphPruneError as exc:
                 log.warning("part %s left as it was: %s", path, exc)
                 notes.append(Part(path, False, f"captured, but pruning it failed a check: {_first_line(exc)}"))
@@ -239,11 +251,13 @@ def shrink(model: torch.nn.Module, args: tuple, kwargs: dict, reference: Any, op
     except Exception as exc:  # noqa: BLE001 - any failure to run is a verification failure
         raise VerificationError(f"the pruned model does not run: {_first_line(exc)}") from exc
     step("counting MACs")
+    macs_before = count_macs(model, args, kwargs)
     decisions = tuple(d for p in done for d in _prefixed(p.path, p.plan.decisions))
     unknown = tuple(f"{p.path}: {u}" for p in done for u in p.plan.graph.unknown)
     report = Report(
         params_before=count_params(model), params_after=count_params(pruned),
-        macs_before=count_macs(model, args, kwargs), macs_after=count_macs(pruned, args, kwargs),
+        # on the original's data path: how many boxes reach a head after NMS is data-dependent
+        macs_before=macs_before, macs_after=macs_before - sum(p.macs[0] - p.macs[1] for p in done),
         ratio=opts.ratio, options=opts.__dict__, decisions=decisions, unknown_ops=unknown,
         dynamic_batch=bool(done) and all(p.plan.graph.captured.dynamic_batch for p in done),
         verified=f"{note}; {len(done)} parts pruned, each checked on its recorded calls and by the dead-channel oracle",

@@ -18,6 +18,7 @@ from torch.utils import _pytree as pytree
 
 import graphprune
 from graphprune import parts
+from graphprune.cost import count_macs
 
 
 class Boxes:
@@ -77,6 +78,7 @@ def test_whole_capture_fails_so_parts_are_pruned_and_named():
     assert "called 2 times" in notes["head"].note
     assert "data-dependent" in report.whole_capture
     assert report.macs_after < report.macs_before and report.params_after < report.params_before
+    assert report.macs_after == count_macs(pruned, (x,))  # counted on the original's data path, which is this one
     assert all(d.group.split(": ")[0] in notes for d in report.decisions)
     with torch.no_grad():
         assert _structure(model(x), pruned(x))
