@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import check_prunes, randomize
 
@@ -95,3 +96,43 @@ def test_einsum_relates_letters():
     plan, _ = results[0.5]
     assert any(d.group.startswith("q.") and d.removed for d in plan.decisions)
     assert plan.graph.inexact.any()  # q . q contracts two activations
+
+
+class StdConv(torch.nn.Conv2d):
+    """Weight-standardised conv as timm writes it (NF-ResNet, NFNet, BiT): batch_norm of the weight
+    reshaped to [1, C_out, C_in * k * k], with batch statistics, reshaped back with reshape_as."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.nn.functional.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                                           training=True, momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return torch.nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+class WSNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = StdConv(3, 32, 3, padding=1), StdConv(32, 32, 3, padding=1), StdConv(32, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_weight_standardisation_prunes_as_inexact():
+    model, x = WSNet().eval(), torch.randn(1, 3, 8, 8)
+    pruned, report = graphprune.shrink(model, x, 0.5, round_to=1)
+    hidden = [d for d in report.decisions if d.group in ("a.weight[0]", "b.weight[0]")]
+    assert all(d.removed and "inexact" in d.note for d in hidden), hidden
+    assert report.macs_after < report.macs_before
+    with torch.no_grad():
+        assert pruned(x).shape == model(x).shape
+    _, kept = graphprune.shrink(model, x, 0.5, round_to=1, prune_hidden=False)
+    assert kept.macs_after == kept.macs_before  # --no-prune-hidden keeps inexact widths
+
+
+def test_timm_normalizer_free_resnet_prunes():
+    timm = pytest.importorskip("timm")
+    model, x = timm.create_model("nf_resnet26", num_classes=10).eval(), torch.randn(1, 3, 64, 64)
+    pruned, report = graphprune.shrink(model, x, 0.4)
+    assert report.macs_after < 0.7 * report.macs_before
+    with torch.no_grad():
+        assert pruned(x).shape == (1, 10)

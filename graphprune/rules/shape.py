@@ -361,9 +361,18 @@ def _unflatten_rewrite(ctx: RewriteContext) -> None:
 rule(aten.view.default, aten.reshape.default, aten._unsafe_view.default,
      rewrite=_view_rewrite)(reshape_couple)
 rule(aten.flatten.using_ints, rewrite=_flatten_rewrite)(reshape_couple)
-rule(aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default,
-     aten.unsqueeze.default, aten.view_as.default if hasattr(aten, "view_as") else None,
-     aten.reshape_as.default if hasattr(aten, "reshape_as") else None)(reshape_couple)
+rule(aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.unsqueeze.default)(reshape_couple)
+
+
+@rule(aten.view_as.default, aten.reshape_as.default)
+def reshape_as(ctx: RuleContext) -> None:
+    """x.reshape_as(other): as a reshape to other's shape, and other's dim d is out's dim d: the
+    rewritten graph reads other's pruned shape at run time (weight standardisation reshapes a
+    normalised copy of a conv weight back as the weight)."""
+    reshape_couple(ctx)
+    other, out = ctx.arg(1), ctx.out()
+    for d in range(len(ctx.shape(out))):
+        ctx.same(other, d, out, d)
 rule(aten.unflatten.int, rewrite=_unflatten_rewrite)(reshape_couple)
 
 
