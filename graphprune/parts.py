@@ -248,6 +248,9 @@ def shrink(model: torch.nn.Module, args: tuple, kwargs: dict, reference: Any, op
     step("the whole model does not capture: pruning the submodules that do")
     work = copy.deepcopy(model)
     done, notes = find_and_prune(work, args, kwargs, opts, attention)
+    if not done and opts.ratio > 0:
+        tried = "; ".join(f"{p.path}: {p.note}" for p in notes[:3]) or "it has no submodule with parameters"
+        raise TraceError(f"{why}; no part of it could be pruned on its own either ({tried[:300]})")
     seconds = {"parts": time.perf_counter() - t0}
     step("verifying the assembled model")
     pruned = assemble(work, done)

@@ -27,6 +27,7 @@ import numpy as np
 from graphprune.depgraph import DependencyGraph, Group
 from graphprune.errors import PlanError
 from graphprune.importance import CRITERIA
+from graphprune.reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Decision:
     candidates: int
     removed: int
     note: str
+    cause: Reason | None = None  # why the group's frozen channels are frozen, as data (graphprune.reasons)
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,5 +205,5 @@ def plan(graph: DependencyGraph, options: PlanOptions | None = None) -> Plan:
             note = "; ".join(x for x in (note, f"{g.frozen_channels} channels frozen: {g.reason}") if x)
         if g.inexact and final:
             note = "; ".join(x for x in (note, f"inexact: {g.inexact}") if x)
-        decisions.append(Decision(g.name, g.width, after, len(g.channels), len(final), note))
+        decisions.append(Decision(g.name, g.width, after, len(g.channels), len(final), note, g.cause))
     return Plan(graph, opts, removed, tuple(decisions))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from graphprune.planner import Decision
+from graphprune.reasons import Cause
 
 
 @dataclass(frozen=True)
@@ -41,20 +42,36 @@ class Report:
         data = asdict(self)
         data["decisions"] = [asdict(d) for d in self.decisions]
         data["parts"] = [asdict(p) for p in self.parts]
+        data["frozen_by_cause"] = frozen_by_cause(self.decisions)
         data["macs_ratio"] = self.macs_ratio
         data["params_ratio"] = self.params_ratio
         return data
 
 
 def interesting(decisions: tuple[Decision, ...]) -> list[Decision]:
-    """Decisions worth showing: pruned groups and channel groups frozen for a named reason."""
+    """Decisions worth showing: groups with candidates, and groups frozen for a named reason
+    (not the shape-only dims, kernel or spatial, that their op does not map)."""
     shown = []
     for d in decisions:
-        if d.removed or (d.candidates and not d.removed):
+        if d.candidates:
             shown.append(d)
-        elif d.note and "does not map this dim" not in d.note and d.width_before > 1:
+        elif d.cause is not None and d.cause.cause is not Cause.UNMAPPED and d.width_before > 1:
             shown.append(d)
     return shown
+
+
+def frozen_by_cause(decisions: tuple[Decision, ...]) -> list[dict]:
+    """Wholly frozen groups, one row per cause and op (not one per spatial dim), widest first."""
+    rows: dict = {}
+    for d in decisions:
+        if d.candidates or d.cause is None or d.width_before < 2:
+            continue
+        key = (d.cause.cause, d.cause.op)
+        row = rows.setdefault(key, {"cause": d.cause.cause.value, "op": d.cause.op, "groups": 0, "channels": 0,
+                                    "example": d.group, "reason": str(d.cause)})
+        row["groups"] += 1
+        row["channels"] += d.width_before
+    return sorted(rows.values(), key=lambda r: (-r["channels"], r["cause"], r["op"]))
 
 
 def _human(n: float) -> str:
@@ -79,6 +96,22 @@ def _render_parts(report: Report, console) -> None:
     console.print(table)
 
 
+def _render_frozen(report: Report, console, limit: int = 12) -> None:
+    from rich.table import Table
+
+    rows = frozen_by_cause(report.decisions)
+    if not rows:
+        return
+    table = Table(title=f"frozen groups by cause ({sum(r['groups'] for r in rows)} groups)")
+    for col in ("cause", "op", "groups", "channels", "for example"):
+        table.add_column(col, overflow="fold")
+    for r in rows[:limit]:
+        table.add_row(r["cause"], r["op"] or "-", str(r["groups"]), str(r["channels"]), f"{r['example']}: {r['reason']}")
+    if len(rows) > limit:
+        table.add_row(f"... {len(rows) - limit} more in the JSON report", "", "", "", "")
+    console.print(table)
+
+
 def render(report: Report, console, limit: int = 40) -> None:
     from rich.table import Table
 
@@ -89,8 +122,8 @@ def render(report: Report, console, limit: int = 40) -> None:
     summary.add_row("MACs", _human(report.macs_before), _human(report.macs_after), f"{report.macs_ratio:.3f}")
     console.print(summary)
     _render_parts(report, console)
-    shown = interesting(report.decisions)
-    groups = Table(title=f"groups ({len(shown)} shown of {len(report.decisions)})")
+    shown = [d for d in report.decisions if d.candidates]
+    groups = Table(title=f"prunable groups ({len(shown)} of {len(report.decisions)})")
     for col in ("group", "width", "removed", "note"):
         groups.add_column(col, overflow="fold")
     for d in shown[:limit]:
@@ -98,6 +131,7 @@ def render(report: Report, console, limit: int = 40) -> None:
     if len(shown) > limit:
         groups.add_row(f"... {len(shown) - limit} more in the JSON report", "", "", "")
     console.print(groups)
+    _render_frozen(report, console)
     for op in report.unknown_ops:
         console.print(f"[yellow]no rule, frozen:[/yellow] {op}")
     if report.verified:

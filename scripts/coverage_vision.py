@@ -62,13 +62,13 @@ def same_structure(a, b) -> bool:
     lb, sb = pytree.tree_flatten(b)
     if str(sa) != str(sb):
         return False
-    return all(not isinstance(x, torch.Tensor) or (x.dtype == y.dtype and x.dim() == y.dim()) for x, y in zip(la, lb))
+    return all(not isinstance(x, torch.Tensor) or (x.dtype == y.dtype and x.dim() == y.dim()) for x, y in zip(la, lb, strict=True))
 
 
 def _equal(a, b) -> bool:
     la, lb = pytree.tree_leaves(a), pytree.tree_leaves(b)
     return len(la) == len(lb) and all(
-        not isinstance(x, torch.Tensor) or (x.shape == y.shape and torch.allclose(x, y)) for x, y in zip(la, lb))
+        not isinstance(x, torch.Tensor) or (x.shape == y.shape and torch.allclose(x, y)) for x, y in zip(la, lb, strict=True))
 
 
 def _onnx(model, pruned, example) -> str:

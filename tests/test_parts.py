@@ -99,22 +99,41 @@ def test_ratio_zero_changes_nothing():
 def test_each_part_passes_the_dead_channel_oracle(monkeypatch):
     checked = []
     real = parts.dead_channel_check
-    monkeypatch.setattr(parts, "dead_channel_check", lambda plan: checked.append(real(plan)))
+    monkeypatch.setattr(parts, "dead_channel_check", lambda plan, **kw: checked.append(real(plan, **kw)))
     graphprune.shrink(_detector(), torch.randn(2, 3, 32, 32), 0.5)
     assert len(checked) == 3  # backbone, head, picker.proj
 
 
 def test_a_part_that_fails_its_check_is_left_as_it_was(monkeypatch):
-    def broken(plan):
-        raise graphprune.errors.VerificationError("output 0 changed by up to 1")
+    real = parts.dead_channel_check
 
-    monkeypatch.setattr(parts, "dead_channel_check", broken)
+    def broken_backbone(plan, **kwargs):
+        if any(p.shape == (32, 3, 3, 3) for p in plan.graph.captured.module.parameters()):  # the backbone
+            raise graphprune.errors.VerificationError("output 0 changed by up to 1")
+        return real(plan, **kwargs)
+
+    monkeypatch.setattr(parts, "dead_channel_check", broken_backbone)
     model, x = _detector(), torch.randn(2, 3, 32, 32)
     pruned, report = graphprune.shrink(model, x, 0.5)
-    assert not any(p.pruned for p in report.parts)
-    assert all("failed a check" in p.note for p in report.parts if p.path in ("backbone", "head"))
-    with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(pytree.tree_leaves(model(x)), pytree.tree_leaves(pruned(x))))
+    notes = {p.path: p for p in report.parts}
+    assert not notes["backbone"].pruned and "failed a check" in notes["backbone"].note
+    assert notes["head"].pruned
+    assert all(torch.equal(a, b) for a, b in zip(pruned.backbone.state_dict().values(),
+                                                  model.backbone.state_dict().values(), strict=True))
+
+
+def test_nothing_prunable_in_any_part_is_still_refused():
+    class Gate(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return y.relu() if y.sum() > 0 else -y
+
+    with pytest.raises(graphprune.errors.TraceError, match="no part of it could be pruned"):
+        graphprune.shrink(Gate().eval(), torch.randn(1, 3, 8, 8), 0.5)
 
 
 @pytest.mark.parametrize("name", [
@@ -129,3 +148,21 @@ def test_torchvision_detection(name):
     assert report.macs_after < 0.8 * report.macs_before
     with torch.no_grad():
         assert _structure(model(images), pruned(images))
+
+
+def test_cli_shrinks_a_model_in_parts(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from graphprune.cli import app
+
+    torch.save(_detector(), tmp_path / "det.pt")
+    result = CliRunner().invoke(app, ["shrink", str(tmp_path / "det.pt"), "--input-shape", "2,3,32,32", "-r", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "does not capture" in result.output and "picker.proj" in result.output
+    report = json.loads((tmp_path / "det.pruned.json").read_text())
+    assert {p["path"] for p in report["parts"] if p["pruned"]} == {"backbone", "head", "picker.proj"}
+    pruned = torch.load(tmp_path / "det.pruned.pt", weights_only=False)
+    with torch.no_grad():
+        assert _structure(_detector()(torch.randn(2, 3, 32, 32)), pruned(torch.randn(2, 3, 32, 32)))

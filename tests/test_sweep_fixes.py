@@ -136,3 +136,35 @@ def test_timm_normalizer_free_resnet_prunes():
     assert report.macs_after < 0.7 * report.macs_before
     with torch.no_grad():
         assert pruned(x).shape == (1, 10)
+
+
+def test_rules_register_the_overloads_they_mean():
+    from graphprune.rules import RULES
+
+    aten = torch.ops.aten
+    assert {aten.add.Tensor, aten.mul.Scalar, aten.where.self, aten.pow.Tensor_Scalar} <= set(RULES)
+    # list concatenation and repetition, nonzero, out= variants share those names but are not element-wise
+    assert not {aten.add.t, aten.mul.left_t, aten.where.default, aten.add.out, aten.relu.out} & set(RULES)
+
+
+class TypeAs(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.out = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 4, 1)
+        self.register_buffer("like", torch.zeros(5, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.conv(x)).type_as(self.like).float())
+
+
+def test_type_as_reads_only_the_dtype_of_its_second_tensor():
+    check_prunes(TypeAs(), torch.randn(2, 3, 8, 8))
+
+
+def test_out_of_range_dims_raise_instead_of_wrapping():
+    from graphprune.rules.registry import dim_index
+
+    assert dim_index(-1, 4) == 3 and dim_index(0, 0) == 0 and dim_index(-1, 0) == 0
+    for dim, rank in ((4, 4), (-5, 4), (1, 0)):
+        with pytest.raises(IndexError, match="out of range"):
+            dim_index(dim, rank)

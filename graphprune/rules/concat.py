@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import torch
 
-from graphprune.rules.registry import RewriteContext, RuleContext, rule
+from graphprune.rules.registry import RewriteContext, RuleContext, dim_index, rule
 
 aten = torch.ops.aten
 
@@ -33,7 +33,7 @@ def _other_dims(ctx: RuleContext, a, b, dim: int) -> None:
 def cat(ctx: RuleContext) -> None:
     out = ctx.out()
     rank = len(ctx.shape(out))
-    dim = (ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs.get("dim", 0)) % rank
+    dim = dim_index(ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs.get("dim", 0), rank)
     offset = 0
     for x in ctx.node.args[0]:
         value = (x, None)
@@ -61,7 +61,7 @@ def _split_rewrite(ctx: RewriteContext) -> None:
     """
     x = ctx.old.args[0]
     rank = len(x.meta["val"].shape)
-    dim = _dim_arg(ctx.old) % rank
+    dim = dim_index(_dim_arg(ctx.old), rank)
     if ctx.keep(((x, None), dim)) is None:
         return
     sizes = [int(ctx.new_shape((ctx.old, k))[dim]) for k in range(len(ctx.old.meta["val"]))]
@@ -78,7 +78,7 @@ def _dim_arg(node) -> int:
       aten.unsafe_split.Tensor, aten.unsafe_chunk.default, rewrite=_split_rewrite)
 def split(ctx: RuleContext) -> None:
     x = ctx.arg(0)
-    dim = _dim_arg(ctx.node) % len(ctx.shape(x))
+    dim = dim_index(_dim_arg(ctx.node), len(ctx.shape(x)))
     offset = 0
     for out in ctx.outputs():
         n = ctx.size(out, dim)
@@ -95,7 +95,7 @@ def split(ctx: RuleContext) -> None:
 def unbind(ctx: RuleContext) -> None:
     x = ctx.arg(0)
     rank = len(ctx.shape(x))
-    dim = (ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs.get("dim", 0)) % rank
+    dim = dim_index(ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs.get("dim", 0), rank)
     for out in ctx.outputs():
         for d in range(rank):
             if d != dim:
@@ -107,7 +107,7 @@ def _slice_rewrite(ctx: RewriteContext) -> None:
     """start', end' = number of kept indices below start, end."""
     x = (ctx.old.args[0], None)
     rank = len(ctx.old.args[0].meta["val"].shape)
-    dim = (ctx.old.args[1] if len(ctx.old.args) > 1 else 0) % rank
+    dim = dim_index(ctx.old.args[1] if len(ctx.old.args) > 1 else 0, rank)
     keep = ctx.keep((x, dim))
     if keep is None:
         return
@@ -133,7 +133,7 @@ def _bounds(node, size: int) -> tuple[int, int]:
 def slice_(ctx: RuleContext) -> None:
     x, out = ctx.arg(0), ctx.out()
     rank = len(ctx.shape(x))
-    dim = (ctx.node.args[1] if len(ctx.node.args) > 1 else 0) % rank
+    dim = dim_index(ctx.node.args[1] if len(ctx.node.args) > 1 else 0, rank)
     _other_dims(ctx, x, out, dim)
     size = ctx.size(x, dim)
     step = ctx.node.args[4] if len(ctx.node.args) > 4 else 1
@@ -156,7 +156,7 @@ def slice_(ctx: RuleContext) -> None:
 def _select_rewrite(ctx: RewriteContext) -> None:
     x = (ctx.old.args[0], None)
     rank = len(ctx.old.args[0].meta["val"].shape)
-    dim = ctx.old.args[1] % rank
+    dim = dim_index(ctx.old.args[1], rank)
     keep = ctx.keep((x, dim))
     if keep is None:
         return
@@ -169,7 +169,7 @@ def _select_rewrite(ctx: RewriteContext) -> None:
 def select(ctx: RuleContext) -> None:
     x, out = ctx.arg(0), ctx.out()
     rank = len(ctx.shape(x))
-    dim, index = ctx.node.args[1] % rank, ctx.node.args[2]
+    dim, index = dim_index(ctx.node.args[1], rank), ctx.node.args[2]
     for d in range(rank):
         if d < dim:
             ctx.same(x, d, out, d)
