@@ -171,7 +171,11 @@ def find_and_prune(work: torch.nn.Module, args: tuple, kwargs: dict, opts: PlanO
     done: list[PrunedPart] = []
     notes: list[Part] = []
     frontier = _children(work, "")
+    seen: dict = {}  # id of a submodule -> the first path it was tried under (a shared module is one part)
     while frontier:
+        fresh = [p for p in frontier if seen.setdefault(id(work.get_submodule(p)), p) == p]
+        notes += [Part(p, False, f"the same module as {seen[id(work.get_submodule(p))]}") for p in frontier if p not in fresh]
+        frontier = fresh
         calls, counts = record(work, args, kwargs, frontier)
         deeper = []
         for path in frontier:
@@ -193,12 +197,12 @@ def find_and_prune(work: torch.nn.Module, args: tuple, kwargs: dict, opts: PlanO
                 notes.append(Part(path, False, f"captured, but pruning it failed a check: {_first_line(exc)}"))
                 continue
             removed = int(part.plan.removed.sum())
-            seen = f" (called {counts[path]} times)" if counts[path] > 1 else ""
+            times = f" (called {counts[path]} times)" if counts[path] > 1 else ""
             if removed:
                 done.append(part)
-                notes.append(Part(path, True, f"captured and pruned: {removed} channels removed{seen}"))
+                notes.append(Part(path, True, f"captured and pruned: {removed} channels removed{times}"))
             else:
-                notes.append(Part(path, False, f"captured; nothing prunable with its inputs and outputs fixed{seen}"))
+                notes.append(Part(path, False, f"captured; nothing prunable with its inputs and outputs fixed{times}"))
         frontier = deeper
     return done, notes
 

@@ -166,3 +166,12 @@ def test_cli_shrinks_a_model_in_parts(tmp_path):
     pruned = torch.load(tmp_path / "det.pruned.pt", weights_only=False)
     with torch.no_grad():
         assert _structure(_detector()(torch.randn(2, 3, 32, 32)), pruned(torch.randn(2, 3, 32, 32)))
+
+
+def test_a_module_shared_under_two_names_is_one_part():
+    model = _detector()
+    model.picker.head = model.head  # one module, two names at different depths
+    pruned, report = graphprune.shrink(model, torch.randn(2, 3, 32, 32), 0.5)
+    notes = {p.path: p for p in report.parts}
+    assert notes["head"].pruned and notes["picker.head"].note == "the same module as head"
+    assert pruned.head is pruned.picker.head and not isinstance(pruned.head, torch.nn.Sequential)

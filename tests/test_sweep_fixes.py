@@ -129,6 +129,7 @@ def test_weight_standardisation_prunes_as_inexact():
     assert kept.macs_after == kept.macs_before  # --no-prune-hidden keeps inexact widths
 
 
+@pytest.mark.slow  # 15 s; WSNet above covers the mechanism
 def test_timm_normalizer_free_resnet_prunes():
     timm = pytest.importorskip("timm")
     model, x = timm.create_model("nf_resnet26", num_classes=10).eval(), torch.randn(1, 3, 64, 64)
