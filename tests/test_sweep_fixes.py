@@ -125,6 +125,8 @@ def test_weight_standardisation_prunes_as_inexact():
     assert report.macs_after < report.macs_before
     with torch.no_grad():
         assert pruned(x).shape == model(x).shape
+        pruned.train()  # the standardisation's batch statistics are not a train switch: it runs in both modes
+        assert pruned(x).shape == model(x).shape
     _, kept = graphprune.shrink(model, x, 0.5, round_to=1, prune_hidden=False)
     assert kept.macs_after == kept.macs_before  # --no-prune-hidden keeps inexact widths
 

@@ -37,7 +37,7 @@ def _broadcast(ctx: RuleContext) -> None:
 UNARY = """
 relu relu_ gelu gelu_ silu silu_ sigmoid sigmoid_ tanh tanh_ hardswish hardswish_ hardsigmoid hardsigmoid_
 hardtanh hardtanh_ relu6 leaky_relu leaky_relu_ elu elu_ selu selu_ celu mish mish_ softplus neg abs exp
-log sqrt rsqrt reciprocal sin cos erf dropout dropout_ feature_dropout alpha_dropout clone contiguous alias
+log sqrt rsqrt reciprocal sin cos erf clone contiguous alias
 detach detach_ _to_copy square logit log_sigmoid sign round round.decimals floor ceil trunc lift_fresh_copy
 bitwise_not logical_not isnan isinf nan_to_num zero_ zeros_like ones_like empty_like full_like rand_like
 randn_like rand_like.generator randn_like.generator clamp clamp.Tensor clamp_ clamp_.Tensor clamp_min
@@ -71,6 +71,11 @@ def _targets(spec: str) -> list:
 rule(*_targets(UNARY + BINARY), operator.add, operator.mul, operator.sub, operator.truediv)(
     _broadcast
 )
+# dropout(x, p, train): element-wise; `train` follows the pruned module's mode (graphprune.trainable)
+rule(aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default,
+     aten.feature_alpha_dropout.default, train_arg=2)(_broadcast)
+rule(aten.dropout_.default, aten.feature_dropout_.default, aten.alpha_dropout_.default,
+     aten.feature_alpha_dropout_.default)(_broadcast)
 
 
 @rule(*_targets(LIKE_FIRST))
