@@ -275,6 +275,9 @@ def shrink(model: torch.nn.Module, args: tuple, kwargs: dict, reference: Any, op
         ratio=opts.ratio, options=opts.__dict__, decisions=decisions, unknown_ops=unknown,
         dynamic_batch=bool(done) and all(p.plan.graph.captured.dynamic_batch for p in done),
         verified=f"{note}; {len(done)} parts pruned, each checked on its recorded calls and by the dead-channel oracle",
+        checks=({"check": "runs", "passed": True, "detail": note},
+                {"check": "parts", "passed": True, "detail": f"{len(done)} parts pruned, each giving the recorded output "
+                 "shapes on every recorded call and passing the dead-channel oracle"}),
         seconds={**seconds, "total": time.perf_counter() - t0}, parts=tuple(notes), whole_capture=why,
     )
     return pruned, report
