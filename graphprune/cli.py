@@ -255,6 +255,11 @@ def bench(
         io.save_text(json.dumps(res.to_dict(), indent=2, default=str), json_out)
 
 
+from graphprune import cli_finetune  # noqa: E402 - after app, _guard, _fail: it uses them
+
+cli_finetune.register(sys.modules[__name__])
+
+
 def main() -> None:
     try:
         app()
