@@ -18,7 +18,8 @@ One file per job:
 
 from __future__ import annotations
 
-from graphprune.recovery.loop import Result, finetune
+from graphprune.recovery.iterative import Step, shrink_in_steps
+from graphprune.recovery.loop import Result, finetune, measure
 from graphprune.recovery.options import TrainOptions
 
-__all__ = ["Result", "TrainOptions", "finetune"]
+__all__ = ["Result", "Step", "TrainOptions", "finetune", "measure", "shrink_in_steps"]

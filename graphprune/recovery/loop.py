@@ -130,6 +130,13 @@ def _prepare(model, data: Data, teacher, options: TrainOptions) -> _Run:
     return _Run(student, distributed.wrap(student, world, device), frozen, objective, features, world, device, options)
 
 
+def measure(model: torch.nn.Module, data: Data, *, teacher: torch.nn.Module | None = None,
+            options: TrainOptions | None = None) -> tuple[str, float]:
+    """(metric name, value) of `model` on `data`: what `finetune` reports as its validation metric."""
+    run = _prepare(model, data, teacher, options or TrainOptions())
+    return run.objective.metric, evaluate(run, data)
+
+
 def finetune(model: torch.nn.Module, data: Data, *, teacher: torch.nn.Module | None = None, val: Data | None = None,
              options: TrainOptions | None = None, on_step: Callable[[int, float], None] | None = None,
              progress=None) -> Result:
