@@ -27,6 +27,7 @@ class State:
 
     epoch: int = 0  # epochs completed
     best_metric: float = float("-inf")
+    best_loss: float = float("inf")  # validation loss at the best metric: breaks ties
     best_epoch: int = 0
     best_state: dict | None = None
     bad_epochs: int = 0
@@ -60,7 +61,7 @@ def save(path: Path, model, opt, sched, state: State, fingerprint: dict) -> None
     blob = {
         "version": VERSION, "fingerprint": fingerprint, "model": _cpu(model.state_dict()),
         "optimizer": _cpu(opt.state_dict()), "scheduler": sched.state_dict(), "rng": rng_states(),
-        "epoch": state.epoch, "best_metric": state.best_metric, "best_epoch": state.best_epoch,
+        "epoch": state.epoch, "best_metric": state.best_metric, "best_loss": state.best_loss, "best_epoch": state.best_epoch,
         "best_state": state.best_state, "bad_epochs": state.bad_epochs, "history": state.history,
     }
     with atomic_path(path) as tmp:
@@ -89,5 +90,5 @@ def load(path: Path, model, opt, sched, fingerprint: dict) -> State:
     opt.load_state_dict(blob["optimizer"])
     sched.load_state_dict(blob["scheduler"])
     set_rng_states(blob["rng"])
-    return State(blob["epoch"], blob["best_metric"], blob["best_epoch"], blob["best_state"], blob["bad_epochs"],
-                 list(blob["history"]))
+    return State(blob["epoch"], blob["best_metric"], blob["best_loss"], blob["best_epoch"], blob["best_state"],
+                 blob["bad_epochs"], list(blob["history"]))

@@ -4,7 +4,9 @@
     result.model      # the best epoch's weights by the validation metric (maybe epoch 0: untouched)
 
 One epoch = one pass over `data` (shuffled from seed + epoch), an AdamW step per batch, then
-the validation metric on `val` (or a held-out `val_split` of `data`). The state after every
+the validation metric on `val` (or a held-out `val_split` of `data`). The best epoch has the
+highest metric, ties going to the lower validation loss (an accuracy that saturates at 1.0
+still ranks the epochs); early stopping counts epochs that are not better. The state after every
 epoch goes to `options.checkpoint` (graphprune.recovery.checkpoint); `resume` continues from
 it and gives the same weights as an uninterrupted run. Neither the model passed in nor the
 teacher is touched (parameters, buffers, .grad, train/eval mode): both are copied first.
@@ -34,7 +36,7 @@ class Result:
     initial: float  # the metric before training
     best: float
     best_epoch: int  # 0: training never beat the input model
-    history: tuple  # per epoch: {'epoch', 'loss', 'metric'}
+    history: tuple  # per epoch: {'epoch', 'loss' (training), 'val_loss', 'metric'}
     stopped_early: bool
 
 
@@ -74,21 +76,28 @@ def _step_loss(run: _Run, batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(run: _Run, val: Data) -> float:
+def evaluate(run: _Run, val: Data) -> tuple[float, float]:
+    """(validation metric, validation loss), each a mean over the samples of `val`."""
     run.student.eval()
-    total, count = 0.0, 0
+    total, loss, count = 0.0, 0.0, 0
     for batch in val.batches():
         part = distributed.shard(batch, run.world, run.device)
         if part is None:
             continue
         local = part[0]
-        t_out = _forward(run, run.teacher, local) if run.teacher is not None and not run.objective.labels else None
-        s, n = run.objective.score(_forward(run, run.student, local), t_out, local)
-        total, count = total + s, count + n
+        t_out = _forward(run, run.teacher, local) if run.teacher is not None else None
+        s_out = _forward(run, run.student, local)
+        s, n = run.objective.score(s_out, t_out, local)
+        total, loss, count = total + s, loss + float(run.objective.loss(s_out, t_out, local)) * n, count + n
     if run.features is not None:
         run.features.seen.clear()
-    total, count = distributed.all_sum([total, count], run.world, run.device)
-    return total / max(count, 1)
+    total, loss, count = distributed.all_sum([total, loss, count], run.world, run.device)
+    return total / max(count, 1), loss / max(count, 1)
+
+
+def _better(metric: float, loss: float, state: checkpoint.State) -> bool:
+    """A higher metric, or the same metric at a lower validation loss (a saturated accuracy still ranks)."""
+    return metric > state.best_metric or (metric == state.best_metric and loss < state.best_loss)
 
 
 def _epoch(run: _Run, data: Data, epoch: int, opt, sched, on_step, progress) -> float:
@@ -134,7 +143,7 @@ def measure(model: torch.nn.Module, data: Data, *, teacher: torch.nn.Module | No
             options: TrainOptions | None = None) -> tuple[str, float]:
     """(metric name, value) of `model` on `data`: what `finetune` reports as its validation metric."""
     run = _prepare(model, data, teacher, options or TrainOptions())
-    return run.objective.metric, evaluate(run, data)
+    return run.objective.metric, evaluate(run, data)[0]
 
 
 def finetune(model: torch.nn.Module, data: Data, *, teacher: torch.nn.Module | None = None, val: Data | None = None,
@@ -156,20 +165,21 @@ def finetune(model: torch.nn.Module, data: Data, *, teacher: torch.nn.Module | N
     if options.resume:
         state = checkpoint.load(options.checkpoint, run.student, opt, sched, options.fingerprint())
     else:
-        initial = evaluate(run, val)
-        state = checkpoint.State(best_metric=initial, best_state=_state(run.student),
-                                 history=[{"epoch": 0, "loss": None, "metric": initial}])
+        initial, val_loss = evaluate(run, val)
+        state = checkpoint.State(best_metric=initial, best_loss=val_loss, best_state=_state(run.student),
+                                 history=[{"epoch": 0, "loss": None, "val_loss": val_loss, "metric": initial}])
     if progress is not None:
         progress.start(options.epochs * len(data), run.objective.metric, done=state.epoch * len(data))
     stopped = False
     try:
         for epoch in range(state.epoch, options.epochs):
             loss = _epoch(run, data, epoch, opt, sched, on_step, progress)
-            metric = evaluate(run, val)
+            metric, val_loss = evaluate(run, val)
             state.epoch = epoch + 1
-            state.history.append({"epoch": epoch + 1, "loss": loss, "metric": metric})
-            if metric > state.best_metric:
-                state.best_metric, state.best_epoch, state.best_state, state.bad_epochs = metric, epoch + 1, _state(run.student), 0
+            state.history.append({"epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "metric": metric})
+            if _better(metric, val_loss, state):
+                state.best_metric, state.best_loss, state.best_epoch = metric, val_loss, epoch + 1
+                state.best_state, state.bad_epochs = _state(run.student), 0
             else:
                 state.bad_epochs += 1
             if options.checkpoint is not None and run.world.main:
