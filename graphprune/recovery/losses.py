@@ -12,8 +12,10 @@ Losses (each a mean over the batch's samples):
 
     ce      = cross_entropy(s, labels)
     kl      = T^2 KL(softmax(t / T) || softmax(s / T)), over the last dim (class scores)
-    cosine  = 1 - cos(e_s, e_t)
-    mse     = |e_s - e_t|^2 / D
+    cosine  = 1 - cos(e_s, e_t)                  (+ for [N, L, D]: the masked mean over tokens of
+                                                1 - cos(s[n, l], t[n, l]): every token is a target,
+                                                which a few sentences need to generalise)
+    mse     = |e_s - e_t|^2 / D                  (+ for [N, L, D]: the same per token)
 
 With labels: ce, or (1 - w) ce + w distill with a teacher. Without labels: distill alone.
 'auto' distillation is kl with labels or for [N, C] outputs, and cosine for anything else (pass 'cosine' or
@@ -42,16 +44,28 @@ def first_tensor(output: Any) -> torch.Tensor:
     raise InputError("the model's output has no floating-point tensor to train on; return logits or embeddings")
 
 
+def _mask(y: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    """[N, L] weights of a [N, L, D] output's tokens: the batch's attention_mask, else ones."""
+    mask = kwargs.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(y.shape[:2]):
+        return torch.ones(y.shape[:2], device=y.device, dtype=y.dtype)
+    return mask.to(y.dtype)
+
+
 def embedding(y: torch.Tensor, kwargs: dict) -> torch.Tensor:
     if y.dim() == 2:
         return y
     if y.dim() == 3:
-        mask = kwargs.get("attention_mask")
-        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(y.shape[:2]):
-            mask = torch.ones(y.shape[:2], device=y.device)
-        m = mask.to(y.dtype).unsqueeze(-1)
+        m = _mask(y, kwargs).unsqueeze(-1)
         return (y * m).sum(1) / m.sum(1).clamp_min(1e-9)
     return y.flatten(1)
+
+
+def _distance(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row distance over the last dim: 1 - cosine, or the mean squared error."""
+    if kind == "cosine":
+        return 1.0 - F.cosine_similarity(a, b, dim=-1)
+    return (a - b).pow(2).mean(-1)
 
 
 def _kl(s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -77,10 +91,12 @@ class Objective:
     def _distill(self, s: torch.Tensor, t: torch.Tensor, kwargs: dict) -> torch.Tensor:
         if self.distill == "kl":
             return _kl(s, t, self.temperature)
-        es, et = embedding(s, kwargs), embedding(t, kwargs)
-        if self.distill == "cosine":
-            return (1.0 - F.cosine_similarity(es, et, dim=-1)).mean()
-        return F.mse_loss(es, et)
+        pooled = _distance(self.distill, embedding(s, kwargs), embedding(t, kwargs))
+        if s.dim() != 3:
+            return pooled.mean()
+        m = _mask(s, kwargs)
+        tokens = (_distance(self.distill, s, t) * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        return (pooled + tokens).mean()
 
     def loss(self, student: Any, teacher: Any, batch) -> torch.Tensor:
         s = first_tensor(student)
