@@ -181,3 +181,65 @@ def finetune(
         _cli.out_console.print(f"{summary(result)}; wrote {out}")
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+# -- shrink --finetune-epochs / --steps ------------------------------------------------------
+def recover_in_shrink(original, example, pruned, report, data, recovery: Recovery, epochs: int, steps: int,
+                      out: Path, force: bool, shrink_kwargs: dict, say=None):
+    """What `shrink` does after (one step) or instead of (--steps N) its one-shot pruning.
+
+    Returns (pruned model, report, {"recovery": ...} for the JSON report). The teacher is always
+    the original; `shrink_kwargs` are graphprune.shrink's options (for the later steps).
+    """
+    from dataclasses import asdict
+
+    from graphprune.recovery import finetune as train_model
+    from graphprune.recovery import shrink_in_steps
+    from graphprune.recovery.progress import Bar
+
+    if (epochs or steps > 1) and data is None:
+        raise InputError("--finetune-epochs and --steps recover on data; pass --data")
+    opts = recovery.options(max(epochs, 1), out) if epochs else None
+    if opts is not None:
+        check_checkpoint(opts.checkpoint, recovery, force)
+    val = _val_data(recovery, example, data)
+    if steps > 1:
+        pruned, report, rows = shrink_in_steps(original, example, steps, data=data, val=val, train_options=opts,
+                                               progress=say, bar=lambda k: Bar(_cli.console, f"step {k}: recovering"),
+                                               **shrink_kwargs)
+        return pruned, report, {"recovery": {"steps": [asdict(r) for r in rows]}}
+    if opts is None:
+        return pruned, report, {}
+    try:
+        result = train_model(pruned, data, teacher=original, val=val, options=opts, progress=Bar(_cli.console, "recovering"))
+    except KeyboardInterrupt:
+        _cli._fail(f"interrupted; nothing was written; the last good checkpoint is {opts.checkpoint}: rerun with --resume"
+                   if opts.checkpoint.exists() else "interrupted; nothing was written", 130)
+    opts.checkpoint.unlink(missing_ok=True)
+    _cli.out_console.print("recovery: " + summary(result))
+    return result.model, report, {"recovery": {"metric": result.metric, "before": result.initial, "after": result.best,
+                                               "best_epoch": result.best_epoch, "history": list(result.history)}}
+
+
+def _val_data(recovery: Recovery, example, data):
+    if recovery.val_data is None:
+        return None
+    from graphprune.data import load_data
+
+    return load_data(str(recovery.val_data), example, batch_size=data.batch_size)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def render_steps(rows: list[dict], console) -> None:
+    from rich.table import Table
+
+    table = Table(title="pruning in steps (targets measured against the original)")
+    for col in ("step", "aim", "MACs", "params", "metric after pruning", "after recovery"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["step"]), f"{r['aim']:.3f}", f"{r['macs']:,}", f"{r['params']:,}", _fmt(r["pruned_metric"]),
+                      _fmt(r["recovered_metric"]) + (f" ({r['metric']})" if r["metric"] else ""))
+    console.print(table)

@@ -90,7 +90,8 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, ratio: 
         fraction = getattr(rows[-1], kind) / base[kind] if rows else 1.0
         step_ratio, extra = _step_options(k, aims, budget, ratio, fraction)
         say = (lambda text, k=k: progress(f"step {k + 1} of {steps}: {text}")) if progress is not None else None
-        current, report = shrink(current, example, step_ratio, data=data, progress=say, **rest, **extra)
+        given = {"data": data} if data is not None else {}
+        current, report = shrink(current, example, step_ratio, progress=say, **given, **rest, **extra)
         base = base or {"macs": report.macs_before, "params": report.params_before}
         metric = pruned_metric = recovered = None
         if train_options is not None:
