@@ -98,9 +98,21 @@ def prose(n: int, seed: int = 0) -> list[str]:
     return out[:n]
 
 
-def mixed(n: int, seed: int = 0) -> list[str]:
-    """Half standard-library prose, half template sentences, shuffled."""
-    out = prose(n // 2, seed)
+def word_salad(n: int, vocab: list[str], seed: int = 0) -> list[str]:
+    """n sequences of 6 to 20 random whole words from a tokenizer's vocabulary: they reach the
+    embedding rows (words) that neither prose nor templates use."""
+    words = [w for w in vocab if w.isalpha() and len(w) > 2]
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(6, 20))).capitalize() + "." for _ in range(n)]
+
+
+def mixed(n: int, seed: int = 0, vocab: list[str] | None = None) -> list[str]:
+    """Standard-library prose, template sentences and (given a vocabulary) random words, in equal
+    parts, shuffled."""
+    parts = 3 if vocab else 2
+    out = prose(n // parts, seed)
+    if vocab:
+        out += word_salad(n // parts, vocab, seed)
     out += sentences(n - len(out), seed)
     random.Random(seed).shuffle(out)
     return out

@@ -62,14 +62,14 @@ def _state(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _forward(run: _Run, model: torch.nn.Module, batch):
+def _call(model: torch.nn.Module, batch):
     return model(*batch.args, **batch.kwargs)
 
 
 def _step_loss(run: _Run, batch) -> torch.Tensor:
-    out = _forward(run, run.ddp, batch)
+    out = _call(run.ddp, batch)
     with torch.no_grad():
-        t_out = _forward(run, run.teacher, batch) if run.teacher is not None else None
+        t_out = _call(run.teacher, batch) if run.teacher is not None else None
     loss = run.objective.loss(out, t_out, batch)
     extra = run.features.loss() if run.features is not None else None
     return loss if extra is None else loss + run.options.feature_weight * extra
@@ -85,8 +85,8 @@ def evaluate(run: _Run, val: Data) -> tuple[float, float]:
         if part is None:
             continue
         local = part[0]
-        t_out = _forward(run, run.teacher, local) if run.teacher is not None else None
-        s_out = _forward(run, run.student, local)
+        t_out = _call(run.teacher, local) if run.teacher is not None else None
+        s_out = _call(run.student, local)
         s, n = run.objective.score(s_out, t_out, local)
         total, loss, count = total + s, loss + float(run.objective.loss(s_out, t_out, local)) * n, count + n
     if run.features is not None:
