@@ -162,7 +162,7 @@ def finetune(
     without labels, distillation from --teacher. Writes the best epoch's model by the validation metric."""
     import torch
 
-    from graphprune.recovery.distributed import World, setup
+    from graphprune.recovery.distributed import setup
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or pruned.with_name(pruned.name.rsplit(".", 1)[0] + ".finetuned.pt")
@@ -175,7 +175,7 @@ def finetune(
     train, val = data_sets(data, recovery, example, batch_size, tokenizer, image_size, mean, std)
     world, _ = setup(opts.device)
     result = run_recovery(student, train, val, original, opts, "fine-tuning")
-    if world == World() or world.main:
+    if world.main:  # under torchrun only rank 0 writes
         io.save_model(result.model, out)
         opts.checkpoint.unlink(missing_ok=True)
         _cli.out_console.print(f"{summary(result)}; wrote {out}")

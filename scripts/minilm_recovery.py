@@ -34,6 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from graphprune.recovery.losses import first_tensor  # noqa: E402
 from scripts.docsection import write_section  # noqa: E402
 from scripts.sentence_gen import mixed  # noqa: E402
 
@@ -60,7 +61,8 @@ def run(args: list[str]) -> float:
 
 @torch.no_grad()
 def embed(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+    # the first tensor of the output: last_hidden_state (a ModelOutput, or a dict from the pruned graph)
+    hidden = first_tensor(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]))
     m = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     return F.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
 
