@@ -20,6 +20,7 @@ import typer
 from graphprune import io
 from graphprune.errors import InputError
 from graphprune.recovery.options import TrainOptions
+from graphprune.recovery.progress import Bar
 
 log = logging.getLogger(__name__)
 _cli = None  # graphprune.cli, set by register(): its console, _fail and _guard (no import cycle, works under -m)
@@ -31,7 +32,17 @@ def register(cli) -> None:
     _cli = cli
     cli.app.command("finetune")(cli._guard(training_options(finetune)))
 
-# name, type, default, flag, help
+
+# name, type, default, flag, help. A command that defines one of these itself (shrink's --data,
+# --seed) keeps its own; training_options reads the value from it.
+DATA = (
+    ("data", Path | None, None, "--data", "data: .npz (x, y), image folder, saved tensors, text (one sentence a line)"),
+    ("batch_size", int, 32, "--batch-size", "samples per batch"),
+    ("tokenizer", Path | None, None, "--tokenizer", "Hugging Face tokenizer folder, for text data"),
+    ("image_size", int | None, None, "--image-size", "image folder data: resize to N x N"),
+    ("mean", str | None, None, "--mean", "image folder data: per-channel mean, e.g. 0.5,0.5,0.5"),
+    ("std", str | None, None, "--std", "image folder data: per-channel std"),
+)
 TRAINING = (
     ("lr", float, 1e-3, "--lr", "AdamW learning rate (peak, after warm-up)"),
     ("weight_decay", float, 0.01, "--weight-decay", "AdamW weight decay (not on biases and norm weights)"),
@@ -52,8 +63,15 @@ TRAINING = (
 
 @dataclass(frozen=True)
 class Recovery:
-    """What the training options of a command asked for; `options(epochs, out)` makes TrainOptions."""
+    """What the data and training options of a command asked for; `options(epochs, out)` makes
+    TrainOptions, `data_sets(example)` the training and validation data."""
 
+    data: Path | None
+    batch_size: int
+    tokenizer: Path | None
+    image_size: int | None
+    mean: str | None
+    std: str | None
     lr: float
     weight_decay: float
     warmup: float
@@ -74,24 +92,41 @@ class Recovery:
 
     def options(self, epochs: int, out: Path) -> TrainOptions:
         layers = tuple(n.strip() for n in (self.feature_layers or "").split(",") if n.strip())
-        fields = {k: v for k, v in self.__dict__.items() if k not in ("val_data", "feature_layers", "checkpoint")}
+        fields = {name: getattr(self, name) for name, *_ in TRAINING if name not in ("val_data", "feature_layers", "checkpoint")}
         opts = TrainOptions(epochs=epochs, feature_layers=layers, checkpoint=self.checkpoint_for(out), **fields)
         opts.check()
         return opts
 
+    def load(self, spec: Path, example):
+        from graphprune.data import load_data
+
+        return load_data(str(spec), example, batch_size=self.batch_size, image_size=self.image_size,
+                         tokenizer=None if self.tokenizer is None else str(self.tokenizer),
+                         mean=floats(self.mean, "--mean"), std=floats(self.std, "--std"))
+
+    def data_sets(self, example, train=None):
+        """(training data: `train` or --data, validation data: --val-data or None) through graphprune.data."""
+        if train is None and self.data is None:
+            raise InputError("recovery (--finetune-epochs, --steps) trains on data; pass --data train.npz")
+        train = train if train is not None else self.load(self.data, example)
+        return train, (self.load(self.val_data, example) if self.val_data else None)
+
 
 def training_options(fn):
-    """Give command `fn` the training options; it receives them as `recovery: Recovery`."""
+    """Give command `fn` the data and training options; it receives them as `recovery: Recovery`
+    (and keeps any of them it defines itself)."""
+    sig = inspect.signature(fn, eval_str=True)
+    own = set(sig.parameters)
     extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind,
-                               default=typer.Option(default, flag, help=text)) for name, kind, default, flag, text in TRAINING]
-    names = [p.name for p in extra]
+                               default=typer.Option(default, flag, help=text))
+             for name, kind, default, flag, text in (*DATA, *TRAINING) if name not in own]
+    names = [name for name, *_ in (*DATA, *TRAINING)]
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        picked = {n: kwargs.pop(n) for n in names}
+        picked = {n: kwargs[n] if n in own else kwargs.pop(n) for n in names}
         return fn(*args, recovery=Recovery(**picked), **kwargs)
 
-    sig = inspect.signature(fn, eval_str=True)
     wrapper.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "recovery"] + extra)
     return wrapper
 
@@ -105,29 +140,17 @@ def floats(text: str | None, flag: str) -> tuple | None:
         raise InputError(f"{flag} {text!r} is not a comma-separated list of numbers such as 0.5,0.5,0.5") from None
 
 
-def data_sets(data: Path, recovery: Recovery, example, batch_size: int, tokenizer, image_size, mean, std):
-    """(training data, validation data or None) through graphprune.data."""
-    from graphprune.data import load_data
-
-    kw = dict(batch_size=batch_size, tokenizer=tokenizer, image_size=image_size, mean=floats(mean, "--mean"),
-              std=floats(std, "--std"))
-    train = load_data(str(data), example, **kw)
-    val = load_data(str(recovery.val_data), example, **kw) if recovery.val_data else None
-    return train, val
-
-
 def check_checkpoint(path: Path, recovery: Recovery, force: bool) -> None:
     if path.exists() and not recovery.resume and not force:
         raise InputError(f"{path} is the checkpoint of an earlier run; pass --resume to continue it or --force to start afresh")
 
 
-def run_recovery(student, train, val, teacher, opts: TrainOptions, title: str):
+def run_recovery(student, train, val, teacher, opts: TrainOptions, title: str, status=None):
     """Fine-tune with a progress bar; Ctrl-C exits 130 naming the checkpoint left behind."""
     from graphprune.recovery import finetune as train_model
-    from graphprune.recovery.progress import Bar
 
     try:
-        return train_model(student, train, teacher=teacher, val=val, options=opts, progress=Bar(_cli.console, title))
+        return train_model(student, train, teacher=teacher, val=val, options=opts, progress=Bar(_cli.console, title, status))
     except KeyboardInterrupt:
         left = opts.checkpoint if opts.checkpoint and opts.checkpoint.exists() else None
         _cli._fail("interrupted; " + (f"the last good checkpoint is {left}: rerun with --resume" if left
@@ -145,11 +168,6 @@ def finetune(
     teacher: Path | None = typer.Option(None, "--teacher", help="the original model: distil from it"),
     epochs: int = typer.Option(3, "--epochs", help="passes over the data"),
     output: Path | None = typer.Option(None, "-o", "--output", help="fine-tuned model [default: PRUNED.finetuned.pt]"),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Hugging Face tokenizer folder, for text data"),
-    image_size: int | None = typer.Option(None, "--image-size", help="image folder data: resize to N x N"),
-    mean: str | None = typer.Option(None, "--mean", help="image folder data: per-channel mean, e.g. 0.5,0.5,0.5"),
-    std: str | None = typer.Option(None, "--std", help="image folder data: per-channel std"),
     input_shape: str | None = typer.Option(None, "--input-shape", help="shape of one float example input, e.g. 1,3,8,8"),
     example_input: Path | None = typer.Option(None, "--example-input", help="torch.save'd example input (tensor, tuple, dict)"),
     arch: str | None = typer.Option(None, "--arch", help="package.module:factory that builds TEACHER from a state_dict"),
@@ -172,7 +190,7 @@ def finetune(
     student, stored = io.load_model(pruned, safe=safe)
     original, teacher_example = io.load_model(teacher, arch=arch, safe=safe) if teacher else (None, None)
     example = io.load_example(example_input, input_shape, fallback=stored if stored is not None else teacher_example)
-    train, val = data_sets(data, recovery, example, batch_size, tokenizer, image_size, mean, std)
+    train, val = recovery.data_sets(example)
     world, _ = setup(opts.device)
     result = run_recovery(student, train, val, original, opts, "fine-tuning")
     if world.main:  # under torchrun only rank 0 writes
@@ -184,49 +202,46 @@ def finetune(
 
 
 # -- shrink --finetune-epochs / --steps ------------------------------------------------------
-def recover_in_shrink(original, example, pruned, report, data, recovery: Recovery, epochs: int, steps: int,
-                      out: Path, force: bool, shrink_kwargs: dict, say=None):
-    """What `shrink` does after (one step) or instead of (--steps N) its one-shot pruning.
+def shrink_and_recover(run_shrink, original, example, ratio: float, shrink_kwargs: dict, recovery: Recovery,
+                       epochs: int, steps: int, out: Path, force: bool, status=None):
+    """`shrink`'s pruning: one-shot, then `epochs` of recovery; or in `steps` with recovery between.
 
-    Returns (pruned model, report, {"recovery": ...} for the JSON report). The teacher is always
-    the original; `shrink_kwargs` are graphprune.shrink's options (for the later steps).
+    `run_shrink` is graphprune.api.shrink; `shrink_kwargs` its options (data, criterion, budgets,
+    ...; a `data` there is also the training data). The teacher is always the original. Returns
+    (pruned, report, extra JSON for the report).
     """
     from dataclasses import asdict
 
-    from graphprune.recovery import finetune as train_model
     from graphprune.recovery import shrink_in_steps
-    from graphprune.recovery.progress import Bar
 
-    if (epochs or steps > 1) and data is None:
-        raise InputError("--finetune-epochs and --steps recover on data; pass --data")
-    opts = recovery.options(max(epochs, 1), out) if epochs else None
+    if steps < 1:
+        raise InputError(f"--steps {steps} must be 1 or more")
+    if epochs < 0:
+        raise InputError(f"--finetune-epochs {epochs} must be 0 or more")
+    opts = recovery.options(epochs, out) if epochs else None
+    train = val = None
+    if opts is not None or steps > 1:
+        train, val = recovery.data_sets(example, shrink_kwargs.get("data"))
     if opts is not None:
         check_checkpoint(opts.checkpoint, recovery, force)
-    val = _val_data(recovery, example, data)
+    say = status.update if status is not None else None
     if steps > 1:
-        pruned, report, rows = shrink_in_steps(original, example, steps, data=data, val=val, train_options=opts,
-                                               progress=say, bar=lambda k: Bar(_cli.console, f"step {k}: recovering"),
-                                               **shrink_kwargs)
-        return pruned, report, {"recovery": {"steps": [asdict(r) for r in rows]}}
+        kwargs = {k: v for k, v in shrink_kwargs.items() if k != "data"}
+        pruned, report, rows = shrink_in_steps(original, example, steps, ratio=ratio, data=train, val=val,
+                                               train_options=opts, progress=say,
+                                               bar=lambda k: Bar(_cli.console, f"step {k} of {steps}: recovering", status),
+                                               **kwargs)
+        rows = [asdict(r) for r in rows]
+        render_steps(rows, _cli.out_console)
+        return pruned, report, {"recovery": {"steps": rows}}
+    pruned, report = run_shrink(original, example, ratio, progress=say, **shrink_kwargs)
     if opts is None:
         return pruned, report, {}
-    try:
-        result = train_model(pruned, data, teacher=original, val=val, options=opts, progress=Bar(_cli.console, "recovering"))
-    except KeyboardInterrupt:
-        _cli._fail(f"interrupted; nothing was written; the last good checkpoint is {opts.checkpoint}: rerun with --resume"
-                   if opts.checkpoint.exists() else "interrupted; nothing was written", 130)
+    result = run_recovery(pruned, train, val, original, opts, "recovering", status)
     opts.checkpoint.unlink(missing_ok=True)
     _cli.out_console.print("recovery: " + summary(result))
     return result.model, report, {"recovery": {"metric": result.metric, "before": result.initial, "after": result.best,
                                                "best_epoch": result.best_epoch, "history": list(result.history)}}
-
-
-def _val_data(recovery: Recovery, example, data):
-    if recovery.val_data is None:
-        return None
-    from graphprune.data import load_data
-
-    return load_data(str(recovery.val_data), example, batch_size=data.batch_size)
 
 
 def _fmt(value: float | None) -> str:

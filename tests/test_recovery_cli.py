@@ -4,6 +4,8 @@ and --resume finishes the run with the weights of an uninterrupted one."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from recovery_models import ConvBNDrop, images, npz, pruned_pair
@@ -101,3 +103,21 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(folder, monkeypatch):
     whole = torch.load(folder / "whole.pt", weights_only=False).state_dict()
     resumed = torch.load(folder / "resumed.pt", weights_only=False).state_dict()
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_shrink_finetune_epochs_recovers_and_reports(folder):
+    res = CliRunner().invoke(app, ["shrink", "original.pt", *SHAPE, "--ratio", "0.5", "--data", "train.npz",
+                                   "--finetune-epochs", "2", "-o", "small.pt"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((folder / "small.json").read_text())["recovery"]
+    assert report["metric"] == "accuracy" and len(report["history"]) == 3
+    assert report["after"] >= report["before"]
+    assert not (folder / "small.pt.ckpt").exists()
+    model = torch.load(folder / "small.pt", weights_only=False)
+    assert model(torch.randn(3, 1, 8, 8)).shape == (3, 4)
+
+
+def test_shrink_recovery_needs_data(folder):
+    res = CliRunner().invoke(app, ["shrink", "original.pt", *SHAPE, "--finetune-epochs", "2", "-o", "small.pt"])
+    assert res.exit_code == 2 and len(errors(res.output)) == 1 and "--data" in res.output
+    assert not (folder / "small.pt").exists()

@@ -9,8 +9,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class Bar:
     """The `progress` argument of graphprune.recovery.finetune, drawn on `console` (stderr)."""
 
-    def __init__(self, console: Console | None = None, title: str = "fine-tuning"):
+    def __init__(self, console: Console | None = None, title: str = "fine-tuning", pause=None):
         self.console = console or Console(stderr=True)
+        self.pause = pause  # a rich Status spinner to stop while the bar shows (one live display at a time)
         self.title = title
         self.bar: Progress | None = None
         self.task = None
@@ -18,6 +19,8 @@ class Bar:
 
     def start(self, total: int, metric: str, done: int = 0) -> None:
         self.metric_name = metric
+        if self.pause is not None:
+            self.pause.stop()
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[metric]}"),
                             TimeRemainingColumn(), console=self.console, transient=False)
@@ -34,3 +37,5 @@ class Bar:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+        if self.pause is not None:
+            self.pause.start()
