@@ -133,6 +133,8 @@ def shrink(
                 run_shrink, module, example, ratio, dict(global_ranking=global_ranking, round_to=round_to,
                                                          criterion=criterion, prune_hidden=prune_hidden, attention=attention),
                 recovery, finetune_epochs, steps, out, force, status)
+            if cli_finetune.other_rank():  # under torchrun only rank 0 writes
+                return
             if onnx:
                 status.update("exporting to ONNX and checking parity in ONNX Runtime")
                 extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench)

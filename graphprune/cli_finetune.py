@@ -244,6 +244,18 @@ def shrink_and_recover(run_shrink, original, example, ratio: float, shrink_kwarg
                                                "best_epoch": result.best_epoch, "history": list(result.history)}}
 
 
+def other_rank() -> bool:
+    """True in a torchrun worker other than rank 0 (it trained its share; rank 0 writes and prints)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    if dist.get_rank() == 0:
+        return False
+    dist.destroy_process_group()
+    return True
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
