@@ -1,10 +1,13 @@
-"""`graphprune finetune`, and the training options it shares with `shrink --finetune-epochs`.
+"""`graphprune finetune`, and what `shrink --finetune-epochs E` / `--steps N` share with it.
 
     graphprune finetune PRUNED --data train.npz [--teacher ORIGINAL] [--epochs 3] [-o OUT]
+    graphprune shrink MODEL ... --data train.npz --finetune-epochs 5 [--steps 3]
 
-`training_options` adds the same options (--lr, --weight-decay, --warmup, --seed, --patience,
---val-data, --val-split, --resume, --checkpoint, --device, distillation) to any command and
-hands the command one `Recovery` value, so `shrink` needs no copy of them.
+`training_options` adds the data options (--data, --batch-size, --tokenizer, --image-size, --mean,
+--std) and the training options (--lr, --weight-decay, --warmup, --seed, --patience, --val-data,
+--val-split, --resume, --checkpoint, --device, distillation) to a command, keeping those it
+defines itself, and hands it one `Recovery` value; `shrink_and_recover` is shrink's pruning
+step with recovery. See docs/RECOVERY.md.
 """
 
 from __future__ import annotations
@@ -184,7 +187,7 @@ def finetune(
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or pruned.with_name(pruned.name.rsplit(".", 1)[0] + ".finetuned.pt")
-    io.check_output(out, [pruned, teacher, data], force)
+    io.check_output(out, [pruned, teacher, data, recovery.val_data], force)
     opts = recovery.options(epochs, out)
     check_checkpoint(opts.checkpoint, recovery, force)
     student, stored = io.load_model(pruned, safe=safe)
