@@ -158,5 +158,6 @@ def test_feature_layers_match_same_width_only(conv, caplog):
     result = finetune(pruned, train, teacher=original, options=opts)
     assert len(result.history) == 2
     assert "feature layer conv not matched" in caplog.text
+    assert not original.fc._forward_hooks and not pruned.get_submodule("fc")._forward_hooks  # hooks went on copies
     with pytest.raises(InputError, match="no submodule 'nope'"):
         finetune(pruned, train, teacher=original, options=TrainOptions(epochs=1, feature_layers=("nope",)))
