@@ -1,9 +1,11 @@
 """Recovery on the bundled digits CNN: held-out accuracy after pruning and after fine-tuning.
 
 Everything runs through the product's command line, as a user types it: `graphprune shrink`
-prunes models/digits_cnn.pt, `graphprune finetune` (or `shrink --finetune-epochs` / `--steps`)
-recovers on the training split, and the held-out split (models/digits.py `load_split(0)`, 360
-images the model never trained on) gives the accuracy. The splits are written as .npz files
+prunes models/digits_cnn.pt, `graphprune finetune` (with and without the original as teacher),
+`shrink --finetune-epochs E` (one shot, the original as teacher) or `shrink --steps 2
+--finetune-epochs E/2` (the same number of epochs in all) recovers on the training split, and
+the held-out split (models/digits.py `load_split(0)`, 360 images the model never trained on)
+gives the accuracy. The splits are written as .npz files
 (x, y) to a temporary folder. Each variant is a list of commands; the section between the
 recovery_digits markers of --out is replaced, --json gets the raw numbers.
 
@@ -39,19 +41,22 @@ MODEL = "models/digits_cnn.pt"
 EXAMPLE = ["--example-input", "models/digits_example.pt"]
 
 
-def variants(tmp: Path, epochs: int, prune: list[str]) -> dict[str, list[list[str]]]:
-    """name -> commands (graphprune's arguments); each variant's model ends at T/<name>.pt."""
+def variants(tmp: Path, epochs: int, prune: list[str]) -> dict[str, tuple[list[list[str]], str]]:
+    """name -> (commands: graphprune's arguments, the model file the last one writes in T)."""
     t = str(tmp)
     shrink = ["shrink", MODEL, *EXAMPLE, *prune]
     tune = ["finetune", f"{t}/pruned.pt", "--data", f"{t}/train.npz", *EXAMPLE, "--epochs", str(epochs)]
+    half = str(max(1, epochs // 2))
     return {
-        "pruned": [[*shrink, "-o", f"{t}/pruned.pt"]],
-        "finetune (cross-entropy)": [[*tune, "-o", f"{t}/ce.pt"]],
-        "finetune --teacher (CE + distillation)": [[*tune, "--teacher", MODEL, "-o", f"{t}/kd.pt"]],
+        "pruned": ([[*shrink, "-o", f"{t}/pruned.pt"]], "pruned.pt"),
+        "finetune (cross-entropy)": ([[*tune, "-o", f"{t}/ce.pt"]], "ce.pt"),
+        "finetune --teacher (CE + distillation)": ([[*tune, "--teacher", MODEL, "-o", f"{t}/kd.pt"]], "kd.pt"),
+        "shrink --finetune-epochs (one shot)": (
+            [[*shrink, "--data", f"{t}/train.npz", "--finetune-epochs", str(epochs), "-o", f"{t}/one.pt"]], "one.pt"),
+        f"shrink --steps 2 --finetune-epochs {half}": (
+            [[*shrink, "--data", f"{t}/train.npz", "--steps", "2", "--finetune-epochs", half, "-o", f"{t}/steps.pt"]],
+            "steps.pt"),
     }
-
-
-OUTPUTS = {"pruned": "pruned.pt", "finetune (cross-entropy)": "ce.pt", "finetune --teacher (CE + distillation)": "kd.pt"}
 
 
 def run(args: list[str]) -> float:
@@ -78,9 +83,9 @@ def measure(epochs: int, prune: list[str]) -> dict:
         np.savez(tmp / "test.npz", x=x_test.numpy(), y=y_test.numpy())
         acc, params = held_out(ROOT / MODEL, x_test, y_test)
         rows.append({"variant": "original", "accuracy": acc, "params": params, "commands": [], "seconds": 0.0})
-        for name, commands in variants(tmp, epochs, prune).items():
+        for name, (commands, output) in variants(tmp, epochs, prune).items():
             seconds = sum(run(c) for c in commands)
-            acc, params = held_out(tmp / OUTPUTS[name], x_test, y_test)
+            acc, params = held_out(tmp / output, x_test, y_test)
             shown = [shlex.join(["graphprune", *c]).replace(str(tmp), "T") for c in commands]
             rows.append({"variant": name, "accuracy": acc, "params": params, "commands": shown, "seconds": seconds})
         report = json.loads((tmp / "pruned.json").read_text())
