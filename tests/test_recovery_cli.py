@@ -121,3 +121,14 @@ def test_shrink_recovery_needs_data(folder):
     res = CliRunner().invoke(app, ["shrink", "original.pt", *SHAPE, "--finetune-epochs", "2", "-o", "small.pt"])
     assert res.exit_code == 2 and len(errors(res.output)) == 1 and "--data" in res.output
     assert not (folder / "small.pt").exists()
+
+
+def test_shrink_steps_reports_every_step(folder):
+    res = CliRunner().invoke(app, ["shrink", "original.pt", *SHAPE, "--ratio", "0.5", "--data", "train.npz",
+                                   "--steps", "2", "--finetune-epochs", "1", "-o", "small.pt"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((folder / "small.json").read_text())
+    steps = report["recovery"]["steps"]
+    assert [s["step"] for s in steps] == [1, 2] and steps[0]["params"] > steps[1]["params"] == report["params_after"]
+    assert report["params_before"] == sum(p.numel() for p in torch.load(folder / "original.pt", weights_only=False).parameters())
+    assert all(s["recovered_metric"] is not None for s in steps)
