@@ -73,7 +73,8 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, ratio: 
     round_to, ...); `train_options` (None: no recovery) to graphprune.recovery.finetune, on `data`
     with `val` (or a held-out `train_options.val_split` of `data`). `progress(text)` hears what
     runs; `bar(step)` may return a progress bar for that step's fine-tuning. The Report's
-    "before" figures are the original's (MACs counted on its captured graph, as shrink does).
+    "before" figures are the original's (MACs counted on its captured graph, as shrink does);
+    its decisions are the last step's (widths before: the previous step's model).
     """
     from graphprune.api import shrink
 
