@@ -127,7 +127,6 @@ def _prepare(model, data: Data, teacher, options: TrainOptions) -> _Run:
     world, device = distributed.setup(options.device)
     torch.manual_seed(options.seed)
     student = copy.deepcopy(model).to(device)
-    student.requires_grad_(True)
     frozen = _frozen_copy(teacher, device) if teacher is not None else None
     first = distributed.shard(next(data.batches(limit=1)), distributed.World(), device)[0]
     with torch.no_grad():
