@@ -12,11 +12,15 @@ import math
 
 import torch
 
+from graphprune.errors import InputError
+
 
 def optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and norm weights (1-D parameters)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     other = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    if not decay and not other:
+        raise InputError("the model has no trainable parameters (all have requires_grad=False); unfreeze some")
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
