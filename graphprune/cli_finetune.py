@@ -20,7 +20,7 @@ from pathlib import Path
 
 import typer
 
-from graphprune import io
+from graphprune import cli_options, io
 from graphprune.errors import InputError
 from graphprune.recovery.options import TrainOptions
 from graphprune.recovery.progress import Bar
@@ -36,16 +36,17 @@ def register(cli) -> None:
     cli.app.command("finetune")(cli._guard(training_options(finetune)))
 
 
-# name, type, default, flag, help. A command that defines one of these itself (shrink's --data,
-# --seed) keeps its own; training_options reads the value from it.
+# name, type, option. A command that defines one of these itself (shrink's --data, --batch-size,
+# ...) keeps its own; training_options reads the value from it. Data options: graphprune.cli_options.
 DATA = (
-    ("data", Path | None, None, "--data", "data: .npz (x, y), image folder, saved tensors, text (one sentence a line)"),
-    ("batch_size", int, 32, "--batch-size", "samples per batch"),
-    ("tokenizer", Path | None, None, "--tokenizer", "Hugging Face tokenizer folder, for text data"),
-    ("image_size", int | None, None, "--image-size", "image folder data: resize to N x N"),
-    ("mean", str | None, None, "--mean", "image folder data: per-channel mean, e.g. 0.5,0.5,0.5"),
-    ("std", str | None, None, "--std", "image folder data: per-channel std"),
+    ("data", str | None, cli_options.DataOpt),
+    ("batch_size", int, cli_options.BatchOpt),
+    ("tokenizer", Path | None, cli_options.TokenizerOpt),
+    ("image_size", int | None, cli_options.ImageSizeOpt),
+    ("mean", str | None, cli_options.MeanOpt),
+    ("std", str | None, cli_options.StdOpt),
 )
+# name, type, default, flag, help
 TRAINING = (
     ("lr", float, 1e-3, "--lr", "AdamW learning rate (peak, after warm-up)"),
     ("weight_decay", float, 0.01, "--weight-decay", "AdamW weight decay (not on biases and norm weights)"),
@@ -69,7 +70,7 @@ class Recovery:
     """What the data and training options of a command asked for; `options(epochs, out)` makes
     TrainOptions, `data_sets(example)` the training and validation data."""
 
-    data: Path | None
+    data: str | None
     batch_size: int
     tokenizer: Path | None
     image_size: int | None
@@ -100,12 +101,9 @@ class Recovery:
         opts.check()
         return opts
 
-    def load(self, spec: Path, example):
-        from graphprune.data import load_data
-
-        return load_data(str(spec), example, batch_size=self.batch_size, image_size=self.image_size,
-                         tokenizer=None if self.tokenizer is None else str(self.tokenizer),
-                         mean=floats(self.mean, "--mean"), std=floats(self.std, "--std"))
+    def load(self, spec, example):
+        return cli_options.open_data(spec, example, batch_size=self.batch_size, tokenizer=self.tokenizer,
+                                     image_size=self.image_size, mean=self.mean, std=self.std)
 
     def data_sets(self, example, train=None):
         """(training data: `train` or --data, validation data: --val-data or None) through graphprune.data."""
@@ -120,10 +118,10 @@ def training_options(fn):
     (and keeps any of them it defines itself)."""
     sig = inspect.signature(fn, eval_str=True)
     own = set(sig.parameters)
-    extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind,
-                               default=typer.Option(default, flag, help=text))
-             for name, kind, default, flag, text in (*DATA, *TRAINING) if name not in own]
-    names = [name for name, *_ in (*DATA, *TRAINING)]
+    options = [*DATA, *((name, kind, typer.Option(default, flag, help=text)) for name, kind, default, flag, text in TRAINING)]
+    extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind, default=option)
+             for name, kind, option in options if name not in own]
+    names = [name for name, *_ in options]
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -132,15 +130,6 @@ def training_options(fn):
 
     wrapper.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "recovery"] + extra)
     return wrapper
-
-
-def floats(text: str | None, flag: str) -> tuple | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"{flag} {text!r} is not a comma-separated list of numbers such as 0.5,0.5,0.5") from None
 
 
 def check_checkpoint(path: Path, recovery: Recovery, force: bool) -> None:
@@ -167,7 +156,8 @@ def summary(result) -> str:
 
 def finetune(
     pruned: Path = typer.Argument(..., help="pruned model file (from graphprune shrink)"),
-    data: Path = typer.Option(..., "--data", help="training data: .npz (x, y), image folder, saved tensors, text"),
+    data: str = typer.Option(..., "--data", help="training data: .npz (x, y), image folder, saved tensors, text, "
+                             "package.module:factory"),
     teacher: Path | None = typer.Option(None, "--teacher", help="the original model: distil from it"),
     epochs: int = typer.Option(3, "--epochs", help="passes over the data"),
     output: Path | None = typer.Option(None, "-o", "--output", help="fine-tuned model [default: PRUNED.finetuned.pt]"),
@@ -187,7 +177,7 @@ def finetune(
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or pruned.with_name(pruned.name.rsplit(".", 1)[0] + ".finetuned.pt")
-    io.check_output(out, [pruned, teacher, data, recovery.val_data], force)
+    io.check_output(out, [pruned, teacher, Path(data), recovery.val_data], force)
     opts = recovery.options(epochs, out)
     check_checkpoint(opts.checkpoint, recovery, force)
     student, stored = io.load_model(pruned, safe=safe)

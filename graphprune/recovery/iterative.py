@@ -43,13 +43,6 @@ class Step:
     recovered_metric: float | None  # after recovery (the best epoch)
 
 
-def _takes_data(shrink) -> bool:
-    """graphprune.shrink scores channels and re-estimates BatchNorm on `data` when it takes it."""
-    import inspect
-
-    return "data" in inspect.signature(shrink).parameters
-
-
 def _aims(steps: int, ratio: float, budget: tuple[str, float] | None) -> list[float]:
     if budget is None:
         return [ratio * k / steps for k in range(1, steps + 1)]
@@ -98,8 +91,7 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, ratio: 
         fraction = getattr(rows[-1], kind) / base[kind] if rows else 1.0
         step_ratio, extra = _step_options(k, aims, budget, ratio, fraction)
         say = (lambda text, k=k: progress(f"step {k + 1} of {steps}: {text}")) if progress is not None else None
-        given = {"data": data} if data is not None and _takes_data(shrink) else {}
-        current, report = shrink(current, example, step_ratio, progress=say, **given, **rest, **extra)
+        current, report = shrink(current, example, step_ratio, data=data, progress=say, **rest, **extra)
         base = base or {"macs": report.macs_before, "params": report.params_before}
         metric = pruned_metric = recovered = None
         if train_options is not None:
