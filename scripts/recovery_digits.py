@@ -44,7 +44,7 @@ EXAMPLE = ["--example-input", "models/digits_example.pt"]
 def variants(tmp: Path, epochs: int, prune: list[str]) -> dict[str, tuple[list[list[str]], str]]:
     """name -> (commands: graphprune's arguments, the model file the last one writes in T)."""
     t = str(tmp)
-    shrink = ["shrink", MODEL, *EXAMPLE, *prune]
+    shrink = ["shrink", MODEL, *EXAMPLE, *prune, "--data", f"{t}/train.npz"]
     tune = ["finetune", f"{t}/pruned.pt", "--data", f"{t}/train.npz", *EXAMPLE, "--epochs", str(epochs)]
     half = str(max(1, epochs // 2))
     return {
@@ -52,9 +52,9 @@ def variants(tmp: Path, epochs: int, prune: list[str]) -> dict[str, tuple[list[l
         "finetune (cross-entropy)": ([[*tune, "-o", f"{t}/ce.pt"]], "ce.pt"),
         "finetune --teacher (CE + distillation)": ([[*tune, "--teacher", MODEL, "-o", f"{t}/kd.pt"]], "kd.pt"),
         "shrink --finetune-epochs (one shot)": (
-            [[*shrink, "--data", f"{t}/train.npz", "--finetune-epochs", str(epochs), "-o", f"{t}/one.pt"]], "one.pt"),
+            [[*shrink, "--finetune-epochs", str(epochs), "-o", f"{t}/one.pt"]], "one.pt"),
         f"shrink --steps 2 --finetune-epochs {half}": (
-            [[*shrink, "--data", f"{t}/train.npz", "--steps", "2", "--finetune-epochs", half, "-o", f"{t}/steps.pt"]],
+            [[*shrink, "--steps", "2", "--finetune-epochs", half, "-o", f"{t}/steps.pt"]],
             "steps.pt"),
     }
 
@@ -90,26 +90,33 @@ def measure(epochs: int, prune: list[str]) -> dict:
             rows.append({"variant": name, "accuracy": acc, "params": params, "commands": shown, "seconds": seconds})
         report = json.loads((tmp / "pruned.json").read_text())
     return {"rows": rows, "macs_ratio": report["macs_ratio"], "params_ratio": report["params_ratio"],
-            "n_test": len(y_test), "n_train": len(y_train), "epochs": epochs}
+            "n_test": len(y_test), "n_train": len(y_train), "epochs": epochs, "prune": shlex.join(prune)}
 
 
-def render(result: dict, argv: list[str]) -> str:
+def _table(result: dict) -> list[str]:
+    lines = [f"`{result['prune']}`: the pruned model has {result['macs_ratio']:.2f}x the MACs and "
+             f"{result['params_ratio']:.2f}x the parameters of the original.", "",
+             "| variant | params | held-out accuracy | seconds |", "|---|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['variant']} | {r['params']:,} | {r['accuracy']:.4f} | {r['seconds']:.1f} |")
+    lines += ["", "```", *[c for r in result["rows"] for c in r["commands"]], "```", ""]
+    return lines
+
+
+def render(results: list[dict], argv: list[str]) -> str:
+    first = results[0]
     lines = [
         "## Recovery: the digits CNN after pruning and fine-tuning",
         "",
-        f"Held-out accuracy on the {result['n_test']} test images of `models/digits.py` `load_split(0)` "
-        f"(fine-tuning on the {result['n_train']} training images, 10% of them held out for validation and "
-        f"early stopping; the best epoch is kept). Pruned model: {result['macs_ratio']:.2f}x MACs, "
-        f"{result['params_ratio']:.2f}x parameters of the original.",
+        f"Held-out accuracy on the {first['n_test']} test images of `models/digits.py` `load_split(0)` "
+        f"(fine-tuning on the {first['n_train']} training images, {first['epochs']} epochs, 10% of them held out for "
+        "validation and early stopping; the best epoch is kept). `shrink` scores channels and re-estimates "
+        "BatchNorm on the training images. Commands below: T is the temporary folder holding train.npz and the outputs.",
         "",
-        "| variant | params | held-out accuracy | seconds |",
-        "|---|---:|---:|---:|",
     ]
-    for r in result["rows"]:
-        lines.append(f"| {r['variant']} | {r['params']:,} | {r['accuracy']:.4f} | {r['seconds']:.1f} |")
-    lines += ["", "Commands (T: the temporary folder holding train.npz and the outputs):", "", "```"]
-    lines += [c for r in result["rows"] for c in r["commands"]]
-    lines += ["```", "", f"Produced by `python scripts/recovery_digits.py {shlex.join(argv)}`".rstrip() +
+    for result in results:
+        lines += _table(result)
+    lines += [f"Produced by `python scripts/recovery_digits.py {shlex.join(argv)}`".rstrip() +
               f" on {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, OMP_NUM_THREADS="
               f"{os.environ.get('OMP_NUM_THREADS', '1')}."]
     return "\n".join(lines)
@@ -118,11 +125,13 @@ def render(result: dict, argv: list[str]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--prune", default="--ratio 0.5", help="graphprune shrink's pruning options")
+    p.add_argument("--prune", action="append", help="graphprune shrink's pruning options (repeat for several) "
+                   "[default: --target-macs 0.5 and 0.25, --criterion taylor]")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    result = measure(args.epochs, shlex.split(args.prune))
+    configs = args.prune or ["--target-macs 0.5 --criterion taylor", "--target-macs 0.25 --criterion taylor"]
+    result = [measure(args.epochs, shlex.split(c)) for c in configs]
     body = render(result, sys.argv[1:])
     print(body)
     write_section(args.out, SECTION, body, HEADER)
