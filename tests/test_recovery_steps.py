@@ -45,3 +45,14 @@ def test_steps_without_recovery_and_refusals(setup):
         shrink_in_steps(model, EXAMPLE, 0)
     with pytest.raises(InputError, match="--data"):
         shrink_in_steps(model, EXAMPLE, 2, train_options=TrainOptions(epochs=1))
+
+
+def test_budget_in_steps_is_measured_against_the_original(setup):
+    """--target-macs 0.5 in 2 steps: step 1 aims at 0.75 of the original's MACs, step 2 at 0.5."""
+    model, train = setup
+    pruned, report, rows = shrink_in_steps(model, EXAMPLE, 2, data=train, target_macs=0.5,
+                                           train_options=TrainOptions(epochs=1))
+    base = report.macs_before
+    assert [r.aim for r in rows] == [0.75, 0.5]
+    assert 0.5 * base < rows[0].macs <= 0.76 * base
+    assert rows[1].macs <= 0.51 * base and report.macs_after == rows[1].macs
