@@ -103,5 +103,8 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, ratio: 
                          pruned_metric, recovered))
         log.info("step %d: %s", k + 1, rows[-1])
     final = replace(report, params_before=base["params"], macs_before=base["macs"], params_after=rows[-1].params,
-                    macs_after=rows[-1].macs)
+                    macs_after=rows[-1].macs, ratio=ratio)
+    if budget is not None:  # the last step's budget was relative to the step before; state it for the original
+        final = replace(final, budget={"kind": budget[0], "target": budget[1],
+                                       "achieved": getattr(rows[-1], budget[0]) / base[budget[0]]})
     return current, final, rows
