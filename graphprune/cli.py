@@ -87,8 +87,6 @@ def _guard(fn):
     return wrapper
 
 
-@app.command()
-@_guard
 def shrink(
     model: Path = ModelArg,
     ratio: float = typer.Option(0.4, "--ratio", "-r", help="fraction of each prunable group to remove, in [0, 1)"),
@@ -135,6 +133,9 @@ def shrink(
     onnx: bool = typer.Option(False, "--onnx", help="also export the pruned model to ONNX and check parity in ONNX Runtime"),
     bench: bool = typer.Option(False, "--bench", help="with --onnx: benchmark original vs pruned in ONNX Runtime"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="recover on --data for E epochs (original = teacher)"),
+    steps: int = typer.Option(1, "--steps", help="reach the target in N steps, recovering between them"),
+    recovery=None,  # graphprune.cli_finetune.Recovery: the data and training options (training_options adds them)
 ) -> None:
     """Prune MODEL and write the smaller dense model plus a JSON report beside it."""
     from graphprune.api import shrink as run_shrink
@@ -166,13 +167,14 @@ def shrink(
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".graphprune.") as tmp:
         with console.status("starting") as status:
             attention = "head-dim" if prune_head_dim else "heads" if prune_heads else "none"
-            pruned, report = run_shrink(
-                module, example, ratio, global_ranking=global_ranking, round_to=round_to, criterion=criterion,
-                prune_hidden=prune_hidden, attention=attention, progress=lambda s: status.update(s),
-                data=calibration, calib_batches=calib_batches, recalibrate=recalibrate, threshold=threshold,
-                target_macs=target_macs, target_params=target_params,
-            )
-            extra = {}
+            pruned, report, extra = cli_finetune.shrink_and_recover(
+                run_shrink, module, example, ratio,
+                dict(global_ranking=global_ranking, round_to=round_to, criterion=criterion, prune_hidden=prune_hidden,
+                     attention=attention, data=calibration, calib_batches=calib_batches, recalibrate=recalibrate,
+                     threshold=threshold, target_macs=target_macs, target_params=target_params),
+                recovery, finetune_epochs, steps, out, force, status)
+            if cli_finetune.other_rank():  # under torchrun only rank 0 writes
+                return
             if onnx:
                 status.update("exporting to ONNX and checking parity in ONNX Runtime")
                 macs = (report.macs_before, report.macs_after)
@@ -379,6 +381,12 @@ def eval_(
     render(rows, out_console)
     if json_out is not None:
         io.save_text(json.dumps({"data": data, "models": [r.to_dict() for r in rows]}, indent=2), json_out)
+
+
+from graphprune import cli_finetune  # noqa: E402 - after app, _guard, _fail: it uses them
+
+cli_finetune.register(sys.modules[__name__])
+app.command("shrink")(_guard(cli_finetune.training_options(shrink)))
 
 
 def main() -> None:
