@@ -255,6 +255,11 @@ def bench(
         io.save_text(json.dumps(res.to_dict(), indent=2, default=str), json_out)
 
 
+from graphprune.explain.cli import explain_command  # noqa: E402 - the command's body lives with its package
+
+app.command("explain")(_guard(explain_command))
+
+
 def main() -> None:
     try:
         app()
