@@ -5,13 +5,18 @@ classifiers; for encoders, the pooled embedding's projection on the original's u
 embedding of that input, e . f(x) / |f(x)| (a dot product, not a cosine: the cosine of the
 original with itself has zero gradient at x).
 
-Methods (one table, `METHODS`), each with what its *ceiling* rerun changes:
+Methods (one table, `METHODS`); images and tabular inputs are attributed directly, token inputs
+on the output of the original's word-embedding submodule (the `nn.Embedding` the token ids feed):
 
-| method | images, tabular | tokens (on the word-embedding output) | ceiling rerun |
-|---|---|---|---|
-| integrated_gradients | `IntegratedGradients`, zero baseline | `LayerIntegratedGradients`, pad-token baseline | a second baseline: Gaussian noise of 0.25 std (images, tabular), random token ids (tokens), seed 1 |
-| saliency | `Saliency` (abs gradient) | `LayerGradientXActivation` without the activation: gradient norm per token | input (or embedding) plus noise of 0.05 std, seed 1 |
-| grad_cam | `LayerGradCam` on the original's last conv submodule, upsampled | not used | input plus noise of 0.05 std, seed 1 |
+* integrated_gradients: `IntegratedGradients` from a zero baseline; tokens `LayerIntegratedGradients`
+  from the pad-token baseline. Ceiling rerun: a second baseline, Gaussian noise of 0.25 std (images,
+  tabular) or random token ids (tokens), seed 1.
+* saliency: `Saliency` (absolute gradient); tokens the gradient at the embedding output
+  (`LayerGradientXActivation` without the activation), its L2 norm per token. Ceiling rerun: the
+  input (tokens: the embedding output) plus Gaussian noise of 0.05 std, seed 1.
+* grad_cam: `LayerGradCam` on the original's last convolution submodule (the pruned model hooks
+  the submodule of the same name), upsampled to the input; images only. Ceiling rerun: input noise
+  of 0.05 std, seed 1.
 
 A map is one non-negative number per position: |attribution| summed over channels (pixels),
 per feature (tabular), per token (|sum over the hidden dim| for integrated gradients, the
