@@ -29,16 +29,23 @@ def floats(text: str | None, option: str) -> tuple | None:
         raise InputError(f"{option} {text!r} is not a comma-separated list of numbers such as 0.485,0.456,0.406") from exc
 
 
-def _example(original, pruned, stored: tuple, example_input: Path | None, input_shape: str | None):
+def _example(original, pruned, stored: tuple, example_input: Path | None, input_shape: str | None, tokenizer):
     from graphprune.explain.inputs import example_of_graph
 
     if example_input or input_shape:
         return io.load_example(example_input, input_shape)
-    for found in (*stored, example_of_graph(pruned), example_of_graph(original)):
+    tok = _tokenizer(tokenizer) if tokenizer else None
+    for found in (*stored, example_of_graph(pruned, tok), example_of_graph(original, tok)):
         if found is not None:
             return found
     raise InputError("cannot tell the models' input layout from the files; pass --example-input x.pt "
                      "(a saved input) or --input-shape 1,3,224,224")
+
+
+def _tokenizer(folder: str):
+    from graphprune.explain.run import load_tokenizer
+
+    return load_tokenizer(folder)
 
 
 def _progress():
@@ -89,7 +96,7 @@ def explain_command(
         raise InputError(f"--samples {samples} must be 0 or more")
     first, stored_a = io.load_model(original, arch=arch, safe=safe)
     second, stored_b = io.load_model(pruned, safe=safe)
-    example = _example(first, second, (stored_a, stored_b), example_input, input_shape)
+    example = _example(first, second, (stored_a, stored_b), example_input, input_shape, tokenizer)
     dataset = load_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                         mean=floats(mean, "--mean"), std=floats(std, "--std"))
     bar, step = _progress()

@@ -42,7 +42,11 @@ def widths(rows: list[dict], title: str) -> str:
     ax.barh(y - 0.2, [r["width_after"] for r in rows], 0.4, color=AFTER, label="pruned")
     ax.set_yticks(y, [r["name"] for r in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("width (output channels / features)")
+    top = max(r["width_before"] for r in rows)
+    low = min(max(r["width_after"], 1) for r in rows)
+    if top / low > 50:  # an embedding's vocabulary beside hidden widths: a log axis keeps both readable
+        ax.set_xscale("log")
+    ax.set_xlabel("width (output channels / features)" + (", log scale" if top / low > 50 else ""))
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     return _uri(fig)
@@ -67,7 +71,8 @@ def agreement(summary: dict, metrics: tuple = ("spearman", "top_k", "ssim")) -> 
     plt = _plt()
     shown = [m for m in metrics if any(m in s for s in summary.values())]
     methods = list(summary)
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 0.9 + 0.45 * len(methods)), squeeze=False)
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 0.9 + 0.45 * len(methods)), squeeze=False,
+                             sharey=True)
     for ax, metric in zip(axes[0], shown, strict=True):
         for k, method in enumerate(methods):
             s = summary[method].get(metric)
@@ -77,11 +82,12 @@ def agreement(summary: dict, metrics: tuple = ("spearman", "top_k", "ssim")) -> 
             ax.plot([s["floor"]], [k], "|", color="#555", ms=12)
             ax.plot([s["ceiling"]], [k], "|", color="#555", ms=12)
             ax.plot([s["value"]], [k], "o", color=AFTER, ms=7)
-        ax.set_yticks(range(len(methods)), [m.replace("_", " ") for m in methods], fontsize=7)
-        ax.set_ylim(-0.6, len(methods) - 0.4)
-        ax.invert_yaxis()
         ax.set_title(metric.replace("_", "-"), fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
+    first = axes[0][0]
+    first.set_yticks(range(len(methods)), [m.replace("_", " ") for m in methods], fontsize=7)
+    first.set_ylim(-0.6, len(methods) - 0.4)
+    first.invert_yaxis()
     return _uri(fig)
 
 

@@ -167,7 +167,9 @@ def _caption(e: dict, dec: dict) -> str:
         head += f": original says {e['original']}, pruned says {e['pruned']} (KL {e['kl']:.3g})"
     elif "cosine" in e:
         head += f": output cosine {e['cosine']:.3f}"
-    return head + (" - decision changed" if e["changed"] else "")
+    if e["changed"]:
+        head += " - decision changed" if "original" in e else " - nearest neighbour changed"
+    return head
 
 
 def _gallery(d: dict, explanation) -> str:

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.fx as fx
 from torch.utils import _pytree as pytree
 
 from graphprune.errors import InputError
 
 MASK_NAMES = ("attention_mask",)
+TOKENS = 128  # sequence length of an example made from a tokenizer
 
 
 @dataclass(frozen=True)
@@ -138,12 +140,14 @@ class Readout:
         return t.reshape(t.shape[0], -1)
 
 
-def example_of_graph(model: torch.nn.Module) -> Any | None:
+def example_of_graph(model: torch.nn.Module, tokenizer=None) -> Any | None:
     """An example input for a module graphprune captured: its placeholders, sized by its input asserts.
 
-    Symbolic sizes (the batch, a token sequence) become 2. A placeholder read as embedding indices,
-    or 2-D with a symbolic dim 1 (capture makes only token inputs' sequence dynamic), is int64;
-    every other one float32. None when `model` is not such a graph.
+    Symbolic sizes (the batch, a token sequence) become 2. The dtype is the one export asserts, else
+    int64 for a placeholder read as embedding indices or 2-D with a symbolic dim 1 (capture makes
+    only token inputs' sequence dynamic), else float32. A placeholder without an assert (every dim symbolic: token ids and
+    masks) takes the tokenizer's output of the same name, when a tokenizer is given. None when
+    `model` is not such a graph.
     """
     graph = getattr(model, "graph", None)
     spec = getattr(model, "_in_spec", None)
@@ -151,17 +155,30 @@ def example_of_graph(model: torch.nn.Module) -> Any | None:
         return None
     sizes, dtypes = {}, {}
     for node in graph.nodes:
-        if node.target is torch.ops.aten._assert_tensor_metadata.default:
-            size = node.kwargs.get("size", [])
-            sizes[node.args[0].name] = [s if isinstance(s, int) else 2 for s in size]
-            if len(size) == 2 and not isinstance(size[1], int):
-                dtypes[node.args[0].name] = torch.int64
+        if node.target is torch.ops.aten._assert_tensor_metadata.default and isinstance(node.args[0], fx.Node):
+            name, size = node.args[0].name, node.kwargs.get("size")
+            if isinstance(node.kwargs.get("dtype"), torch.dtype):
+                dtypes.setdefault(name, node.kwargs["dtype"])
+            if size is not None:
+                sizes[name] = [s if isinstance(s, int) else 2 for s in size]
+                if len(size) == 2 and not isinstance(size[1], int):
+                    dtypes.setdefault(name, torch.int64)
         if node.op == "call_function" and node.target is torch.ops.aten.embedding.default:
-            dtypes[getattr(node.args[1], "name", "")] = torch.int64
+            dtypes.setdefault(getattr(node.args[1], "name", ""), torch.int64)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    if not placeholders or any(n.name not in sizes for n in placeholders):
+    encoded = {}
+    if tokenizer is not None:  # as long as the text loader's default, which follows the example's length
+        encoded = dict(tokenizer(["a"], padding="max_length", max_length=TOKENS, truncation=True, return_tensors="pt"))
+    leaves = []
+    for n in placeholders:
+        if n.name in sizes:
+            leaves.append(torch.zeros(sizes[n.name], dtype=dtypes.get(n.name, torch.float32)))
+        elif n.name in encoded:
+            leaves.append(encoded[n.name].repeat(2, 1))
+        else:
+            return None
+    if not leaves:
         return None
-    leaves = [torch.zeros(sizes[n.name], dtype=dtypes.get(n.name, torch.float32)) for n in placeholders]
     try:
         args, kwargs = pytree.tree_unflatten(leaves, spec)
     except (ValueError, TypeError):

@@ -72,12 +72,17 @@ def _samples(data, wanted: list[int]) -> list[Sample]:
     return [rows[i] for i in wanted]
 
 
-def _tokenizer(tokenizer):
+def load_tokenizer(tokenizer):
+    """A Hugging Face tokenizer from its folder (an object passes through)."""
     if tokenizer is None or not isinstance(tokenizer, (str, Path)):
         return tokenizer
-    from transformers import AutoTokenizer
+    try:
+        from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(tokenizer))
+        return AutoTokenizer.from_pretrained(str(tokenizer))
+    except (ImportError, OSError, ValueError) as exc:
+        raise InputError(f"--tokenizer {tokenizer}: no tokenizer loads from it ({type(exc).__name__}); "
+                         "pass a Hugging Face tokenizer folder") from exc
 
 
 def explain(original: torch.nn.Module, pruned: torch.nn.Module, data, *, samples: int = 8, report: dict | None = None,
@@ -106,7 +111,7 @@ def explain(original: torch.nn.Module, pruned: torch.nn.Module, data, *, samples
     struct = {"layers": structure.layer_widths(first, second), "groups": structure.groups(report)} | summary
     if report is not None and not any(g.get("scores") for g in struct["groups"]):
         notes.append("the shrink report holds no importance scores: no score distributions are shown")
-    tok = _tokenizer(tokenizer)
+    tok = load_tokenizer(tokenizer)
     gallery, methods = _attribute(first, second, chosen[:samples], verdict, readout, tok, a, step)
     return Explanation(caller.kind, readout.kind, struct, verdict, methods, tuple(gallery), tuple(notes),
                        data=getattr(data, "description", ""))
