@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def explain(original, pruned, data, *, samples: int = 8, out: Path | None = None, force: bool = False,
-            report: dict | None = None, tokenizer=None, output_kind: str = "auto", progress=None,
+            report: dict | None = None, tokenizer=None, output_kind: str = "auto", ig_steps: int = 32, progress=None,
             sources: tuple[str, str] = ("original", "pruned")):
     """Compare the two models on `data` (graphprune.data.Data); with `out`, write OUT (HTML) and OUT.json.
 
@@ -25,7 +25,7 @@ def explain(original, pruned, data, *, samples: int = 8, out: Path | None = None
     from graphprune.explain.run import explain as _explain
 
     result = _explain(original, pruned, data, samples=samples, report=report, tokenizer=tokenizer,
-                      output_kind=output_kind, progress=progress)
+                      output_kind=output_kind, ig_steps=ig_steps, progress=progress)
     if out is not None:
         from graphprune.explain.write import write
 

@@ -53,6 +53,7 @@ class Subject:
     embedding: str | None  # the original's word-embedding submodule (token models)
     pad_id: int = 0
     vocab: int = 0
+    steps: int = IG_STEPS  # integrated-gradients steps
 
     @property
     def keep(self) -> np.ndarray | None:
@@ -110,13 +111,13 @@ def integrated_gradients(model, subject: Subject, ceiling: bool) -> np.ndarray:
         base = (torch.randint(0, max(subject.vocab, 1), x.shape, generator=gen, dtype=x.dtype) if ceiling
                 else torch.full_like(x, subject.pad_id))
         method = LayerIntegratedGradients(forward, model.get_submodule(subject.embedding))
-        attr = method.attribute(x, baselines=base, additional_forward_args=others, n_steps=IG_STEPS)
+        attr = method.attribute(x, baselines=base, additional_forward_args=others, n_steps=subject.steps)
         return _reduce(attr, subject, "sum")
     base = torch.zeros_like(x)
     if ceiling:
         gen = torch.Generator().manual_seed(CEILING_SEED)
         base = BASELINE_NOISE * x.std().clamp_min(1e-6) * torch.randn(x.shape, generator=gen, dtype=x.dtype)
-    attr = IntegratedGradients(forward).attribute(x, baselines=base, additional_forward_args=others, n_steps=IG_STEPS)
+    attr = IntegratedGradients(forward).attribute(x, baselines=base, additional_forward_args=others, n_steps=subject.steps)
     return _reduce(attr, subject, "sum")
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from graphprune.errors import InputError
 from graphprune.explain.inputs import Caller, Readout
 
 
@@ -53,8 +54,7 @@ def outputs(original, pruned, data, readout: Readout | None = None, requested: s
     for batch in data.batches():
         caller = Caller.of(_whole(batch))
         mask = caller.mask(caller.other_tensors)
-        a = original(*batch.args, **batch.kwargs)
-        b = pruned(*batch.args, **batch.kwargs)
+        a, b = _run(original, batch, "ORIGINAL"), _run(pruned, batch, "PRUNED")
         readout = readout or Readout.infer(a, requested)
         first.append(readout.read(a, mask))
         second.append(readout.read(b, mask))
@@ -62,6 +62,15 @@ def outputs(original, pruned, data, readout: Readout | None = None, requested: s
             labels.append(batch.labels)
     y = torch.cat(labels) if labels and data.has_labels else None
     return torch.cat(first), torch.cat(second), y, readout
+
+
+def _run(model, batch, which: str):
+    try:
+        return model(*batch.args, **batch.kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's model rejecting the data is one line
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{which} rejects a batch of {batch.size} inputs of the data ({type(exc).__name__}: {first}); "
+                         "a model exported with a fixed batch needs --batch-size of that size") from exc
 
 
 def _whole(batch):

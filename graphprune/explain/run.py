@@ -86,11 +86,13 @@ def load_tokenizer(tokenizer):
 
 
 def explain(original: torch.nn.Module, pruned: torch.nn.Module, data, *, samples: int = 8, report: dict | None = None,
-            tokenizer=None, output_kind: str = "auto", progress: Callable[[str, int, int], None] | None = None) -> Explanation:
+            tokenizer=None, output_kind: str = "auto", ig_steps: int = attr.IG_STEPS,
+            progress: Callable[[str, int, int], None] | None = None) -> Explanation:
     """Compare `pruned` with `original` on `data` (a graphprune.data.Data); see the module docstring.
 
     `report`: the shrink report (dict) if there is one; `tokenizer`: a Hugging Face tokenizer or its
-    folder, to show tokens; `output_kind`: 'auto', 'classes' or 'embedding' (graphprune.explain.inputs).
+    folder, to show tokens; `output_kind`: 'auto', 'classes' or 'embedding' (graphprune.explain.inputs);
+    `ig_steps`: integration steps of integrated gradients.
     """
     if samples < 0:
         raise InputError(f"--samples {samples} must be 0 or more")
@@ -112,19 +114,19 @@ def explain(original: torch.nn.Module, pruned: torch.nn.Module, data, *, samples
     if report is not None and not any(g.get("scores") for g in struct["groups"]):
         notes.append("the shrink report holds no importance scores: no score distributions are shown")
     tok = load_tokenizer(tokenizer)
-    gallery, methods = _attribute(first, second, chosen[:samples], verdict, readout, tok, a, step)
+    gallery, methods = _attribute(first, second, chosen[:samples], verdict, readout, tok, a, step, ig_steps)
     return Explanation(caller.kind, readout.kind, struct, verdict, methods, tuple(gallery), tuple(notes),
                        data=getattr(data, "description", ""))
 
 
-def _subject(model, sample: Sample, verdict, readout, embedding, conv, tok, vocab, pooled) -> attr.Subject:
+def _subject(sample: Sample, verdict, readout, embedding, conv, tok, vocab, pooled, steps: int) -> attr.Subject:
     caller = Caller.of(sample)
     if readout.kind == "classes":
         target = int(verdict.pred_original[sample.index])
     else:
         target = torch.nn.functional.normalize(pooled[sample.index].float(), dim=0)
     pad = getattr(tok, "pad_token_id", None) or 0
-    return attr.Subject(caller, readout, target, conv, embedding, pad, vocab)
+    return attr.Subject(caller, readout, target, conv, embedding, pad, vocab, steps)
 
 
 def _layers(first, second, caller) -> tuple[str | None, str | None, int, dict]:
@@ -149,12 +151,12 @@ def _has(model, name: str) -> bool:
     return True
 
 
-def _attribute(first, second, chosen, verdict, readout, tok, pooled, step):
+def _attribute(first, second, chosen, verdict, readout, tok, pooled, step, steps: int):
     if not chosen:
         return [], {}
     conv, embedding, vocab, reasons = _layers(first, second, Caller.of(chosen[0]))
     floor_model = attr.randomised(first)
-    probe = _subject(first, chosen[0], verdict, readout, embedding, conv, tok, vocab, pooled)
+    probe = _subject(chosen[0], verdict, readout, embedding, conv, tok, vocab, pooled, steps)
     usable = []
     methods: dict = {}
     for m in attr.METHODS:
@@ -167,7 +169,7 @@ def _attribute(first, second, chosen, verdict, readout, tok, pooled, step):
     gallery = []
     total, done = len(chosen) * len(usable), 0
     for sample in chosen:
-        subject = _subject(first, sample, verdict, readout, embedding, conv, tok, vocab, pooled)
+        subject = _subject(sample, verdict, readout, embedding, conv, tok, vocab, pooled, steps)
         entry = _entry(sample, subject, verdict, tok)
         for m in list(usable):
             step(f"explaining input {sample.index} with {m.name}", done, total)
