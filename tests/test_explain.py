@@ -175,3 +175,28 @@ def test_tabular_model_gets_feature_bars(tmp_path):
     assert "skipped" in result.methods["grad_cam"]
     assert json.loads((tmp_path / "t.json").read_text())["decisions"]["recall"]
     assert out.read_text().count("data:image/png;base64,") >= 4
+
+
+def test_eager_pair_without_example_fits_float64_data(tmp_path):
+    """Two eager models (no graph, no stored example): the layout comes from the data, cast to the model's dtype."""
+    torch.manual_seed(0)
+
+    def net(width: int) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(width, 8, 3),
+                                   torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                   torch.nn.Linear(8, 4)).eval()
+
+    big, small = net(8), net(4)
+    torch.save(big, tmp_path / "a.pt")
+    torch.save(small, tmp_path / "b.pt")
+    x = np.random.default_rng(0).random((20, 3, 12, 12))
+    np.savez(tmp_path / "d.npz", x=x)
+    res = CliRunner().invoke(app, ["explain", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--data",
+                                   str(tmp_path / "d.npz"), "--samples", "2"])
+    assert res.exit_code == 0, res.output
+    figures = json.loads((tmp_path / "b.explain.json").read_text())
+    with torch.no_grad():
+        t = torch.from_numpy(x).float()
+        expected = (big(t).argmax(1) == small(t).argmax(1)).float().mean().item()
+    assert figures["top1_agreement"] == pytest.approx(expected, abs=1e-6)
+    assert figures["decisions"]["accuracy"] is None and "grad_cam" in figures["gallery"][0]["maps"]

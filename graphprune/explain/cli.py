@@ -2,7 +2,8 @@
 
 The example input that fits DATA to the models comes from --example-input / --input-shape, else
 from a .pt2 file (which stores one), else from the pruned graph's own inputs (a model graphprune
-wrote). Outputs are checked before any work: never an input, never an existing file without --force.
+wrote), else from DATA's first inputs when DATA is positional (an .npz 'x', a saved tensor).
+Outputs are checked before any work: never an input, never an existing file without --force.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def floats(text: str | None, option: str) -> tuple | None:
         raise InputError(f"{option} {text!r} is not a comma-separated list of numbers such as 0.485,0.456,0.406") from exc
 
 
-def _example(original, pruned, stored: tuple, example_input: Path | None, input_shape: str | None, tokenizer):
-    from graphprune.explain.inputs import example_of_graph
+def _example(original, pruned, stored: tuple, example_input: Path | None, input_shape: str | None, tokenizer, data: str):
+    from graphprune.explain.inputs import example_of_data, example_of_graph
 
     if example_input or input_shape:
         return io.load_example(example_input, input_shape)
@@ -38,6 +39,9 @@ def _example(original, pruned, stored: tuple, example_input: Path | None, input_
     for found in (*stored, example_of_graph(pruned, tok), example_of_graph(original, tok)):
         if found is not None:
             return found
+    found = example_of_data(data, original)
+    if found is not None:
+        return found
     raise InputError("cannot tell the models' input layout from the files; pass --example-input x.pt "
                      "(a saved input) or --input-shape 1,3,224,224")
 
@@ -96,7 +100,7 @@ def explain_command(
         raise InputError(f"--samples {samples} must be 0 or more")
     first, stored_a = io.load_model(original, arch=arch, safe=safe)
     second, stored_b = io.load_model(pruned, safe=safe)
-    example = _example(first, second, (stored_a, stored_b), example_input, input_shape, tokenizer)
+    example = _example(first, second, (stored_a, stored_b), example_input, input_shape, tokenizer, data)
     dataset = load_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                         mean=floats(mean, "--mean"), std=floats(std, "--std"))
     bar, step = _progress()

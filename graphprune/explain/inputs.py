@@ -184,3 +184,26 @@ def example_of_graph(model: torch.nn.Module, tokenizer=None) -> Any | None:
     except (ValueError, TypeError):
         return None
     return kwargs if kwargs and not args else tuple(args)
+
+
+def example_of_data(spec: str, model: torch.nn.Module) -> Any | None:
+    """The first two inputs of a positional data set (an .npz 'x', a saved tensor), as the example.
+
+    The last resort when neither model file tells the input layout: the data's own first batch,
+    read by graphprune.data, floating inputs cast to the model's floating dtype. None when the
+    data cannot be read without knowing the model's inputs (named inputs, text, image folders).
+    """
+    from graphprune.data import sources
+    from graphprune.data.shape import Leaf, Signature
+
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    try:
+        source = sources.open_source(spec, Signature(False, (Leaf("input", dtype, ()),)))
+        inputs, _ = next(iter(source.batches(2, False, 0)))
+    except Exception:  # noqa: BLE001 - any failure means: this data does not say; the caller asks for an example
+        return None
+    leaves = (inputs,) if isinstance(inputs, torch.Tensor) else inputs
+    if not isinstance(leaves, tuple) or not all(isinstance(t, torch.Tensor) for t in leaves):
+        return None
+    cast = tuple(t.to(dtype) if t.is_floating_point() else t for t in leaves)
+    return cast[0] if isinstance(inputs, torch.Tensor) else cast

@@ -47,8 +47,14 @@ class Explanation:
 
 def _json_entry(entry: dict) -> dict:
     out = {k: v for k, v in entry.items() if k not in ("maps", "input")}
-    out["maps"] = {m: {"original": a.tolist(), "pruned": b.tolist()} for m, (a, b) in entry["maps"].items()}
+    out["maps"] = {m: {"original": _shown(a), "pruned": _shown(b), "scale": [float(np.max(a)), float(np.max(b))]}
+                   for m, (a, b) in entry["maps"].items()}
     return out
+
+
+def _shown(a: np.ndarray) -> list:
+    """A map as the page shows it: scaled to max 1, 4 decimals (its max is kept as 'scale')."""
+    return np.round(a / max(float(np.max(a)), 1e-12), 4).tolist()
 
 
 def _frozen(model: torch.nn.Module) -> torch.nn.Module:

@@ -25,16 +25,24 @@ def _clean(obj):
     return obj
 
 
-def write(explanation, out: Path, *, force: bool = False, inputs: tuple = (), sources: tuple[str, str] = ("", "")) -> Path:
-    """Write OUT and its JSON atomically; refuses to replace an input, or an existing file without `force`."""
+def files(explanation, sources: tuple[str, str] = ("", "")) -> tuple[str, str]:
+    """(HTML page, JSON text) of an explanation."""
     from graphprune.explain.html import render
 
-    other = json_path(out)
-    for path in (out, other):
+    return render(explanation, sources=sources), json.dumps(_clean(explanation.to_dict()), indent=1)
+
+
+def stage(explanation, out: Path, stage_fn, sources: tuple[str, str] = ("", "")) -> None:
+    """Write OUT and its JSON through an `io.atomic_outputs()` stage (with the caller's other files)."""
+    page, figures = files(explanation, sources)
+    stage_fn(out).write_text(page, encoding="utf-8")
+    stage_fn(json_path(out)).write_text(figures, encoding="utf-8")
+
+
+def write(explanation, out: Path, *, force: bool = False, inputs: tuple = (), sources: tuple[str, str] = ("", "")) -> Path:
+    """Write OUT and its JSON atomically; refuses to replace an input, or an existing file without `force`."""
+    for path in (out, json_path(out)):
         io.check_output(path, list(inputs), force)
-    page = render(explanation, sources=sources)
-    figures = json.dumps(_clean(explanation.to_dict()), indent=1)
-    with io.atomic_outputs() as stage:
-        stage(out).write_text(page, encoding="utf-8")
-        stage(other).write_text(figures, encoding="utf-8")
-    return other
+    with io.atomic_outputs() as stage_fn:
+        stage(explanation, out, stage_fn, sources)
+    return json_path(out)
