@@ -101,6 +101,14 @@ CASES: tuple[Case, ...] = (
     Case("export_missing_path", "`export` with a missing file", ("export", "nope.pt", *SHAPE), ("no such file", "nope.pt")),
     Case("bench_missing_path", "`bench` with a missing file", ("bench", "nope.onnx"), ("no such file", "nope.onnx")),
     Case("bench_not_onnx", "`bench` with a text file", ("bench", "notes.txt"), ("notes.txt", "ONNX")),
+    Case("explain_no_data", "`explain` with --data that does not exist", ("explain", "m.pt", "m.pt", *SHAPE, "--data", "nope.npz"),
+         ("--data nope.npz", "no such file")),
+    Case("explain_output_exists", "`explain` onto an existing file, no --force",
+         ("explain", "m.pt", "m.pt", "--data", "nope.npz", "-o", "notes.txt"), ("exists", "--force")),
+    Case("explain_output_is_input", "`explain -o` an input, with --force",
+         ("explain", "m.pt", "m.pt", "--data", "nope.npz", "-o", "m.pt", "--force"), ("refusing to overwrite the input",)),
+    Case("explain_no_example", "`explain` with data that does not tell the input layout",
+         ("explain", "m.pt", "m.pt", "--data", "notes.txt"), ("--example-input", "--input-shape")),
 )
 BAD = {case.name: case for case in CASES}
 
