@@ -10,7 +10,7 @@ on the output of the original's word-embedding submodule (the `nn.Embedding` the
 
 * integrated_gradients: `IntegratedGradients` from a zero baseline; tokens `LayerIntegratedGradients`
   from the pad-token baseline. Ceiling rerun: a second baseline, Gaussian noise of 0.25 std (images,
-  tabular) or random token ids (tokens), seed 1.
+  tabular; seed 1) or the tokenizer's unknown token (tokens; random token ids, seed 1, without one).
 * saliency: `Saliency` (absolute gradient); tokens the gradient at the embedding output
   (`LayerGradientXActivation` without the activation), its L2 norm per token. Ceiling rerun: the
   input (tokens: the embedding output) plus Gaussian noise of 0.05 std, seed 1.
@@ -54,6 +54,7 @@ class Subject:
     pad_id: int = 0
     vocab: int = 0
     steps: int = IG_STEPS  # integrated-gradients steps
+    alt_id: int | None = None  # second baseline token (the tokenizer's unknown token), else random ids
 
     @property
     def keep(self) -> np.ndarray | None:
@@ -107,9 +108,12 @@ def integrated_gradients(model, subject: Subject, ceiling: bool) -> np.ndarray:
 
     forward, x, others = score(model, subject), subject.caller.tensor, subject.caller.other_tensors
     if subject.caller.kind == "tokens":
-        gen = torch.Generator().manual_seed(CEILING_SEED)
-        base = (torch.randint(0, max(subject.vocab, 1), x.shape, generator=gen, dtype=x.dtype) if ceiling
-                else torch.full_like(x, subject.pad_id))
+        base = torch.full_like(x, subject.pad_id)
+        if ceiling and subject.alt_id is not None:
+            base = torch.full_like(x, subject.alt_id)
+        elif ceiling:
+            gen = torch.Generator().manual_seed(CEILING_SEED)
+            base = torch.randint(0, max(subject.vocab, 1), x.shape, generator=gen, dtype=x.dtype)
         method = LayerIntegratedGradients(forward, model.get_submodule(subject.embedding))
         attr = method.attribute(x, baselines=base, additional_forward_args=others, n_steps=subject.steps)
         return _reduce(attr, subject, "sum")

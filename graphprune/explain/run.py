@@ -132,7 +132,9 @@ def _subject(sample: Sample, verdict, readout, embedding, conv, tok, vocab, pool
     else:
         target = torch.nn.functional.normalize(pooled[sample.index].float(), dim=0)
     pad = getattr(tok, "pad_token_id", None) or 0
-    return attr.Subject(caller, readout, target, conv, embedding, pad, vocab, steps)
+    unk = getattr(tok, "unk_token_id", None)
+    alt = unk if isinstance(unk, int) and unk != pad else None
+    return attr.Subject(caller, readout, target, conv, embedding, pad, vocab, steps, alt)
 
 
 def _layers(first, second, caller) -> tuple[str | None, str | None, int, dict]:
