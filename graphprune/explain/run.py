@@ -159,42 +159,53 @@ def _has(model, name: str) -> bool:
     return True
 
 
-def _attribute(first, second, chosen, verdict, readout, tok, pooled, step, steps: int):
-    if not chosen:
-        return [], {}
-    conv, embedding, vocab, reasons = _layers(first, second, Caller.of(chosen[0]))
-    floor_model = attr.randomised(first)
-    probe = _subject(chosen[0], verdict, readout, embedding, conv, tok, vocab, pooled, steps)
+def _usable(probe: attr.Subject, reasons: dict, methods: dict) -> list:
+    """The methods that apply to these models; the others go into `methods` with their reason."""
     usable = []
-    methods: dict = {}
     for m in attr.METHODS:
         why = reasons.get(m.name) or m.unusable(probe)
         if why:
             methods[m.name] = {"skipped": why}
         else:
             usable.append(m)
+    return usable
+
+
+def _scores(m, models: tuple, subject: attr.Subject) -> tuple[dict, tuple]:
+    """One method on one input: {'pruned', 'ceiling', 'floor'} metrics, and the (original, pruned) maps."""
+    first, second, floor_model = models
+    base, again, small, noise = (m.run(model, subject, ceiling) for model, ceiling in
+                                 ((first, False), (first, True), (second, False), (floor_model, False)))
+    row = {"pruned": compare.metrics(base, small), "ceiling": compare.metrics(base, again),
+           "floor": compare.metrics(base, noise)}
+    return row, (base, small)
+
+
+def _attribute(first, second, chosen, verdict, readout, tok, pooled, step, steps: int):
+    """The gallery entries and, per method, its scores between ceiling and floor (or why it was not used)."""
+    if not chosen:
+        return [], {}
+    conv, embedding, vocab, reasons = _layers(first, second, Caller.of(chosen[0]))
+    models = (first, second, attr.randomised(first))
+    methods: dict = {}
+    usable = _usable(_subject(chosen[0], verdict, readout, embedding, conv, tok, vocab, pooled, steps), reasons, methods)
     rows: dict = {m.name: [] for m in usable}
     gallery = []
     total, done = len(chosen) * len(usable), 0
     for sample in chosen:
         subject = _subject(sample, verdict, readout, embedding, conv, tok, vocab, pooled, steps)
         entry = _entry(sample, subject, verdict, tok)
-        for m in list(usable):
+        for m in [m for m in usable if m.name in rows]:
             step(f"explaining input {sample.index} with {m.name}", done, total)
             try:
-                maps = [m.run(model, subject, ceiling) for model, ceiling in
-                        ((first, False), (first, True), (second, False), (floor_model, False))]
+                row, entry["maps"][m.name] = _scores(m, models, subject)
             except Exception as exc:  # noqa: BLE001 - a method that cannot run on a model is reported, not fatal
                 log.warning("%s failed: %s", m.name, exc)
                 methods[m.name] = {"skipped": f"captum failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
-                usable.remove(m)
                 rows.pop(m.name)
                 continue
-            base, again, small, noise = maps
-            rows[m.name].append({"pruned": compare.metrics(base, small), "ceiling": compare.metrics(base, again),
-                                 "floor": compare.metrics(base, noise)})
-            entry["maps"][m.name] = (base, small)
-            entry["scores"][m.name] = rows[m.name][-1]["pruned"]
+            rows[m.name].append(row)
+            entry["scores"][m.name] = row["pruned"]
             done += 1
         gallery.append(entry)
     step("done", total, total)
@@ -202,7 +213,7 @@ def _attribute(first, second, chosen, verdict, readout, tok, pooled, step, steps
         scored = compare.summarise(r)
         methods[name] = {"summary": {k: v.to_dict() for k, v in scored.items()}, "sane": compare.sane(scored),
                          "ceiling": next(m.ceiling for m in attr.METHODS if m.name == name)}
-    for entry in gallery:
+    for entry in gallery:  # a method that failed on a later input is dropped from the earlier ones too
         entry["maps"] = {k: v for k, v in entry["maps"].items() if k in rows}
         entry["scores"] = {k: v for k, v in entry["scores"].items() if k in rows}
     return gallery, methods
