@@ -200,3 +200,22 @@ def test_eager_pair_without_example_fits_float64_data(tmp_path):
         expected = (big(t).argmax(1) == small(t).argmax(1)).float().mean().item()
     assert figures["top1_agreement"] == pytest.approx(expected, abs=1e-6)
     assert figures["decisions"]["accuracy"] is None and "grad_cam" in figures["gallery"][0]["maps"]
+
+
+def test_shrink_explain_writes_the_report_of_the_pair_it_made(digits, tmp_path):
+    folder, *_ = digits
+    runner = CliRunner()
+    base = ["shrink", str(ROOT / "models" / "digits_cnn.pt"), "--example-input", str(ROOT / "models" / "digits_example.pt"),
+            "--ratio", "0.3", "-o", str(tmp_path / "p.pt")]
+    res = runner.invoke(app, [*base, "--explain"])
+    assert res.exit_code == 2 and "--data" in res.output and not list(tmp_path.iterdir())
+    res = runner.invoke(app, [*base, "--data", str(folder / "test.npz"), "--explain"])
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in tmp_path.iterdir()} == {"p.pt", "p.json", "p.explain.html", "p.explain.json"}
+    figures = json.loads((tmp_path / "p.explain.json").read_text())
+    a = torch.load(ROOT / "models" / "digits_cnn.pt", weights_only=False).eval()
+    b = torch.load(tmp_path / "p.pt", weights_only=False).eval()
+    x = torch.from_numpy(np.load(folder / "test.npz")["x"])
+    with torch.no_grad():
+        assert figures["top1_agreement"] == pytest.approx((a(x).argmax(1) == b(x).argmax(1)).float().mean().item(), abs=1e-6)
+    assert figures["structure"]["source"] == "shrink report" and figures["structure"]["groups"]

@@ -15,19 +15,11 @@ import typer
 from rich.console import Console
 
 from graphprune import io
+from graphprune.cli_options import BatchOpt, ImageSizeOpt, MeanOpt, StdOpt, TokenizerOpt, open_data
 from graphprune.errors import InputError
 
 console = Console(stderr=True)
 out_console = Console()
-
-
-def floats(text: str | None, option: str) -> tuple | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError as exc:
-        raise InputError(f"{option} {text!r} is not a comma-separated list of numbers such as 0.485,0.456,0.406") from exc
 
 
 def _example(original, pruned, stored: tuple, example_input: Path | None, input_shape: str | None, tokenizer, data: str):
@@ -39,7 +31,7 @@ def _example(original, pruned, stored: tuple, example_input: Path | None, input_
     for found in (*stored, example_of_graph(pruned, tok), example_of_graph(original, tok)):
         if found is not None:
             return found
-    found = example_of_data(data, original)
+    found = example_of_data(data, original, tokenizer)
     if found is not None:
         return found
     raise InputError("cannot tell the models' input layout from the files; pass --example-input x.pt "
@@ -72,11 +64,11 @@ def explain_command(
     output: Path | None = typer.Option(None, "-o", "--output", help="HTML report [default: PRUNED stem + .explain.html]; "
                                        "its figures go beside it with .json"),
     samples: int = typer.Option(8, "--samples", help="inputs to explain with attributions (changed decisions first)"),
-    batch_size: int = typer.Option(32, "--batch-size", help="inputs per batch"),
-    tokenizer: str | None = typer.Option(None, "--tokenizer", help="Hugging Face tokenizer folder (text data; shows tokens)"),
-    image_size: int | None = typer.Option(None, "--image-size", help="image folder: resize and crop to N (default: the example's)"),
-    mean: str | None = typer.Option(None, "--mean", help="image folder: per-channel mean, e.g. 0.485,0.456,0.406"),
-    std: str | None = typer.Option(None, "--std", help="image folder: per-channel std, e.g. 0.229,0.224,0.225"),
+    batch_size: int = BatchOpt,
+    tokenizer: Path | None = TokenizerOpt,
+    image_size: int | None = ImageSizeOpt,
+    mean: str | None = MeanOpt,
+    std: str | None = StdOpt,
     input_shape: str | None = typer.Option(None, "--input-shape", help="shape of one float example input, e.g. 1,3,224,224"),
     example_input: Path | None = typer.Option(None, "--example-input", help="torch.save'd example input (tensor, tuple or dict)"),
     output_kind: str = typer.Option("auto", "--output-kind", help="auto, classes (scores [N, C]) or embedding (pooled)"),
@@ -86,7 +78,6 @@ def explain_command(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Compare PRUNED with ORIGINAL: structure, decisions on every input, and their explanations (HTML + JSON)."""
-    from graphprune.data import load_data
     from graphprune.explain import explain
     from graphprune.explain.structure import report_beside
     from graphprune.explain.write import json_path
@@ -100,14 +91,37 @@ def explain_command(
         raise InputError(f"--samples {samples} must be 0 or more")
     first, stored_a = io.load_model(original, arch=arch, safe=safe)
     second, stored_b = io.load_model(pruned, safe=safe)
-    example = _example(first, second, (stored_a, stored_b), example_input, input_shape, tokenizer, data)
-    dataset = load_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
-                        mean=floats(mean, "--mean"), std=floats(std, "--std"))
+    tok = str(tokenizer) if tokenizer else None
+    example = _example(first, second, (stored_a, stored_b), example_input, input_shape, tok, data)
+    dataset = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size, mean=mean, std=std)
     bar, step = _progress()
     with bar:
         result = explain(first, second, dataset, samples=samples, out=out, force=force, report=report_beside(pruned),
-                         tokenizer=tokenizer, output_kind=output_kind, progress=step, sources=(str(original), str(pruned)))
+                         tokenizer=tok, output_kind=output_kind, progress=step, sources=(str(original), str(pruned)))
     d = result.to_dict()
     head = (f"top-1 agreement {d['top1_agreement']:.4f}" if d["top1_agreement"] is not None
             else f"output cosine {d['output_cosine']:.4f}")
     out_console.print(f"wrote {out} and {json_path(out)}: {head} on {d['decisions']['num_inputs']} inputs")
+
+
+def check_explain_outputs(data: str | None, out: Path, inputs: list, force: bool) -> None:
+    """`shrink --explain`: refuse it without --data, and its outputs where shrink refuses its own."""
+    from graphprune.explain.write import json_path
+
+    if data is None:
+        raise InputError("--explain compares the two models on data; pass --data (e.g. test.npz)")
+    for path in (out, json_path(out)):
+        io.check_output(path, [p for p in inputs if p is not None], force)
+
+
+def explain_pair(original, pruned, data, report: dict, status, tokenizer: str | None):
+    """`shrink --explain`: the explanation of the pair shrink just made, progress shown on its status line."""
+    import json
+
+    from graphprune.explain import explain
+
+    def step(what: str, done: int, total: int) -> None:
+        status(f"explain: {what} ({done}/{total})")
+
+    return explain(original, pruned, data, report=json.loads(json.dumps(report, default=str)), tokenizer=tokenizer,
+                   progress=step)

@@ -186,24 +186,13 @@ def example_of_graph(model: torch.nn.Module, tokenizer=None) -> Any | None:
     return kwargs if kwargs and not args else tuple(args)
 
 
-def example_of_data(spec: str, model: torch.nn.Module) -> Any | None:
-    """The first two inputs of a positional data set (an .npz 'x', a saved tensor), as the example.
+def example_of_data(spec: str, model: torch.nn.Module, tokenizer: str | None = None) -> Any | None:
+    """One sample of the data as the example (graphprune.data.infer_example), floating inputs cast to
+    the model's floating dtype (an .npz of float64 for a float32 model); None when the data does not say."""
+    from graphprune.data import infer_example
 
-    The last resort when neither model file tells the input layout: the data's own first batch,
-    read by graphprune.data, floating inputs cast to the model's floating dtype. None when the
-    data cannot be read without knowing the model's inputs (named inputs, text, image folders).
-    """
-    from graphprune.data import sources
-    from graphprune.data.shape import Leaf, Signature
-
+    found = infer_example(spec, tokenizer)
+    if found is None:
+        return None
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    try:
-        source = sources.open_source(spec, Signature(False, (Leaf("input", dtype, ()),)))
-        inputs, _ = next(iter(source.batches(2, False, 0)))
-    except Exception:  # noqa: BLE001 - any failure means: this data does not say; the caller asks for an example
-        return None
-    leaves = (inputs,) if isinstance(inputs, torch.Tensor) else inputs
-    if not isinstance(leaves, tuple) or not all(isinstance(t, torch.Tensor) for t in leaves):
-        return None
-    cast = tuple(t.to(dtype) if t.is_floating_point() else t for t in leaves)
-    return cast[0] if isinstance(inputs, torch.Tensor) else cast
+    return pytree.tree_map(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t, found)
