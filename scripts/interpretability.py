@@ -1,8 +1,9 @@
 """What pruning does to decisions and explanations: the bundled digits CNN and all-MiniLM-L6-v2.
 
 Digits: `models/digits_cnn.pt` on the test part of `models.digits.load_split()` (360 images with
-labels), pruned by `graphprune.shrink` at each --ratios value (a --ratio, or with --budget
-target_macs the fraction of MACs to keep; L2 magnitude; --round-to 1 by default, as the tiny
+labels), pruned by `graphprune.shrink` at each --ratios value (by default --target-macs, the
+fraction of MACs to keep; --budget ratio for --ratio values; L2 magnitude; BatchNorm statistics
+re-estimated on the training part, as `shrink --data` does; --round-to 1 by default, as the tiny
 CNN's layers would otherwise all round to 8 or 16 channels), then "recovered": a few epochs of
 fine-tuning on the training part (cross-entropy on the labels, Adam, the pruned model in train
 mode; `RECOVERY` below says which loop ran).
@@ -113,10 +114,12 @@ def digits(ratios, epochs: int, samples: int, folder: Path, keep: Path | None, b
     example = torch.load(ROOT / "models" / "digits_example.pt")
     x_tr, y_tr, x_te, y_te = load_split()
     np.savez(folder / "digits_test.npz", x=x_te.numpy(), y=y_te.numpy())
+    np.savez(folder / "digits_train.npz", x=x_tr.numpy(), y=y_tr.numpy())
     data = load_data(str(folder / "digits_test.npz"), example, batch_size=120)
+    train = load_data(str(folder / "digits_train.npz"), example, batch_size=64)  # shrink re-estimates BatchNorm on it
     rows = []
     for ratio in ratios:
-        pruned, report = graphprune.shrink(model, example, round_to=round_to, **{budget: ratio})
+        pruned, report = graphprune.shrink(model, example, round_to=round_to, data=train, **{budget: ratio})
         for recovered in (False, True):
             pair = finetune_digits(pruned, x_tr, y_tr, epochs) if recovered else pruned
             out = keep if keep is not None and ratio == ratios[len(ratios) // 2] and not recovered else None
@@ -249,9 +252,9 @@ def render(rows: list[dict], args, seconds: float, shot: str | None) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7],
-                   help="digits budgets: --ratio values, or with --budget target_macs the MACs fractions to keep")
-    p.add_argument("--budget", choices=("ratio", "target_macs"), default="ratio", help="what --ratios are (digits)")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.6, 0.35, 0.15],
+                   help="digits budgets: with --budget target_macs the MACs fractions to keep, with ratio --ratio values")
+    p.add_argument("--budget", choices=("ratio", "target_macs"), default="target_macs", help="what --ratios are (digits)")
     p.add_argument("--round-to", type=int, default=1,
                    help="digits: width multiple (1: the tiny CNN's 16- to 32-wide layers would all round to 8 or 16)")
     p.add_argument("--minilm-ratios", type=float, nargs="*", default=[0.2, 0.4])
