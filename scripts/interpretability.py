@@ -225,8 +225,9 @@ def screenshot(html: Path, png: Path) -> bool:
 def render(rows: list[dict], args, seconds: float, shot: str | None) -> str:
     digit_rows = [r for r in rows if r["model"] == "digits CNN"]
     text_rows = [r for r in rows if r["model"] == "MiniLM"]
-    parts = [f"Command: `python scripts/interpretability.py {shlex.join(sys.argv[1:])}` ({seconds:.0f} s, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads). Recovery: {RECOVERY}.", ""]
+    parts = [f"Command: `python scripts/interpretability.py {shlex.join(sys.argv[1:])}` ({seconds:.0f} s wall, "
+             f"{time.process_time():.0f} s CPU on a machine shared with other jobs; torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads). Recovery: {RECOVERY}.", ""]
     parts += ["Every cell comes from `graphprune.explain.explain`, the code behind `graphprune explain`. "
               "Explanation cells give the mean Spearman rank correlation of the pruned model's attribution map with "
               "the original's, for the original's decision, over the explained inputs, and in brackets its "
