@@ -98,6 +98,10 @@ def _structure(d: dict) -> str:
     parts.append("</div>")
     if any(g.get("scores") for g in st["groups"]):
         parts.append(_figure(figures.scores(st["groups"]), "importance scores per group, the cut marked (lowest go)"))
+    if st.get("budget"):
+        b = st["budget"]
+        parts.append(f"<p>Budget ({escape(str(b.get('kind', '')))}): target {_fmt(b.get('target'))}, achieved "
+                     f"{_fmt(b.get('achieved'))} of the original.</p>")
     if st.get("removed_blocks"):
         parts.append("<h3>Removed blocks</h3><p>" + escape(", ".join(map(str, st["removed_blocks"]))) + "</p>")
     if st.get("latency"):

@@ -90,6 +90,7 @@ def summary(original, pruned, sample_args: tuple, sample_kwargs: dict, report: d
         out |= {"macs_before": count_macs(original, sample_args, sample_kwargs),
                 "macs_after": count_macs(pruned, sample_args, sample_kwargs), "macs_per": "one input"}
     out["removed_blocks"] = list(rep.get("removed_blocks") or rep.get("blocks_removed") or [])
+    out["budget"] = rep.get("budget") if isinstance(rep.get("budget"), dict) else None
     latency = rep.get("latency") or (rep.get("onnx") or {}).get("bench")
     out["latency"] = _numbers(latency) if latency else {}
     return out
