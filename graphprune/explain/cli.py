@@ -61,7 +61,7 @@ def explain_command(
     original: Path = typer.Argument(..., help="the original model (.pt from torch.save, .pt2, or a state_dict with --arch)"),
     pruned: Path = typer.Argument(..., help="the pruned model (.pt or .pt2); a shrink report beside it (stem + .json) is used"),
     data: str = typer.Option(..., "--data", help="inputs (and labels): .npz, image folder, saved tensors, text, module:factory"),
-    output: Path | None = typer.Option(None, "-o", "--output", help="HTML report [default: PRUNED stem + .explain.html]; "
+    output: Path | None = typer.Option(None, "-o", "--output", help="HTML report (default: PRUNED stem + .explain.html); "
                                        "its figures go beside it with .json"),
     samples: int = typer.Option(8, "--samples", help="inputs to explain with attributions (changed decisions first)"),
     batch_size: int = BatchOpt,
