@@ -132,6 +132,8 @@ def shrink(
     force: bool = typer.Option(False, "--force", help="replace OUTPUT if it exists (never the input)"),
     onnx: bool = typer.Option(False, "--onnx", help="also export the pruned model to ONNX and check parity in ONNX Runtime"),
     bench: bool = typer.Option(False, "--bench", help="with --onnx: benchmark original vs pruned in ONNX Runtime"),
+    explain: bool = typer.Option(False, "--explain", help="with --data: also write OUTPUT's stem + .explain.html and "
+                                 ".explain.json, what pruning did to decisions and explanations (graphprune explain)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="recover on --data for E epochs (original = teacher)"),
     steps: int = typer.Option(1, "--steps", help="reach the target in N steps, recovering between them"),
@@ -152,6 +154,11 @@ def shrink(
     if onnx:
         for file in (onnx_path, data_path(onnx_path)):
             io.check_output(file, [model, example_input], force)
+    explain_path = _beside(out, ".explain.html")
+    if explain:
+        from graphprune.explain.cli import check_explain_outputs
+
+        check_explain_outputs(data, explain_path, [model, example_input], force)
     if not 0.0 <= ratio < 1.0:
         raise io.InputError(f"--ratio {ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
     if round_to < 1:
@@ -179,6 +186,11 @@ def shrink(
                 status.update("exporting to ONNX and checking parity in ONNX Runtime")
                 macs = (report.macs_before, report.macs_after)
                 extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench, macs, onnx_path)
+            if explain:
+                from graphprune.explain.cli import explain_pair
+
+                explained = explain_pair(module, pruned, calibration, report.to_dict() | extra, status.update,
+                                         str(tokenizer) if tokenizer else None)
         render(report, out_console)
         staged = extra["onnx"].pop("staged") if onnx else None
         with io.atomic_outputs() as stage:  # all three appear together, or none
@@ -186,7 +198,12 @@ def shrink(
             stage(report_path).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
             if staged:
                 stage_onnx(Path(staged), onnx_path, stage)
-    out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else ""))
+            if explain:
+                from graphprune.explain.write import stage as stage_explanation
+
+                stage_explanation(explained, explain_path, stage, sources=(str(model), str(out)))
+    out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else "")
+                      + (f" and {explain_path}" if explain else ""))
 
 
 def _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches) -> None:
@@ -382,6 +399,10 @@ def eval_(
     if json_out is not None:
         io.save_text(json.dumps({"data": data, "models": [r.to_dict() for r in rows]}, indent=2), json_out)
 
+
+from graphprune.explain.cli import explain_command  # noqa: E402 - the command's body lives with its package
+
+app.command("explain")(_guard(explain_command))
 
 from graphprune import cli_finetune  # noqa: E402 - after app, _guard, _fail: it uses them
 
