@@ -90,6 +90,7 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress
     chosen = make_plan(graph, opts)
     step("rewriting")
     pruned = make_model(chosen)
+    pruned.train(model.training)  # the original's mode: a model saved for inference stays in eval
     seconds["plan_rewrite"] = time.perf_counter() - t0 - seconds["analyze"]
     step("verifying")
     try:

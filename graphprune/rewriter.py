@@ -5,7 +5,9 @@ indices of that dim's space (one generic rule, since every parameter dim is a sp
 conv, linear, norm, embedding and PReLU weights need no code of their own). Node
 arguments that carry sizes are rewritten by the op rule's `rewrite` hook from the new
 shapes. The result is a fresh torch.fx.GraphModule with the user's calling convention
-and parameter names; nothing is shared with, or changed in, the input model.
+and parameter names; nothing is shared with, or changed in, the input model. It trains like
+the original (batch norm and dropout follow train()/eval()) and takes forward hooks by the
+original's submodule names (graphprune.trainable).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from graphprune.importance import parameter
 from graphprune.planner import Plan
 from graphprune.rules import RewriteContext, lookup
 from graphprune.spaces import shape_of
+from graphprune.trainable import make_trainable
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +148,7 @@ def rewrite(plan: Plan) -> fx.GraphModule:
     pruned._in_spec = old._in_spec
     pruned._out_spec = old._out_spec
     pruned.meta["graphprune_dynamic_batch"] = old.meta.get("graphprune_dynamic_batch", False)
-    pruned.graph.lint()
-    pruned.recompile()
-    return pruned
+    return make_trainable(pruned)
 
 
 def _has(module: torch.nn.Module, target: str) -> bool:

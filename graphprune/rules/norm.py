@@ -25,7 +25,8 @@ def _per_channel(ctx: RuleContext, x, out, params) -> None:
             ctx.same(p, 0, x, 1)
 
 
-@rule(aten.batch_norm.default, aten.instance_norm.default)
+@rule(aten.instance_norm.default)
+@rule(aten.batch_norm.default, train_arg=5)  # batch_norm(x, w, b, mean, var, training, momentum, eps, cudnn)
 def batch_norm(ctx: RuleContext) -> None:
     x = ctx.arg(0)
     _per_channel(ctx, x, ctx.out(), [ctx.arg(i) for i in (1, 2, 3, 4)])

@@ -36,7 +36,7 @@ UNARY = [
     "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "hardtanh", "hardtanh_", "relu6",
     "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu", "mish", "mish_",
     "softplus", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "reciprocal", "sin", "cos", "erf",
-    "dropout", "dropout_", "feature_dropout", "alpha_dropout", "clone", "contiguous", "alias",
+    "clone", "contiguous", "alias",
     "detach", "detach_", "_to_copy", "to", "type_as", "clamp", "clamp_", "clamp_min",
     "clamp_max", "pow", "square", "logit", "log_sigmoid", "glu_never", "sign", "round",
     "floor", "ceil", "trunc", "silu_backward_never", "lift_fresh_copy", "bitwise_not",
@@ -65,6 +65,11 @@ def _targets(names: list[str]) -> list:
 rule(*_targets(UNARY + BINARY), operator.add, operator.mul, operator.sub, operator.truediv)(
     _broadcast
 )
+# dropout(x, p, train): element-wise; `train` follows the pruned module's mode (graphprune.trainable)
+rule(aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default,
+     aten.feature_alpha_dropout.default, train_arg=2)(_broadcast)
+rule(aten.dropout_.default, aten.feature_dropout_.default, aten.alpha_dropout_.default,
+     aten.feature_alpha_dropout_.default)(_broadcast)
 
 
 @rule(operator.getitem)

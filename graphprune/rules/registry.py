@@ -26,12 +26,17 @@ class Rule:
     name: str
     couple: Callable[[RuleContext], None]
     rewrite: Callable[[RewriteContext], None] | None = None
+    # position of the op's `training` argument (dropout, batch norm): graphprune.trainable makes it
+    # follow the pruned module's train()/eval() mode
+    train_arg: int | None = None
+    # MACs of one call from the (new) shapes of its values: graphprune.cost.plan_macs
+    cost: Callable | None = None
 
 
 RULES: dict = {}
 
 
-def rule(*targets, rewrite: Callable | None = None):
+def rule(*targets, rewrite: Callable | None = None, train_arg: int | None = None, cost: Callable | None = None):
     """Register `fn(ctx)` as the coupling rule of every target given."""
 
     def wrap(fn):
@@ -40,7 +45,7 @@ def rule(*targets, rewrite: Callable | None = None):
                 continue
             if target in RULES:
                 raise RuntimeError(f"two rules for {target}")
-            RULES[target] = Rule(name=fn.__name__, couple=fn, rewrite=rewrite)
+            RULES[target] = Rule(name=fn.__name__, couple=fn, rewrite=rewrite, train_arg=train_arg, cost=cost)
         return fn
 
     return wrap

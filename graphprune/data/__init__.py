@@ -1,0 +1,133 @@
+"""One data path for every command that takes `--data`.
+
+    data = load_data("train.npz", example, batch_size=32)
+    for batch in data.batches(limit=8):
+        out = model(*batch.args, **batch.kwargs)      # shaped like the example input
+        loss = cross_entropy(out, batch.labels)        # labels: int64 [N], or None
+
+Formats (graphprune.data.sources reads them, graphprune.data.shape fits them to the example):
+
+* `.npz` with an array `x` (inputs, [N, ...]) and optionally `y` (integer labels, [N]); for a
+  model with keyword inputs, arrays named like the example's keys instead of `x`;
+* a folder of images in class subfolders (the ImageFolder layout; needs torchvision), resized and
+  centre-cropped to `image_size` (default: the example's H x W) and normalised with `mean`/`std`
+  (default: ImageNet's 0.485,0.456,0.406 / 0.229,0.224,0.225);
+* a `torch.save`'d tensor (inputs), tuple (inputs, then optionally labels), list of such
+  batches, or dict of named inputs (plus `labels`/`label`/`y`), loaded with `weights_only=True`;
+* a text file, one sentence per line, with `tokenizer` (a Hugging Face tokenizer folder): the
+  tokenizer's outputs are matched to the example's input names;
+* `package.module:factory` returning a torch `Dataset` or `DataLoader` (this runs that code).
+
+Criteria, fine-tuning, search and explain never read files themselves; they take a `Data`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from graphprune.data.shape import Signature
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of model inputs, shaped like the example, and its labels (int64 [N]) or None."""
+
+    args: tuple
+    kwargs: dict
+    labels: torch.Tensor | None
+
+    @property
+    def size(self) -> int:
+        first = next(t for t in (*self.args, *self.kwargs.values()) if isinstance(t, torch.Tensor))
+        return int(first.shape[0])
+
+
+class Data:
+    """Batches from one source, fitted to a model's example input. Iterate with `batches()`."""
+
+    def __init__(self, source, signature: Signature, batch_size: int, description: str):
+        self._source = source
+        self.signature = signature
+        self.batch_size = batch_size
+        self.description = description
+
+    @property
+    def num_samples(self) -> int | None:
+        return self._source.num_samples
+
+    @property
+    def has_labels(self) -> bool:
+        return self._source.has_labels
+
+    def __len__(self) -> int:
+        """Number of batches in one pass."""
+        return self._source.num_batches(self.batch_size)
+
+    def batches(self, limit: int | None = None, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
+        """Up to `limit` batches (all by default); shuffled reproducibly from `seed` if asked."""
+        for k, (inputs, labels) in enumerate(self._source.batches(self.batch_size, shuffle, seed)):
+            if limit is not None and k >= limit:
+                return
+            args, kwargs = self.signature.fit(inputs)
+            yield Batch(args, kwargs, labels)
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[Data, Data]:
+        """(rest, held out): a reproducible random split of the samples, `fraction` held out."""
+        rest, held = self._source.split(fraction, seed)
+        return (Data(rest, self.signature, self.batch_size, self.description),
+                Data(held, self.signature, self.batch_size, self.description + f" (held-out {fraction:g})"))
+
+    def __repr__(self) -> str:
+        n = self.num_samples
+        return f"Data({self.description}, {n if n is not None else '?'} samples, labels={self.has_labels})"
+
+
+def load_data(spec: str, example: Any, *, batch_size: int = 32, tokenizer: str | None = None,
+              image_size: int | None = None, mean: tuple | None = None, std: tuple | None = None,
+              max_length: int | None = None) -> Data:
+    """Open `spec` (a path or `package.module:factory`) as batches fitted to `example`.
+
+    Refuses, with one line, data that does not fit the example (structure, rank, dtype kind,
+    sizes of static dims), an empty set, and a missing file; nothing is run on the model.
+    """
+    from graphprune.data import sources
+    from graphprune.errors import InputError
+
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size} must be 1 or more")
+    signature = Signature.of(example)
+    source = sources.open_source(spec, signature, tokenizer=tokenizer, image_size=image_size, mean=mean, std=std,
+                                 max_length=max_length)
+    data = Data(source, signature, batch_size, str(spec))
+    first = next(iter(source.batches(min(batch_size, 2), False, 0)), None)
+    if first is None:
+        raise InputError(f"--data {spec} holds no samples; pass a non-empty data set")
+    signature.check(first[0], str(spec))
+    if first[1] is not None:
+        sources.check_label_tensor(first[1], str(spec))
+    return data
+
+
+
+
+def check_labels(data: Data, output: Any, limit: int | None = None) -> None:
+    """Refuse labels outside the model's classes (the last dim of its first output)."""
+    from graphprune.errors import InputError
+
+    if not data.has_labels:
+        return
+    leaves = [t for t in torch.utils._pytree.tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
+    if not leaves or leaves[0].dim() < 1 or not leaves[0].is_floating_point():
+        raise InputError(f"--data {data.description} has labels but the model's output is not class scores; "
+                         "drop the labels to use a label-free loss")
+    classes = int(leaves[0].shape[-1])
+    top = max((int(b.labels.max()) for b in data.batches(limit) if b.labels is not None and len(b.labels)), default=-1)
+    if top >= classes:
+        raise InputError(f"--data {data.description}: label {top} is outside the model's {classes} classes (0..{classes - 1})")
+
+
+__all__ = ["Batch", "Data", "check_labels", "load_data"]
