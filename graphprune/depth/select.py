@@ -1,0 +1,69 @@
+"""Depth before width: pick the K least important blocks, remove them, and say what each cost.
+
+`shrink(..., remove_blocks=K)` calls `remove_ranked` on the captured graph before it builds
+the dependency graph, so channels, neurons and heads are planned on the model without those
+blocks. K is a count (an int >= 1) or a fraction in (0, 1) of the blocks found (rounded,
+at least one). Ranking needs calibration data: without it the request is refused rather
+than guessed from weight magnitudes, which say little about what a residual block adds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from graphprune.capture import Captured
+from graphprune.depth.find import find_blocks
+from graphprune.depth.probe import block_macs
+from graphprune.depth.rank import rank_blocks
+from graphprune.depth.remove import remove_blocks
+from graphprune.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A block that `remove_ranked` removed, as the report lists it."""
+
+    name: str
+    kind: str  # 'layer' or 'residual'
+    module_class: str
+    score: float
+    criterion: str
+    params: int  # parameter elements that left the model with it
+    macs: int  # MACs it cost on the example input
+
+
+def how_many(k: float, found: int) -> int:
+    """Blocks to remove for `--remove-blocks K`: K itself (an integer >= 0) or round(K * found), at least 1."""
+    if isinstance(k, bool) or k < 0:
+        raise InputError(f"--remove-blocks {k} must be a count (0, 1, 2, ...) or a fraction in (0, 1)")
+    if 0 < k < 1:
+        return max(1, round(k * found))
+    if k != int(k):
+        raise InputError(f"--remove-blocks {k} is neither a whole count nor a fraction in (0, 1); e.g. 2 or 0.25")
+    if int(k) > found:
+        raise InputError(f"--remove-blocks {int(k)} asks for more blocks than the {found} removable ones found "
+                         "(graphprune inspect lists them); ask for at most that many")
+    return int(k)
+
+
+def remove_ranked(captured: Captured, data, k: float, criterion: str = "influence", limit: int | None = 16,
+                  *, share: bool = False) -> tuple[Captured, tuple[Removed, ...]]:
+    """Remove the `k` lowest-ranked blocks of `captured`; (new Captured, what went)."""
+    if not k:
+        return captured, ()
+    blocks = find_blocks(captured)
+    if not blocks:
+        raise InputError("--remove-blocks: this model has no removable blocks (no repeated residual layers or "
+                         "residual branches; graphprune inspect shows what was found); drop --remove-blocks")
+    count = how_many(k, len(blocks))
+    if data is None:
+        raise InputError("--remove-blocks ranks blocks on calibration data; pass --data FILE (inputs, labels optional)")
+    ranked = rank_blocks(captured, data, criterion, limit=limit, blocks=blocks)[:count]
+    macs = block_macs(captured.module, [r.block for r in ranked], captured.args, captured.kwargs)
+    removed = tuple(Removed(r.block.name, r.block.kind, r.block.module_class, r.score, criterion,
+                            r.block.num_params, macs[r.block.name]) for r in ranked)
+    log.info("removing %d of %d blocks: %s", count, len(blocks), ", ".join(r.name for r in removed))
+    return remove_blocks(captured, [r.block for r in ranked], share=share), removed
