@@ -188,3 +188,22 @@ def test_refusals():
     for bad in (5, 1.5, -1):
         with pytest.raises(InputError):
             how_many(bad, 4)
+
+
+def test_llama_layers_are_found_and_a_zeroed_one_removes_exactly():
+    """Pre-norm decoder layers with side inputs (rotary tables, mask): `residual` is traced as a
+    no-op `.to(float32)` of the layer input, and export adds checks that must go with the layer."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
+                                      intermediate_size=64, vocab_size=100, use_cache=False)
+    model = transformers.LlamaModel(config).eval()
+    with torch.no_grad():
+        model.layers[1].self_attn.o_proj.weight.zero_()
+        model.layers[1].mlp.down_proj.weight.zero_()
+    ids = torch.randint(0, 100, (2, 8))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    captured = capture(model, (), inputs)
+    assert [b.describe() for b in find_blocks(captured)] == [f"layers.{k} (LlamaDecoderLayer)" for k in range(3)]
+    smaller = remove_blocks(captured, ["layers.1"]).module
+    assert_close(smaller(**inputs), captured.module(**inputs), atol=1e-5, rtol=1e-4)
+    assert count_params(model) - count_params(smaller) == count_params(model.layers[1])

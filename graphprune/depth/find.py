@@ -40,7 +40,10 @@ from graphprune.depth.graphs import (
 
 log = logging.getLogger(__name__)
 
-ADDS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
+aten = torch.ops.aten
+ADDS = (aten.add.Tensor, aten.add_.Tensor)
+SAME_VALUE = (aten.to.dtype, aten.to.dtype_layout, aten.to.device, aten._to_copy.default, aten.alias.default,
+              aten.clone.default, aten.contiguous.default, aten.detach.default)  # with equal shape and dtype
 
 
 @dataclass(frozen=True)
@@ -126,13 +129,28 @@ def _shape_nodes(escaping: list, members: set) -> set | None:
 
 
 def _has_residual(nodes: list, x: fx.Node, members: set) -> bool:
-    """Some add inside the scope adds `x` to a value computed inside it."""
+    """Some add inside the scope adds `x` (or a same-valued copy of it) to a value computed inside it."""
     for n in nodes:
-        if n.op == "call_function" and n.target in ADDS and x in n.args[:2]:
-            other = n.args[1] if n.args[0] is x else n.args[0]
-            if isinstance(other, fx.Node) and other in members:
+        if n.op != "call_function" or n.target not in ADDS:
+            continue
+        for mine, other in ((n.args[0], n.args[1]), (n.args[1], n.args[0])):
+            if isinstance(mine, fx.Node) and isinstance(other, fx.Node) and other in members and _copy_of(mine, x):
                 return True
     return False
+
+
+def _copy_of(node: fx.Node, x: fx.Node) -> bool:
+    """`node` is `x`, or `x` through ops that keep every value (`.to` its own dtype, `alias`, `clone`, ...).
+
+    Non-strict export traces a no-op `x.to(torch.float32)` as a node and then reads that node
+    wherever the same tensor object is used again (a LLaMA layer's `residual`).
+    """
+    while node is not x:
+        source = node.args[0] if node.op == "call_function" and node.args else None
+        if node.target not in SAME_VALUE or not isinstance(source, fx.Node) or not same_type(node, source):
+            return False
+        node = source
+    return True
 
 
 def _innermost(layers: list[Block]) -> list[Block]:

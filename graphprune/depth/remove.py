@@ -22,7 +22,7 @@ import torch.fx as fx
 from graphprune.capture import Captured
 from graphprune.depth.find import Block, find_blocks
 from graphprune.depth.graphs import alias_chain, attribute, dropped_targets, written
-from graphprune.errors import InputError
+from graphprune.errors import InputError, RewriteError
 from graphprune.rewriter import _assign, _kind
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def remove_blocks(captured: Captured, blocks: Iterable[Block | str], *, share: b
     owned = {val_map[by_name[name]] for b in chosen for name in b.nodes}
     dead = _eliminate(graph, val_map, owned)
     dropped = set(dropped_targets(old, dead, {b.name for b in chosen if b.kind == "layer"}))
+    _check_gone(chosen, dropped, graph)
     for node in list(graph.nodes):
         if node.op == "get_attr" and node.target in dropped and not node.users:
             graph.erase_node(node)
@@ -85,18 +86,28 @@ def _bypass(graph: fx.Graph, out: fx.Node, value: fx.Node) -> None:
 
 
 def _eliminate(graph: fx.Graph, val_map: dict, owned: set) -> set:
-    """Erase nodes that lost their last user: the blocks' own nodes (in-place ones too) and pure
-    nodes that had users before; return the input graph's nodes whose copies went."""
+    """Erase the blocks' own nodes (in-place ones and checks such as `_assert_tensor_metadata` too)
+    and pure nodes that lost their last user; return the input graph's nodes whose copies went."""
     back = {new: n for n, new in val_map.items()}
     dead = set()
     for node in reversed(list(graph.nodes)):
         orig = back.get(node)
-        if orig is None or not orig.users or node.users or node.op in ("placeholder", "output"):
+        if orig is None or node.users or node.op in ("placeholder", "output"):
             continue
-        if node in owned or not node.is_impure():
+        if node in owned or (orig.users and not node.is_impure()):
             graph.erase_node(node)
             dead.add(orig)
     return dead
+
+
+def _check_gone(chosen: list[Block], dropped: set, graph: fx.Graph) -> None:
+    """Postcondition: every tensor a removed block owned leaves the model."""
+    for block in chosen:
+        left = [t for t in block.params if t not in dropped]
+        if left:
+            readers = [n.name for n in graph.nodes if n.op == "get_attr" and n.target == left[0] for n in n.users]
+            raise RewriteError(f"removing {block.describe()} leaves {left[0]} read by {', '.join(readers) or 'nothing'}; "
+                               "this is a graphprune bug, please report it")
 
 
 def _module(old: fx.GraphModule, graph: fx.Graph, dropped: set, share: bool) -> fx.GraphModule:
