@@ -172,7 +172,7 @@ def test_loss_with_labels_is_the_cross_entropy_increase(tmp_path):
 def test_remove_ranked_reports_what_went(tmp_path):
     model = zero_branch(randomize(TinyResNet()), ["layers.3.bn2"])
     captured = capture(model, (images(),))
-    smaller, removed = remove_ranked(captured, _data(tmp_path, True), 0.25)  # a quarter of 4 blocks
+    smaller, removed = remove_ranked(captured, _data(tmp_path, False), 0.25)  # a quarter of 4 blocks
     assert [r.name for r in removed] == ["layers.3"]
     assert removed[0].params == count_params(model.layers[3]) == count_params(model) - count_params(smaller.module)
     assert removed[0].macs == count_macs(captured.module, captured.args, {}) - count_macs(smaller.module, captured.args, {})

@@ -49,7 +49,7 @@ def how_many(k: float, found: int) -> int:
     return int(k)
 
 
-def remove_ranked(captured: Captured, data, k: float, criterion: str = "influence", limit: int | None = 16,
+def remove_ranked(captured: Captured, data, k: float, criterion: str = "loss", limit: int | None = 16,
                   *, share: bool = False) -> tuple[Captured, tuple[Removed, ...]]:
     """Remove the `k` lowest-ranked blocks of `captured`; (new Captured, what went)."""
     if not k:
