@@ -17,7 +17,7 @@ from graphprune.cost import count_macs, count_params
 from graphprune.data import load_data
 from graphprune.depgraph import build
 from graphprune.depth import block_macs, find_blocks, rank_blocks, remove_blocks
-from graphprune.depth.select import how_many, remove_ranked
+from graphprune.depth.select import how_many, listing, remove_ranked
 from graphprune.errors import InputError
 from graphprune.export import export_onnx
 from graphprune.planner import PlanOptions, plan
@@ -126,6 +126,8 @@ def test_blocks_then_channels_runs_exports_and_trains(tmp_path):
     assert not torch.equal(mean, pruned.get_buffer("layers.1.bn1.running_mean"))  # batch norm trains
     assert pruned.get_parameter("layers.1.conv1.weight").grad is not None
     assert not torch.equal(pruned(images(6)), pruned(images(6)))  # dropout is active in train()
+    again = capture(pruned.eval(), (images(),))  # iterative pruning re-captures the pruned model
+    assert [b.name for b in find_blocks(again)] == ["residual(a, b)", "layers.1"]
 
 
 def test_block_macs_add_up_to_what_removal_saves():
@@ -178,6 +180,8 @@ def test_remove_ranked_reports_what_went(tmp_path):
     assert removed[0].macs == count_macs(captured.module, captured.args, {}) - count_macs(smaller.module, captured.args, {})
     with pytest.raises(InputError, match="--data"):
         remove_ranked(captured, None, 1)
+    assert [(r["name"], r["params"]) for r in listing(captured)] == [(b.name, b.num_params) for b in find_blocks(captured)]
+    assert [r["macs"] for r in listing(captured)][3] == removed[0].macs
 
 
 def test_refusals():

@@ -35,6 +35,14 @@ class Removed:
     macs: int  # MACs it cost on the example input
 
 
+def listing(captured: Captured) -> list[dict]:
+    """The removable blocks as `graphprune inspect` shows them: name, kind, class, params, MACs."""
+    blocks = find_blocks(captured)
+    macs = block_macs(captured.module, blocks, captured.args, captured.kwargs) if blocks else {}
+    return [{"name": b.name, "kind": b.kind, "class": b.module_class, "params": b.num_params, "macs": macs[b.name]}
+            for b in blocks]
+
+
 def how_many(k: float, found: int) -> int:
     """Blocks to remove for `--remove-blocks K`: K itself (an integer >= 0) or round(K * found), at least 1."""
     if isinstance(k, bool) or k < 0:
