@@ -60,7 +60,15 @@ def rank_blocks(captured: Captured, data, criterion: str = "loss", limit: int | 
         raise InputError("the calibration data gave no batches; pass a data set with at least one sample")
     if not blocks:
         return []
-    scores = _influence(captured, blocks, batches) if criterion == "influence" else _loss(captured, blocks, batches)
+    try:
+        scores = _influence(captured, blocks, batches) if criterion == "influence" else _loss(captured, blocks, batches)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a batch the captured graph cannot run is the data's fault
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        hint = "" if captured.dynamic_batch else "; the model was captured with a fixed batch: use the example's batch size"
+        raise InputError(f"a calibration batch does not run on the captured model ({type(exc).__name__}: {first})"
+                         f"{hint}") from exc
     ranked = [Ranked(b, float(scores[b.name]), criterion) for b in blocks]
     ranked.sort(key=lambda r: r.score)
     log.info("blocks by %s: %s", criterion, ", ".join(f"{r.block.name}={r.score:.4g}" for r in ranked))

@@ -33,6 +33,7 @@ class Removed:
     criterion: str
     params: int  # parameter elements that left the model with it
     macs: int  # MACs it cost on the example input
+    tensors: tuple  # names of the parameters and buffers that left with it
 
 
 def listing(captured: Captured) -> list[dict]:
@@ -62,16 +63,16 @@ def remove_ranked(captured: Captured, data, k: float, criterion: str = "loss", l
     """Remove the `k` lowest-ranked blocks of `captured`; (new Captured, what went)."""
     if not k:
         return captured, ()
+    if data is None:
+        raise InputError("--remove-blocks ranks blocks on calibration data; pass --data FILE (inputs, labels optional)")
     blocks = find_blocks(captured)
     if not blocks:
         raise InputError("--remove-blocks: this model has no removable blocks (no repeated residual layers or "
                          "residual branches; graphprune inspect shows what was found); drop --remove-blocks")
     count = how_many(k, len(blocks))
-    if data is None:
-        raise InputError("--remove-blocks ranks blocks on calibration data; pass --data FILE (inputs, labels optional)")
     ranked = rank_blocks(captured, data, criterion, limit=limit, blocks=blocks)[:count]
     macs = block_macs(captured.module, [r.block for r in ranked], captured.args, captured.kwargs)
     removed = tuple(Removed(r.block.name, r.block.kind, r.block.module_class, r.score, criterion,
-                            r.block.num_params, macs[r.block.name]) for r in ranked)
+                            r.block.num_params, macs[r.block.name], r.block.params) for r in ranked)
     log.info("removing %d of %d blocks: %s", count, len(blocks), ", ".join(r.name for r in removed))
     return remove_blocks(captured, [r.block for r in ranked], share=share), removed
