@@ -80,3 +80,27 @@ class Encoder(nn.Module):
 
 def build() -> nn.Module:
     return TinyResNet().eval()
+
+
+class Inline(nn.Module):
+    """Residual branches written inline four ways: scaled, branch first, `h += f(h)` then an in-place
+    ReLU on the result, and `out = f(h); out += h; out.relu_()` with `h` read again afterwards."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.stem = conv_bn(3, c)
+        self.f1, self.f2, self.f3, self.f4 = (conv_bn(c, c) for _ in range(4))
+        self.gamma = nn.Parameter(torch.full((1, c, 1, 1), 0.5))
+        self.head = nn.Linear(c, 4)
+        self.head2 = nn.Linear(c, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        h = h + self.gamma * self.f1(h)
+        h = self.f2(h) + h
+        h += self.f3(h)
+        h = torch.relu_(h) - 0.5
+        out = self.f4(h)
+        out += h
+        out = out.relu_()
+        return self.head(out.mean((2, 3))) + self.head2(h.mean((2, 3)))

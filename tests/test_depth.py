@@ -24,7 +24,7 @@ from graphprune.planner import PlanOptions, plan
 from graphprune.rewriter import rewrite
 from models.text_classifier import build as text_classifier
 from models.text_classifier import example as text_example
-from tests.depth_archs import Encoder, Plain, TinyResNet
+from tests.depth_archs import Encoder, Inline, Plain, TinyResNet
 
 
 def images(n: int = 2) -> torch.Tensor:
@@ -211,3 +211,16 @@ def test_llama_layers_are_found_and_a_zeroed_one_removes_exactly():
     smaller = remove_blocks(captured, ["layers.1"]).module
     assert_close(smaller(**inputs), captured.module(**inputs), atol=1e-5, rtol=1e-4)
     assert count_params(model) - count_params(smaller) == count_params(model.layers[1])
+
+
+@pytest.mark.parametrize("name, norm", [("f1", "f1.1"), ("f2", "f2.1"), ("f3", "f3.1"), ("f4", "f4.1")])
+def test_inline_branches_scaled_reversed_and_in_place_remove_exactly(name, norm):
+    """`h + gamma * f(h)`, `f(h) + h`, `h += f(h)` and `out = f(h); out += h; out.relu_()` (where the
+    ReLU must not write into `h`, which is read again) are found, and a zeroed one removes exactly."""
+    model = zero_branch(randomize(Inline()), [norm])
+    captured = capture(model, (images(),))
+    assert [b.name for b in find_blocks(captured)] == [f"residual({f})" for f in ("f1", "f2", "f3", "f4")]
+    smaller = remove_blocks(captured, [f"residual({name})"])
+    assert_close(smaller.module(images(3)), model(images(3)), atol=1e-5, rtol=1e-4)
+    assert not [k for k in smaller.module.state_dict() if k.startswith(name + ".")]
+    assert ("gamma" in smaller.module.state_dict()) == (name != "f1")
