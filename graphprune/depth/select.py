@@ -9,10 +9,12 @@ than guessed from weight magnitudes, which say little about what a residual bloc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 from graphprune.capture import Captured
+from graphprune.cost import count_macs, count_params
 from graphprune.depth.find import find_blocks
 from graphprune.depth.probe import block_macs
 from graphprune.depth.rank import rank_blocks
@@ -76,3 +78,27 @@ def remove_ranked(captured: Captured, data, k: float, criterion: str = "loss", l
                             r.block.num_params, macs[r.block.name], r.block.params) for r in ranked)
     log.info("removing %d of %d blocks: %s", count, len(blocks), ", ".join(r.name for r in removed))
     return remove_blocks(captured, [r.block for r in ranked], share=share), removed
+
+
+def blocks_first(captured: Captured, data, k: float, criterion: str, limit: int | None, opts):
+    """Remove `k` blocks, then restate a MACs or parameter target for the channels still to go.
+
+    A budget is a fraction of the *original*: with blocks already gone, the channel planner,
+    which measures against the graph it is given, gets target * original / after_blocks. When
+    the blocks alone meet the target, no channels are removed. Returns (Captured, removed, opts).
+    """
+    smaller, removed = remove_ranked(captured, data, k, criterion, limit, share=True)
+    budget = getattr(opts, "budget", None)
+    if not removed or budget is None:
+        return smaller, removed, opts
+    kind, target = budget
+    if kind == "macs":
+        full, left = (count_macs(c.module, c.args, c.kwargs) for c in (captured, smaller))
+    else:
+        full, left = count_params(captured.module), count_params(smaller.module)
+    field = "target_macs" if kind == "macs" else "target_params"
+    rest = target * full / left if left else 1.0
+    if rest >= 1.0:
+        log.info("the removed blocks alone meet the %s target (%.3f <= %.3f); no channels removed", kind, left / full, target)
+        return smaller, removed, dataclasses.replace(opts, **{field: None}, ratio=0.0)
+    return smaller, removed, dataclasses.replace(opts, **{field: rest})
