@@ -17,7 +17,7 @@ from graphprune.cost import count_macs, count_params
 from graphprune.data import load_data
 from graphprune.depgraph import build
 from graphprune.depth import block_macs, find_blocks, rank_blocks, remove_blocks
-from graphprune.depth.select import how_many, listing, remove_ranked
+from graphprune.depth.select import how_many, listing, parse_count, remove_ranked
 from graphprune.errors import InputError
 from graphprune.export import export_onnx
 from graphprune.planner import PlanOptions, plan
@@ -192,6 +192,10 @@ def test_refusals():
     for bad in (5, 1.5, -1):
         with pytest.raises(InputError):
             how_many(bad, 4)
+    assert [parse_count(t) for t in ("2", "0.25", "0", "3.0")] == [2, 0.25, 0, 3]
+    for bad in ("two", "-1", "1.5", "nan"):
+        with pytest.raises(InputError, match="--remove-blocks"):
+            parse_count(bad)
 
 
 def test_llama_layers_are_found_and_a_zeroed_one_removes_exactly():

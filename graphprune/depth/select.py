@@ -46,6 +46,18 @@ def listing(captured: Captured) -> list[dict]:
             for b in blocks]
 
 
+def parse_count(text: str) -> float:
+    """`--remove-blocks` text -> an int count or a float fraction in (0, 1); anything else is refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0 or (value >= 1 and value != int(value)) or value != value:
+        raise InputError(f"--remove-blocks {text!r} is neither a count (0, 1, 2, ...) nor a fraction in (0, 1); "
+                         "e.g. --remove-blocks 2 or --remove-blocks 0.25")
+    return int(value) if value >= 1 or value == 0 else value
+
+
 def how_many(k: float, found: int) -> int:
     """Blocks to remove for `--remove-blocks K`: K itself (an integer >= 0) or round(K * found), at least 1."""
     if isinstance(k, bool) or k < 0:
