@@ -79,3 +79,13 @@ def test_cli_remove_blocks_writes_a_working_model_without_their_parameters(tmp_p
         assert not _tensors_of(pruned, block)
     assert pruned.eval()(images(5)).shape == (5, 4)
     assert torch.load(tmp_path / "model.pt", weights_only=False).state_dict().keys() == model.state_dict().keys()
+
+
+def test_inspect_lists_the_removable_blocks(tmp_path):
+    torch.save(TinyResNet().eval(), tmp_path / "model.pt")
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "model.pt"), "--input-shape", "1,3,12,12"])
+    assert result.exit_code == 0, result.output
+    assert "4 removable blocks" in result.output
+    for name in ("residual(a, b)", "layers.0", "layers.1", "layers.3"):
+        assert name in result.output
+    assert "layers.2 " not in result.output.split("removable blocks")[1]
