@@ -12,15 +12,19 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from graphprune import verify
 from graphprune.capture import capture, normalize_inputs
 from graphprune.cost import count_macs, count_params
+from graphprune.data import check_labels
 from graphprune.depgraph import DependencyGraph, build
-from graphprune.errors import InputError, VerificationError
+from graphprune.errors import InputError, VerificationError, first_line
+from graphprune.oracle import dead_channel_check
 from graphprune.planner import Plan, PlanOptions
 from graphprune.planner import plan as make_plan
+from graphprune.recalibrate import recalibrate as recalibrate_bn
 from graphprune.report import Report
 from graphprune.rewriter import rewrite as make_model
 
@@ -37,9 +41,10 @@ def analyze(model: torch.nn.Module, example: Any, attention: str = "heads") -> D
     return build(capture(model, args, kwargs), attention=attention)
 
 
-def plan(graph: DependencyGraph, options: PlanOptions | None = None, **kwargs) -> Plan:
-    """Choose channels to remove; keyword arguments are PlanOptions fields."""
-    return make_plan(graph, options or PlanOptions(**kwargs))
+def plan(graph: DependencyGraph, options: PlanOptions | None = None, scores=None, **kwargs) -> Plan:
+    """Choose channels to remove; keyword arguments are PlanOptions fields; `scores` per channel
+    (graphprune.importance.score) replace the options' criterion."""
+    return make_plan(graph, options or PlanOptions(**kwargs), scores=scores)
 
 
 def rewrite(plan: Plan) -> torch.nn.Module:
@@ -63,51 +68,109 @@ def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
     try:
         return verify.run(model, args, kwargs)
     except Exception as exc:  # noqa: BLE001 - reported as one line naming the cause
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            f"the model rejects the example input ({type(exc).__name__}: {first}); "
+            f"the model rejects the example input ({type(exc).__name__}: {first_line(exc)}); "
             "pass an input of the shape and dtype the model expects"
         ) from exc
 
 
-def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, progress=None, attention: str = "heads",
-           **options) -> tuple[torch.nn.Module, Report]:
-    """Prune `model` by `ratio` and return (pruned model, report).
+def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int):
+    """(scores per channel, calibration info) from a criterion name, a user's array or a callable."""
+    from graphprune.importance import LOSSES, Calibration, score
 
-    `attention` as in `analyze`; other keyword options are PlanOptions fields.
+    if isinstance(criterion, str):
+        calibration = Calibration(data=data, limit=calib_batches, seed=seed)
+        scores = score(graph, criterion, calibration=calibration)
+        info = {"criterion": criterion, "notes": calibration.notes}
+        if calibration.loss:
+            info["loss"] = "; ".join(LOSSES[k] for k in calibration.loss.split("+"))
+        if calibration.cache:
+            info["batches"] = calib_batches
+        return scores, info
+    values = criterion(graph) if callable(criterion) else criterion
+    return np.asarray(values, dtype=np.float64), {"criterion": "user scores"}
+
+
+def _checks(chosen: Plan, pruned, reference, dead_channels: bool) -> list[dict]:
+    """Run the product's checks on a pruned model; each is {check, passed, detail}; raise on failure."""
+    checks = []
+    try:
+        checks.append({"check": "runs", "passed": True, "detail": verified(chosen, pruned, reference)})
+    except VerificationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to run is a verification failure
+        raise VerificationError(f"the pruned model does not run: {first_line(exc)}") from exc
+    if dead_channels and chosen.exact().removed.any():
+        try:
+            dead_channel_check(chosen)
+        except VerificationError as exc:
+            raise VerificationError(f"dead-channel check failed ({exc}); this is a graphprune bug, please report it") from exc
+        checks.append({"check": "dead channels", "passed": True,
+                       "detail": "zeroing the removed channels and pruning them left the outputs equal"})
+    return checks
+
+
+def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=None, criterion="l2",
+           calib_batches: int | None = 16, recalibrate: bool = True, check_dead_channels: bool = True, seed: int = 0,
+           progress=None, attention: str = "heads", **options) -> tuple[torch.nn.Module, Report]:
+    """Prune `model` and return (pruned model, report). The user's model is not changed.
+
+    `criterion` is a name (graphprune.importance.CRITERIA), an array of scores per channel, or a
+    callable graph -> array. `data` (graphprune.data.Data) feeds data criteria and BatchNorm
+    re-estimation (`recalibrate`); `calib_batches` bounds both. `attention` as in `analyze`;
+    other keyword options are PlanOptions fields (ratio, threshold, target_macs, target_params, ...).
     """
-    opts = PlanOptions(ratio=ratio, **options)
+    name = criterion if isinstance(criterion, str) else "l2"
+    opts = PlanOptions(ratio=ratio, criterion=name, **options)
     opts.check()
-    step = progress or (lambda name: None)
+    step = progress or (lambda text: None)
     seconds = {}
     t0 = time.perf_counter()
     step("capturing the model with torch.export")
     args, kwargs = normalize_inputs(example)
     reference = run_original(model, args, kwargs)
+    if data is not None:
+        check_labels(data, reference, limit=calib_batches)
     graph = build(capture(model, args, kwargs), attention=attention)
     seconds["analyze"] = time.perf_counter() - t0
+    step(f"scoring channels ({name})" + (" on calibration data" if data is not None else ""))
+    scores, calibration = _scores(graph, criterion, data, calib_batches, seed)
+    seconds["score"] = time.perf_counter() - t0 - seconds["analyze"]
     step("planning")
-    chosen = make_plan(graph, opts)
+    chosen = make_plan(graph, opts, scores=scores)
     step("rewriting")
     pruned = make_model(chosen)
+    recalibrated = 0
+    if data is not None and recalibrate and chosen.removed.any():
+        step("re-estimating BatchNorm statistics on the data")
+        recalibrated = recalibrate_bn(pruned, data, limit=calib_batches)
     pruned.train(model.training)  # the original's mode: a model saved for inference stays in eval
-    seconds["plan_rewrite"] = time.perf_counter() - t0 - seconds["analyze"]
+    seconds["plan_rewrite"] = time.perf_counter() - t0 - sum(seconds.values())
     step("verifying")
-    try:
-        note = verified(chosen, pruned, reference)
-    except VerificationError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to run is a verification failure
-        raise VerificationError(f"the pruned model does not run: {str(exc).splitlines()[0][:300]}") from exc
+    checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
     step("counting MACs")
+    macs_before = count_macs(graph.captured.module, args, kwargs)
     report = Report(
         params_before=count_params(model), params_after=count_params(pruned),
         # the captured graph, not the eager model: eager modules may take fused fast paths
         # (nn.TransformerEncoder) that the FLOP counter cannot see
-        macs_before=count_macs(graph.captured.module, args, kwargs), macs_after=count_macs(pruned, args, kwargs),
-        ratio=ratio, options=opts.__dict__, decisions=chosen.decisions, unknown_ops=graph.unknown,
+        macs_before=macs_before, macs_after=count_macs(pruned, args, kwargs),
+        ratio=ratio, options={k: v for k, v in opts.__dict__.items() if v is not None},
+        decisions=chosen.decisions, unknown_ops=graph.unknown,
         dynamic_batch=graph.captured.dynamic_batch,
-        dynamic_sequence=graph.captured.dynamic_sequence, verified=note,
+        dynamic_sequence=graph.captured.dynamic_sequence, verified=checks[0]["detail"],
         seconds={**seconds, "total": time.perf_counter() - t0},
+        calibration=calibration | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
+        checks=tuple(checks), budget=_budget(opts, count_params(model), macs_before, chosen),
     )
     return pruned, report
+
+
+def _budget(opts: PlanOptions, params: int, macs: int, chosen: Plan) -> dict | None:
+    if opts.budget is None:
+        return None
+    kind, target = opts.budget
+    from graphprune.cost import plan_macs, plan_params
+
+    achieved = plan_macs(chosen) / macs if kind == "macs" else plan_params(chosen) / params
+    return {"kind": kind, "target": target, "achieved": achieved}

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from graphprune import io
+from graphprune.cli_options import BatchOpt, CalibOpt, DataOpt, ImageSizeOpt, MeanOpt, StdOpt, TokenizerOpt, open_data
 from graphprune.errors import GraphPruneError
 
 PICKLE_WARNING = (
@@ -83,11 +84,29 @@ def shrink(
     input_shape: str | None = ShapeOpt,
     example_input: Path | None = ExampleOpt,
     output: Path | None = typer.Option(None, "-o", "--output", help="pruned model file [default: MODEL.pruned.pt]"),
+    target_macs: float | None = typer.Option(
+        None, "--target-macs", help="budget: keep this fraction of the original's MACs, in (0, 1) (instead of --ratio)"),
+    target_params: float | None = typer.Option(
+        None, "--target-params", help="budget: keep this fraction of the original's parameters, in (0, 1)"),
+    threshold: str | None = typer.Option(
+        None, "--threshold", help="remove channels scoring below: mean, percentile:P or sigma:K (mu - K sigma); "
+        "per group, or over all groups with --global"),
     global_ranking: bool = typer.Option(False, "--global", help="rank channels across groups (normalised scores, per-group cap)"),
     round_to: int = typer.Option(
         8, "--round-to", help="round each pruned group's width to a multiple of N (8: ONNX Runtime CPU's block size)"
     ),
-    criterion: str = typer.Option("l2", "--criterion", help="importance: l1, l2 or random"),
+    criterion: str = typer.Option(
+        "l2", "--criterion", help="importance: l1, l2, bn, random (no data); taylor, gradient, fisher, act-mean, "
+        "act-var, act-entropy, apoz (need --data); formulas in docs/CRITERIA.md"),
+    data: str | None = DataOpt,
+    batch_size: int = BatchOpt,
+    calib_batches: int = CalibOpt,
+    tokenizer: Path | None = TokenizerOpt,
+    image_size: int | None = ImageSizeOpt,
+    mean: str | None = MeanOpt,
+    std: str | None = StdOpt,
+    recalibrate: bool = typer.Option(
+        True, "--recalibrate/--no-recalibrate", help="with --data: re-estimate BatchNorm statistics of the pruned model"),
     prune_heads: bool = typer.Option(True, "--prune-heads/--no-prune-heads", help="remove whole attention heads"),
     prune_head_dim: bool = typer.Option(
         False, "--prune-head-dim", help="narrow every attention head instead of removing heads (implies --no-prune-heads)"
@@ -118,7 +137,10 @@ def shrink(
         raise io.InputError(f"--ratio {ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
     if round_to < 1:
         raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
+    _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches)
     module, example = _load(model, arch, safe, example_input, input_shape)
+    calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
+                            mean=mean, std=std)
     import tempfile
 
     import torch
@@ -131,6 +153,8 @@ def shrink(
             pruned, report = run_shrink(
                 module, example, ratio, global_ranking=global_ranking, round_to=round_to, criterion=criterion,
                 prune_hidden=prune_hidden, attention=attention, progress=lambda s: status.update(s),
+                data=calibration, calib_batches=calib_batches, recalibrate=recalibrate, threshold=threshold,
+                target_macs=target_macs, target_params=target_params,
             )
             extra = {}
             if onnx:
@@ -144,6 +168,29 @@ def shrink(
             if staged:
                 os.replace(staged, stage(onnx_path))
     out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else ""))
+
+
+def _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches) -> None:
+    """Refuse impossible combinations of cut options before anything is loaded."""
+    from graphprune.importance import CRITERIA
+
+    for flag, value in (("--target-macs", target_macs), ("--target-params", target_params)):
+        if value is not None and not 0.0 < value < 1.0:
+            raise io.InputError(f"{flag} {value} is outside (0, 1): it is the fraction of the original to keep, e.g. 0.5")
+    if target_macs is not None and target_params is not None:
+        raise io.InputError("pass one budget: --target-macs or --target-params, not both")
+    if threshold is not None and (target_macs is not None or target_params is not None):
+        raise io.InputError("--threshold and a --target-* budget both decide how much goes; pass one")
+    if criterion not in CRITERIA:
+        raise io.InputError(f"unknown criterion {criterion!r} (--criterion); choose from {', '.join(sorted(CRITERIA))}")
+    if CRITERIA[criterion].needs_data and data is None:
+        raise io.InputError(f"--criterion {criterion} is measured on data; pass --data (e.g. train.npz)")
+    if calib_batches < 1:
+        raise io.InputError(f"--calib-batches {calib_batches} must be 1 or more")
+    if threshold is not None:
+        from graphprune.cuts import parse_threshold
+
+        parse_threshold(threshold)
 
 
 def _export_pair(original, pruned, example, onnx_path: Path, bench: bool) -> dict:
@@ -253,6 +300,47 @@ def bench(
     out_console.print(render_bench(res))
     if json_out:
         io.save_text(json.dumps(res.to_dict(), indent=2, default=str), json_out)
+
+
+@app.command("eval")
+@_guard
+def eval_(
+    models: list[Path] = typer.Argument(..., help="model files; agreement is measured with the first"),
+    data: str = typer.Option(..., "--data", help="data with labels (accuracy, F1, ...) or without (agreement)"),
+    input_shape: str | None = ShapeOpt,
+    example_input: Path | None = ExampleOpt,
+    batch_size: int = BatchOpt,
+    tokenizer: Path | None = TokenizerOpt,
+    image_size: int | None = ImageSizeOpt,
+    mean: str | None = MeanOpt,
+    std: str | None = StdOpt,
+    arch: str | None = ArchOpt,
+    safe: bool = SafeOpt,
+    json_out: Path | None = typer.Option(None, "--json", help="also write the table as JSON"),
+    force: bool = typer.Option(False, "--force", help="replace --json OUT if it exists (never an input)"),
+) -> None:
+    """Accuracy, macro F1, precision, recall and loss (with labels), agreement with the first model,
+    params and MACs of every MODEL on DATA."""
+    from graphprune.data import infer_example
+    from graphprune.evaluate import evaluate, render
+
+    if json_out is not None:
+        io.check_output(json_out, [*models, Path(data), example_input], force)
+    loaded = [io.load_model(m, arch=arch, safe=safe) for m in models]
+    example = None
+    if input_shape or example_input:
+        example = io.load_example(example_input, input_shape)
+    else:
+        example = next((stored for _, stored in loaded if stored is not None), None) or \
+            infer_example(data, str(tokenizer) if tokenizer else None)
+    if example is None:
+        raise io.InputError(f"cannot tell the model's input from --data {data}; pass --input-shape or --example-input")
+    batches = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size, mean=mean, std=std)
+    with console.status("evaluating"):
+        rows = evaluate([(str(m), module) for m, (module, _) in zip(models, loaded, strict=True)], batches)
+    render(rows, out_console)
+    if json_out is not None:
+        io.save_text(json.dumps({"data": data, "models": [r.to_dict() for r in rows]}, indent=2), json_out)
 
 
 def main() -> None:

@@ -41,6 +41,14 @@ class ExportError(GraphPruneError):
     """ONNX export, simplification or the ONNX Runtime parity check failed."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message, or its type's name if it has none."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__
+
+
 def user_frame(node: fx.Node) -> str:
     """The last line of the user's code in a node's stack trace, or ''."""
     trace = node.meta.get("stack_trace") or ""

@@ -1,28 +1,34 @@
 """The dead-channel oracle: pruning channels that contribute nothing changes nothing.
 
-For a plan, every parameter slice that belongs to a removed channel is set to zero in
-the captured model (a copy: the user's model is not touched). Those channels are then
-dead: a zero weight column reads nothing from them, zero rows and norm affine
-parameters write nothing into them. Pruning them must leave every output equal to the
-zeroed model's. Channels whose removal is inexact by nature (LayerNorm statistics, sums
-after a nonlinearity) are left out of the check: it runs on `plan.exact()`.
+For a plan, every parameter slice that belongs to a removed channel is set to zero in copies of
+those tensors (neither the captured module nor the user's model is touched). Those channels are
+then dead: a zero weight column reads nothing from them, zero rows and norm affine parameters
+write nothing into them. Pruning them must leave every output equal to the zeroed model's, which
+is run with the zeroed copies through `torch.func.functional_call`. Channels whose removal is
+inexact by nature (LayerNorm statistics, sums after a nonlinearity) are left out of the check: it
+runs on `plan.exact()`. `shrink` runs it on every model it returns.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.func import functional_call
 
 from graphprune import verify
 from graphprune.importance import parameter
 from graphprune.planner import Plan
-from graphprune.rewriter import _assign, _kind, rewrite
+from graphprune.rewriter import rewrite
 
 
-def kill(plan: Plan) -> None:
-    """Zero the removed channels' parameter slices in the captured module (replacing tensors)."""
+def killed(plan: Plan) -> dict[str, torch.Tensor]:
+    """name -> a zeroed copy of every parameter and buffer that holds a removed channel's slice.
+
+    Every name of a tied weight maps to the one zeroed copy.
+    """
     module = plan.graph.captured.module
     spaces = plan.graph.spaces
     names = _names_by_tensor(module)
+    made: dict[int, torch.Tensor] = {}
     for space, entry in spaces.base.items():
         (node, _), dim = space
         if entry is None or node.op != "get_attr":
@@ -31,14 +37,15 @@ def kill(plan: Plan) -> None:
         if not dead.any():
             continue
         old = parameter(module, node.target)
-        new = old.detach().clone()
+        new = made.get(id(old))
+        if new is None:
+            new = made[id(old)] = old.detach().clone()
         new.index_fill_(dim, torch.as_tensor(dead.nonzero()[0]), 0)
-        if isinstance(old, torch.nn.Parameter):
-            new = torch.nn.Parameter(new, requires_grad=old.requires_grad)
-        targets = names.pop(id(old), [node.target])
-        for target in targets:  # every name of a tied weight gets the one new tensor
-            _assign(module, target, new, *_kind(module, target))
-        names[id(new)] = targets
+    out = {}
+    for key, new in made.items():
+        for target in names.get(key, []):
+            out[target] = new
+    return out
 
 
 def _names_by_tensor(module: torch.nn.Module) -> dict[int, list[str]]:
@@ -50,14 +57,15 @@ def _names_by_tensor(module: torch.nn.Module) -> dict[int, list[str]]:
 
 
 def dead_channel_check(plan: Plan, atol: float = 1e-5, rtol: float = 1e-4) -> torch.nn.Module:
-    """Kill the plan's exact channels, prune them, and assert the outputs did not change.
+    """Zero the plan's exact channels, prune them, and assert the outputs did not change.
 
-    Returns the pruned model (of the exact part of the plan).
+    Returns the pruned model (of the exact part of the plan). Raises VerificationError.
     """
     plan = plan.exact()
-    kill(plan)
     captured = plan.graph.captured
-    reference = verify.run(captured.module, captured.args, captured.kwargs)
-    pruned = rewrite(plan)
+    zeroed = killed(plan)
+    with torch.no_grad():
+        reference = functional_call(captured.module, zeroed, captured.args, captured.kwargs, strict=False)
+    pruned = rewrite(plan, tensors=zeroed)
     verify.check_equal(reference, verify.run(pruned, captured.args, captured.kwargs), atol=atol, rtol=rtol)
     return pruned

@@ -1,9 +1,16 @@
 """Stage 3, the planner: decide which channels go.
 
-Local (default): each group loses floor(ratio * candidates) of its lowest-scoring
-candidate channels. Global: candidates of all groups are ranked together by their
-score divided by their group's mean score, and the lowest ratio * total go, at most
-`max_group_ratio` of any one group.
+How many channels go (graphprune.cuts holds the rules):
+
+* ratio, local (default): each group loses floor(ratio * candidates) of its lowest-scoring
+  candidate channels. Global: candidates of all groups are ranked together by their
+  normalised score (graphprune.cuts.normalized), and the lowest ratio * total go, at most
+  `max_group_ratio` of any one group.
+* threshold ('mean', 'percentile:P', 'sigma:K'): channels scoring below the threshold go,
+  per group or (global) over every group's normalised scores.
+* budget (target_macs / target_params, fractions of the original): cost-aware global ranking
+  (graphprune.budget) chooses every group's width so the exact cost lands on the target.
+* widths: an explicit kept width per group name (the search's knob).
 
 Constraints, applied per group after the choice: every space keeps at least one
 element; with round_to = N (default 8) the kept width of a pruned group's reference space
@@ -19,11 +26,11 @@ Every decision carries its reason, for `graphprune inspect` and the report.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from graphprune import cuts
 from graphprune.depgraph import DependencyGraph, Group
 from graphprune.errors import PlanError
 from graphprune.importance import CRITERIA
@@ -37,6 +44,18 @@ class PlanOptions:
     criterion: str = "l2"
     max_group_ratio: float = 0.9
     prune_hidden: bool = True  # False: keep widths whose pruning is inexact (LayerNorm/RMSNorm-normalised)
+    threshold: str | None = None  # 'mean', 'percentile:P' or 'sigma:K' (instead of ratio)
+    target_macs: float | None = None  # fraction of the original's MACs (instead of ratio)
+    target_params: float | None = None  # fraction of the original's parameters
+    normalize: str = "mean"  # how groups' scores are made comparable for global ranking (graphprune.cuts)
+    widths: dict | None = None  # group name -> kept width (instead of ratio)
+    tolerance: float = 0.02  # budgets: |achieved / target - 1| aimed for
+    cost_power: float = 1.0  # budgets: rank by score / saving ** cost_power (graphprune.budget)
+    # budgets and global rules: the weight criterion whose scores set each group's width (the chosen
+    # criterion still picks the channels inside each group); 'auto': l2 for data criteria, whose
+    # scores rank well within a group but compare poorly across groups (docs/BENCHMARKS.md), else
+    # the criterion itself; None: always the criterion itself
+    allocate: str | None = "auto"
 
     def check(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -44,9 +63,29 @@ class PlanOptions:
         if self.round_to < 1:
             raise PlanError(f"round_to {self.round_to} must be >= 1")
         if self.criterion not in CRITERIA:
-            raise PlanError(f"unknown criterion {self.criterion!r}; choose from {sorted(CRITERIA)}")
+            raise PlanError(f"unknown criterion {self.criterion!r}; choose from {', '.join(sorted(CRITERIA))}")
         if not 0.0 < self.max_group_ratio < 1.0:
             raise PlanError("max_group_ratio must be in (0, 1)")
+        for name, value in (("target_macs", self.target_macs), ("target_params", self.target_params)):
+            if value is not None and not 0.0 < value < 1.0:
+                raise PlanError(f"{name} {value} is outside (0, 1): it is a fraction of the original, e.g. 0.5")
+        if self.target_macs is not None and self.target_params is not None:
+            raise PlanError("give one budget: target_macs or target_params, not both")
+        if self.threshold is not None:
+            cuts.parse_threshold(self.threshold)
+        if self.allocate not in (None, "auto") and (self.allocate not in CRITERIA or CRITERIA[self.allocate].needs_data):
+            raise PlanError(f"allocate {self.allocate!r} must be a criterion that needs no data (l1, l2, bn, random)")
+        if self.normalize not in cuts.NORMALIZATIONS:
+            raise PlanError(f"unknown normalisation {self.normalize!r}; choose from {', '.join(cuts.NORMALIZATIONS)}")
+
+    @property
+    def budget(self) -> tuple[str, float] | None:
+        """('macs' | 'params', fraction) when a budget is set."""
+        if self.target_macs is not None:
+            return "macs", self.target_macs
+        if self.target_params is not None:
+            return "params", self.target_params
+        return None
 
 
 @dataclass(frozen=True)
@@ -78,38 +117,6 @@ class Plan:
             return None
         keep = ~self.removed[self.graph.labels[ids]]
         return None if keep.all() else np.nonzero(keep)[0]
-
-
-def _local_choice(group: Group, scores: np.ndarray, ratio: float) -> np.ndarray:
-    k = min(math.floor(ratio * len(group.channels) + 0.5), max(len(group.channels) - 1, 0))
-    order = group.channels[np.argsort(scores[group.channels], kind="stable")]
-    return order[:k]
-
-
-def _global_choice(graph: DependencyGraph, scores: np.ndarray, opts: PlanOptions) -> dict:
-    pool, owner = [], []
-    for g in graph.groups:
-        if len(g.channels) == 0:
-            continue
-        s = scores[g.channels]
-        mean = s.mean() if s.mean() > 0 else 1.0
-        pool.append(s / mean)
-        owner.append(np.full(len(s), g.index))
-    if not pool:
-        return {}
-    norm, owner = np.concatenate(pool), np.concatenate(owner)
-    channels = np.concatenate([g.channels for g in graph.groups if len(g.channels)])
-    budget = math.floor(opts.ratio * len(channels))
-    taken: dict = {g.index: [] for g in graph.groups}
-    caps = {g.index: math.floor(opts.max_group_ratio * len(g.channels)) for g in graph.groups}
-    for k in np.argsort(norm, kind="stable"):
-        if budget == 0:
-            break
-        gi = int(owner[k])
-        if len(taken[gi]) < caps[gi]:
-            taken[gi].append(int(channels[k]))
-            budget -= 1
-    return {gi: np.array(v, dtype=np.int64) for gi, v in taken.items()}
 
 
 def _give_back(removed: np.ndarray, chosen: list, scores: np.ndarray, within: np.ndarray) -> list:
@@ -180,21 +187,16 @@ def _exact_only(graph: DependencyGraph) -> DependencyGraph:
     return dataclasses.replace(graph, groups=groups)
 
 
-def plan(graph: DependencyGraph, options: PlanOptions | None = None) -> Plan:
-    """Choose the channels to remove. Pure: the graph and the model are not changed."""
-    opts = options or PlanOptions()
-    opts.check()
-    scores = CRITERIA[opts.criterion](graph)
+def finalize(graph: DependencyGraph, picks: dict, scores: np.ndarray, opts: PlanOptions,
+             rounding: bool = True) -> tuple[np.ndarray, tuple]:
+    """Apply the per-group constraints to chosen channels: (removed mask, decisions with reasons)."""
     removed = np.zeros(graph.num_channels, dtype=bool)
-    if not opts.prune_hidden:
-        graph = _exact_only(graph)
-    picks = _global_choice(graph, scores, opts) if opts.global_ranking else {}
     decisions = []
     for g in graph.groups:
-        chosen = picks.get(g.index) if opts.global_ranking else _local_choice(g, scores, opts.ratio)
-        chosen = np.zeros(0, dtype=np.int64) if chosen is None else chosen
+        chosen = picks.get(g.index)
+        chosen = np.zeros(0, dtype=np.int64) if chosen is None else np.asarray(chosen, dtype=np.int64)
         removed[chosen] = True
-        final, note = _enforce(graph, g, removed, chosen, scores, opts.round_to)
+        final, note = _enforce(graph, g, removed, chosen, scores, opts.round_to if rounding else 1)
         ref = graph.spaces.ids(g.reference)
         after = int((~removed[graph.labels[ref]]).sum())
         if len(g.channels) == 0:
@@ -204,4 +206,45 @@ def plan(graph: DependencyGraph, options: PlanOptions | None = None) -> Plan:
         if g.inexact and final:
             note = "; ".join(x for x in (note, f"inexact: {g.inexact}") if x)
         decisions.append(Decision(g.name, g.width, after, len(g.channels), len(final), note))
-    return Plan(graph, opts, removed, tuple(decisions))
+    return removed, tuple(decisions)
+
+
+def _allocation(graph: DependencyGraph, opts: PlanOptions) -> np.ndarray | None:
+    """Scores that set group widths when they are not the criterion's own (PlanOptions.allocate)."""
+    from graphprune.importance import score
+
+    name = opts.allocate
+    if name == "auto":
+        name = "l2" if CRITERIA[opts.criterion].needs_data else None
+    return None if name in (None, opts.criterion) else score(graph, name)
+
+
+def plan(graph: DependencyGraph, options: PlanOptions | None = None, scores: np.ndarray | None = None) -> Plan:
+    """Choose the channels to remove. Pure: the graph and the model are not changed.
+
+    `scores` (one per channel, higher = more important) replaces the options' criterion: data
+    criteria are computed by graphprune.importance.score, or a user's own array is passed.
+    """
+    from graphprune import budget
+    from graphprune.importance import score
+
+    opts = options or PlanOptions()
+    opts.check()
+    full = graph
+    if scores is None:
+        scores = score(graph, opts.criterion)
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (graph.num_channels,):
+        raise PlanError(f"scores have shape {scores.shape}; one score per channel ({graph.num_channels}) is needed")
+    if not opts.prune_hidden:
+        graph = _exact_only(graph)
+    if opts.widths is not None:
+        removed, decisions = finalize(graph, cuts.widths_choice(graph, scores, opts.widths), scores, opts, rounding=False)
+    elif opts.budget is not None:
+        removed, decisions = budget.choose(graph, scores, opts, allocation=_allocation(graph, opts))
+    elif opts.global_ranking and (allocation := _allocation(graph, opts)) is not None:
+        counts = {gi: len(c) for gi, c in cuts.choose(graph, allocation, opts).items()}
+        removed, decisions = finalize(graph, cuts.lowest(graph, scores, counts), scores, opts)
+    else:
+        removed, decisions = finalize(graph, cuts.choose(graph, scores, opts), scores, opts)
+    return Plan(full, opts, removed, decisions)

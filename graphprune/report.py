@@ -26,6 +26,9 @@ class Report:
     verified: str = ""
     seconds: dict = field(default_factory=dict)
     onnx: dict | None = None
+    calibration: dict = field(default_factory=dict)  # criterion, loss its gradients came from, batches, notes
+    checks: tuple = ()  # {check, passed, detail} for every check the pruned model passed
+    budget: dict | None = None  # {kind: macs | params, target, achieved} fractions of the original
 
     @property
     def macs_ratio(self) -> float:
@@ -82,5 +85,10 @@ def render(report: Report, console, limit: int = 40) -> None:
     console.print(groups)
     for op in report.unknown_ops:
         console.print(f"[yellow]no rule, frozen:[/yellow] {op}")
-    if report.verified:
-        console.print(f"[green]verified:[/green] {report.verified}")
+    for check in report.checks or ({"check": "runs", "detail": report.verified},) if report.verified else ():
+        console.print(f"[green]verified ({check['check']}):[/green] {check['detail']}")
+    if report.budget:
+        b = report.budget
+        console.print(f"budget: {b['kind']} {b['target']:.3f} of the original, reached {b['achieved']:.3f}")
+    if report.calibration.get("loss"):
+        console.print(f"criterion {report.calibration['criterion']}: gradients of {report.calibration['loss']}")

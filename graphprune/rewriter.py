@@ -75,7 +75,7 @@ def _sliced(plan: Plan, node: fx.Node, tensor: torch.Tensor) -> torch.Tensor:
     return out if copied else out.clone()
 
 
-def _new_root(plan: Plan, gm: fx.GraphModule) -> torch.nn.Module:
+def _new_root(plan: Plan, gm: fx.GraphModule, tensors: dict) -> torch.nn.Module:
     root = torch.nn.Module()
     used = {}
     for node in gm.graph.nodes:
@@ -85,7 +85,7 @@ def _new_root(plan: Plan, gm: fx.GraphModule) -> torch.nn.Module:
     names.update(dict(gm.named_buffers(remove_duplicate=False)))
     made: dict[int, torch.Tensor] = {}  # id of the user's tensor -> its new tensor (tied weights)
     for target in list(used) + [t for t in names if t not in used]:
-        tensor = parameter(gm, target)
+        tensor = tensors[target] if target in tensors else parameter(gm, target)
         if isinstance(tensor, torch.nn.Module):  # subgraphs of higher-order ops: copied whole
             *path, name = target.split(".")
             holder = root
@@ -110,8 +110,12 @@ def _new_root(plan: Plan, gm: fx.GraphModule) -> torch.nn.Module:
     return root
 
 
-def rewrite(plan: Plan) -> fx.GraphModule:
-    """Build the pruned model described by `plan`."""
+def rewrite(plan: Plan, tensors: dict | None = None) -> fx.GraphModule:
+    """Build the pruned model described by `plan`.
+
+    `tensors` (name -> tensor) stands in for the captured module's parameters and buffers of those
+    names (the dead-channel oracle passes zeroed copies): the captured module is never changed.
+    """
     old = plan.graph.captured.module
     graph = fx.Graph()
     graph._codegen = copy.copy(old.graph._codegen)
@@ -136,7 +140,7 @@ def rewrite(plan: Plan) -> fx.GraphModule:
             found.rewrite(RewriteContext(node, val_map[node], new_shape, plan.kept, val_map, constants))
         except Exception as exc:  # noqa: BLE001 - re-raised with the node named
             raise RewriteError(f"cannot rewrite {describe(node)} for the pruned shapes: {exc}") from exc
-    root = _new_root(plan, old)
+    root = _new_root(plan, old, tensors or {})
     for name, tensor in constants.items():
         root.register_buffer(name, tensor)
     pruned = fx.GraphModule(root, graph, class_name=type(old).__name__)

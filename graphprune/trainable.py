@@ -45,10 +45,18 @@ class TrainSwitch(torch.nn.Module):
         self.op = op  # 'aten.batch_norm.default': a string, so the module pickles
         self.index = index
         self.cumulative = False  # batch norm: average batch statistics over all batches seen
+        self.reset = False  # batch norm: zero the running statistics at the next training call
 
     def forward(self, *args, counter: torch.Tensor | None = None):
         args = list(args)
         args[self.index] = self.training
+        if self.training and self.reset:  # batch_norm(x, w, b, running_mean, running_var, ...)
+            with torch.no_grad():
+                args[3].zero_()
+                args[4].fill_(1.0)
+                if counter is not None:
+                    counter.zero_()
+            self.reset = False
         if self.training and counter is not None:
             counter.add_(1)
             if self.cumulative or args[self.index + 1] == 0.0:  # momentum None -> cumulative average
@@ -93,6 +101,8 @@ def _switches(gm: fx.GraphModule) -> int:
     for node in list(graph.nodes):
         found = lookup(node) if node.op == "call_function" else None
         if found is None or found.train_arg is None or len(node.args) <= found.train_arg:
+            continue
+        if node.args[found.train_arg] is not False:  # always-on (batch statistics without running ones, MC dropout)
             continue
         name = f"{HIDDEN}_train_{count}"
         gm.add_module(name, TrainSwitch(str(node.target), found.train_arg))

@@ -114,6 +114,45 @@ def load_data(spec: str, example: Any, *, batch_size: int = 32, tokenizer: str |
 
 
 
+def infer_example(spec: str, tokenizer: str | None = None):
+    """One sample of the data as an example input, for commands given no --input-shape.
+
+    Works for .npz, saved tensors / tuples / dicts and text with a tokenizer; None otherwise.
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from graphprune.data import sources
+
+    path = Path(spec)
+    if not path.is_file():
+        return None
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "x" in z.files:
+                return torch.from_numpy(z["x"][:1])
+            return {k: torch.from_numpy(z[k][:1]) for k in z.files if k not in sources.LABEL_KEYS}
+    if path.suffix in (".txt", ".text"):
+        if tokenizer is None:
+            return None
+        line = next((ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()), "")
+        return dict(sources._tokenizer(tokenizer)([line], return_tensors="pt"))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a tensor file: no example from it
+        return None
+    if isinstance(obj, list) and obj:
+        obj = obj[0]
+    if isinstance(obj, torch.Tensor):
+        return obj[:1]
+    if isinstance(obj, dict):
+        return {k: v[:1] for k, v in obj.items() if k not in sources.LABEL_KEYS and isinstance(v, torch.Tensor)}
+    if isinstance(obj, tuple) and obj and isinstance(obj[0], torch.Tensor):
+        return obj[0][:1]
+    return None
+
+
 def check_labels(data: Data, output: Any, limit: int | None = None) -> None:
     """Refuse labels outside the model's classes (the last dim of its first output)."""
     from graphprune.errors import InputError
@@ -130,4 +169,4 @@ def check_labels(data: Data, output: Any, limit: int | None = None) -> None:
         raise InputError(f"--data {data.description}: label {top} is outside the model's {classes} classes (0..{classes - 1})")
 
 
-__all__ = ["Batch", "Data", "check_labels", "load_data"]
+__all__ = ["Batch", "Data", "check_labels", "infer_example", "load_data"]

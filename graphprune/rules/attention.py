@@ -53,7 +53,25 @@ def _mask(ctx: RuleContext, mask, q, out) -> None:
             ctx.same(mask, d, out, od)
 
 
-@rule(aten.scaled_dot_product_attention.default, rewrite=_sdpa_rewrite)
+def _sdpa_cost(node, shape) -> int:
+    """MACs of q @ k^T and softmax(.) @ v, as torch counts them."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    q, k, v = (list(shape(a)) for a in node.args[:3])
+    if len(q) != 4:  # torch's formula takes [B, H, L, E]; fold extra leading dims into B
+        lead = len(q) - 3
+        q, k, v = ([_lead(t, lead), *t[lead:]] for t in (q, k, v))
+    return sdpa_flop_count(q, k, v) // 2
+
+
+def _lead(sizes: list, n: int) -> int:
+    out = 1
+    for s in sizes[:n]:
+        out *= int(s)
+    return out
+
+
+@rule(aten.scaled_dot_product_attention.default, rewrite=_sdpa_rewrite, cost=_sdpa_cost)
 def sdpa(ctx: RuleContext) -> None:
     q, k, v, out = ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.out()
     rank = len(ctx.shape(q))

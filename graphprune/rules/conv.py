@@ -55,7 +55,16 @@ def _groups_rewrite(ctx: RewriteContext) -> None:
     ctx.new.args = tuple(args)
 
 
-@rule(*CONVS, rewrite=_groups_rewrite)
+def _conv_cost(node, shape) -> int:
+    """MACs = batch * prod(spatial of out, or of in when transposed) * prod(w.shape), as torch counts them."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    _, transposed, _ = _spec(node)
+    x, w = shape(node.args[0]), shape(node.args[1])
+    return conv_flop_count(list(x), list(w), list(shape(node)), transposed) // 2
+
+
+@rule(*CONVS, rewrite=_groups_rewrite, cost=_conv_cost)
 def conv(ctx: RuleContext) -> None:
     _, transposed, groups = _spec(ctx.node)
     x, w, b, out = ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.out()

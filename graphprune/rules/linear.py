@@ -16,7 +16,29 @@ from graphprune.rules.registry import RuleContext, rule
 aten = torch.ops.aten
 
 
-@rule(aten.linear.default)
+def _prod(sizes) -> int:
+    n = 1
+    for s in sizes:
+        n *= int(s)
+    return n
+
+
+def _linear_cost(node, shape) -> int:
+    """MACs = prod(out.shape) * in_features."""
+    return _prod(shape(node)) * int(shape(node.args[1])[-1])
+
+
+def _matmul_cost(node, shape, first: int = 0) -> int:
+    """MACs = prod(out.shape) * k, k the contracted size (a's last dim)."""
+    a = shape(node.args[first])
+    return _prod(shape(node)) * int(a[-1]) if len(a) else 0
+
+
+def _addmm_cost(node, shape) -> int:
+    return _matmul_cost(node, shape, first=1)
+
+
+@rule(aten.linear.default, cost=_linear_cost)
 def linear(ctx: RuleContext) -> None:
     x, w, b, out = ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.out()
     rank = len(ctx.shape(x))
@@ -51,12 +73,12 @@ def _matmul(ctx: RuleContext, a, b, out) -> None:
                 ctx.same(value, d, out, od)
 
 
-@rule(aten.matmul.default, aten.mm.default, aten.bmm.default)
+@rule(aten.matmul.default, aten.mm.default, aten.bmm.default, cost=_matmul_cost)
 def matmul(ctx: RuleContext) -> None:
     _matmul(ctx, ctx.arg(0), ctx.arg(1), ctx.out())
 
 
-@rule(aten.addmm.default, aten.baddbmm.default)
+@rule(aten.addmm.default, aten.baddbmm.default, cost=_addmm_cost)
 def addmm(ctx: RuleContext) -> None:
     c, out = ctx.arg(0), ctx.out()
     _matmul(ctx, ctx.arg(1), ctx.arg(2), out)

@@ -1,0 +1,65 @@
+"""What data criteria share: the calibration batches, the loss their gradients come from, and notes.
+
+The loss (`loss_of`), chosen once per batch and named in the report:
+
+* labels given: cross-entropy of the model's class scores against them;
+* no labels, class scores (a floating [N, C] output, C > 1): cross-entropy against the model's own
+  top-1 predictions (the original is being scored, so a loss against its exact outputs would have
+  zero gradient);
+* no labels, other outputs (embeddings, feature maps): L = <y, r> / N with a fresh Gaussian r per
+  batch. Its gradient is a random projection J^T r of the output Jacobian, so E[(dL/dw)^2] is the
+  diagonal of J^T J: the expected change of the squared output error, label-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils import _pytree as pytree
+
+LOSSES = {
+    "labels": "cross-entropy on the data's labels",
+    "pseudo": "cross-entropy on the model's own top-1 predictions (no labels)",
+    "projection": "random projections of the outputs (no labels; Fisher/Taylor of the output change)",
+}
+
+
+@dataclass
+class Calibration:
+    """Calibration data for criteria; caches what several criteria share (gradients, activations)."""
+
+    data: object = None  # graphprune.data.Data
+    limit: int | None = 16  # batches used
+    seed: int = 0
+    grad_batch: int | None = 8  # samples per gradient (graphprune.importance.gradient); None: whole batches
+    notes: list = field(default_factory=list)
+    loss: str = ""  # key of LOSSES, set once gradients are taken
+    cache: dict = field(default_factory=dict)
+
+    def batches(self):
+        return self.data.batches(limit=self.limit)
+
+
+def first_output(out) -> torch.Tensor:
+    """The first floating tensor among the model's outputs (logits, last hidden state, ...)."""
+    for leaf in pytree.tree_flatten(out)[0]:
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+            return leaf
+    raise ValueError("the model returns no floating-point tensor to take a loss on")
+
+
+def is_class_scores(y: torch.Tensor) -> bool:
+    return y.dim() == 2 and y.shape[1] > 1
+
+
+def loss_of(out, labels: torch.Tensor | None, seed: int) -> tuple[torch.Tensor, str]:
+    """(loss, LOSSES key) for one batch, as the module docstring says."""
+    y = first_output(out)
+    if labels is not None and is_class_scores(y):
+        return torch.nn.functional.cross_entropy(y.float(), labels), "labels"
+    if is_class_scores(y):
+        return torch.nn.functional.cross_entropy(y.float(), y.detach().argmax(1)), "pseudo"
+    gen = torch.Generator().manual_seed(seed)
+    r = torch.randn(y.shape, generator=gen, dtype=torch.float32).to(y.device)
+    return (y.float() * r).sum() / max(int(y.shape[0]), 1), "projection"
