@@ -29,6 +29,7 @@ class Report:
     calibration: dict = field(default_factory=dict)  # criterion, loss its gradients came from, batches, notes
     checks: tuple = ()  # {check, passed, detail} for every check the pruned model passed
     budget: dict | None = None  # {kind: macs | params, target, achieved} fractions of the original
+    blocks: tuple = ()  # removed blocks, first: {name, kind, module_class, score, criterion, params, macs, tensors}
 
     @property
     def macs_ratio(self) -> float:
@@ -74,6 +75,10 @@ def render(report: Report, console, limit: int = 40) -> None:
     summary.add_row("params", _human(report.params_before), _human(report.params_after), f"{report.params_ratio:.3f}")
     summary.add_row("MACs", _human(report.macs_before), _human(report.macs_after), f"{report.macs_ratio:.3f}")
     console.print(summary)
+    if report.blocks:
+        from graphprune.depth.show import removed_table
+
+        console.print(removed_table(report.blocks))
     shown = interesting(report.decisions)
     groups = Table(title=f"groups ({len(shown)} shown of {len(report.decisions)})")
     for col in ("group", "width", "removed", "note"):

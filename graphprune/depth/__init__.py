@@ -12,5 +12,7 @@ from graphprune.depth.find import Block, find_blocks
 from graphprune.depth.probe import block_macs
 from graphprune.depth.rank import CRITERIA, Ranked, rank_blocks
 from graphprune.depth.remove import remove_blocks
+from graphprune.depth.select import Removed, blocks_first, listing, parse_count
 
-__all__ = ["CRITERIA", "Block", "Ranked", "block_macs", "find_blocks", "rank_blocks", "remove_blocks"]
+__all__ = ["CRITERIA", "Block", "Ranked", "Removed", "block_macs", "blocks_first", "find_blocks", "listing",
+           "parse_count", "rank_blocks", "remove_blocks"]

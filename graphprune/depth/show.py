@@ -20,7 +20,7 @@ def removable_table(rows: list[dict]):
     """`graphprune inspect`: rows of graphprune.depth.select.listing."""
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} removable blocks (shrink --remove-blocks K; --data ranks them)")
+    table = Table(title=f"{len(rows)} removable blocks (shrink --remove-blocks K)")
     for col in ("block", "kind", "params", "MACs"):
         table.add_column(col, overflow="fold")
     for row in rows:
