@@ -48,6 +48,7 @@ SECTION = "depth"
 HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 COMMAND = "python scripts/depth_benchmark.py"
 CALIB = 16  # calibration batches of 32, as shrink's --calib-batches default
+RESNET_CALIB = 4  # resnet18: fewer, to keep the run within a few minutes on 2 cores
 
 
 def digits_case(tmp: Path) -> dict:
@@ -60,7 +61,7 @@ def digits_case(tmp: Path) -> dict:
         return accuracy(m, x_test, y_test)
 
     return {"name": "digits CNN (trained)", "metric": "test accuracy", "model": model, "example": x_train[:2],
-            "data": data, "score": metric}
+            "data": data, "score": metric, "calib": CALIB, "targets": (0.5, 0.25)}
 
 
 def resnet_case(tmp: Path) -> dict:
@@ -68,7 +69,7 @@ def resnet_case(tmp: Path) -> dict:
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
-    calib = torch.randn(CALIB * 32, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    calib = torch.randn(RESNET_CALIB * 32, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     held = torch.randn(64, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     np.savez(tmp / "resnet.npz", x=calib.numpy())
     data = load_data(str(tmp / "resnet.npz"), held[:1], batch_size=32)
@@ -80,7 +81,7 @@ def resnet_case(tmp: Path) -> dict:
             return F.cosine_similarity(m.eval()(held), reference, dim=1).mean().item()
 
     return {"name": "resnet18 (random init, 64x64)", "metric": "logit cosine to original", "model": model,
-            "example": held[:2], "data": data, "score": metric}
+            "example": held[:2], "data": data, "score": metric, "calib": RESNET_CALIB, "targets": (0.5,)}
 
 
 def per_block(case: dict, captured, ranked: dict) -> list[dict]:
@@ -114,7 +115,8 @@ def combined(case: dict, targets: tuple, blocks: int) -> list[dict]:
     model, example, rows = case["model"], case["example"], []
     for target in targets:
         for k in (0, blocks):
-            pruned, report = graphprune.shrink(model, example, data=case["data"], target_macs=target, remove_blocks=k)
+            pruned, report = graphprune.shrink(model, example, data=case["data"], target_macs=target, remove_blocks=k,
+                                               calib_batches=case["calib"])
             rows.append({"target": target, "blocks": k, "removed": ", ".join(b["name"] for b in report.blocks),
                          "params": report.params_ratio, "macs": report.macs_ratio, "metric": case["score"](pruned)})
     return rows
@@ -129,10 +131,11 @@ def measure() -> dict:
         for make, blocks in ((digits_case, 1), (resnet_case, 2)):
             case = make(Path(tmp))
             captured = capture(case["model"], (case["example"],))
-            ranked = {c: rank_blocks(captured, case["data"], c, limit=CALIB) for c in ("influence", "loss")}
+            ranked = {c: rank_blocks(captured, case["data"], c, limit=case["calib"]) for c in ("influence", "loss")}
             entry = {"name": case["name"], "metric": case["metric"], "original": case["score"](case["model"]),
                      "per_block": per_block(case, captured, ranked), "removals": removals(case, captured, ranked)}
-            entry["combined"] = combined(case, (0.5, 0.25), blocks)
+            entry["combined"] = combined(case, case["targets"], blocks)
+            print(f"{case['name']}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
             out["cases"].append(entry)
     out["seconds"] = time.time() - t0
     return out
@@ -145,7 +148,7 @@ def render(data: dict) -> str:
              "Blocks are found on the captured graph (graphprune.depth): repeated residual layers, else inline residual "
              "branches. *influence* = 1 - cos(block input, block output), mean over calibration samples; *loss* = "
              "cross-entropy increase when the block alone is bypassed (digits, with labels) or the relative squared "
-             "distance to the original's logits (resnet18, no labels). Calibration: 16 batches of 32.", ""]
+             "distance to the original's logits (resnet18, no labels). Calibration: 16 batches of 32 (digits), 4 (resnet18).", ""]
     for case in data["cases"]:
         lines += [f"### {case['name']}: {case['metric']} {case['original']:.4f} before", "",
                   "| block | params (share) | MACs share | influence | loss | " + case["metric"] + " without it |",
