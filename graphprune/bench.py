@@ -7,9 +7,8 @@ Fairness: every model gets the same conditions, so the ratios mean something.
   off, so one session's idle threads never spin on cores while the next model
   runs. CUDA pins `cudnn_conv_algo_search` (EXHAUSTIVE) so cuDNN's choice of
   algorithm is not left to a heuristic that differs between runs.
-- Same data: inputs are generated per input name from a fixed seed (floats
-  standard normal, integers and bools zero), so models with the same inputs get
-  the same arrays; `inputs=` gives concrete arrays, repeated along the batch axis.
+- Same data: every model gets the same arrays for an input of the same name
+  (graphprune.feeds: seeded from the name, or `inputs=` tiled along the batch axis).
 - Interleaved timing: after warm-up each round runs every model once, A B, then
   B A, rotating who goes first, so drift (heat, frequency, other load) and
   cache order affect all models alike. Median and p90 of the per-run wall times.
@@ -38,19 +37,20 @@ import os
 import resource
 import sys
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
+from rich import box
 from rich.table import Table
 
-from graphprune.errors import InputError
+from graphprune.errors import InputError, first_line
 from graphprune.export import onnx_size_bytes
+from graphprune.feeds import check_fillable, graph_inputs, make_feeds
+from graphprune.onnx_macs import count_onnx_macs
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +63,6 @@ PROVIDER_OPTIONS: dict[str, dict[str, str]] = {
 # ru_maxrss restarts at the current RSS in a forked child on Linux; the memory column relies on it.
 _CAN_FORK = sys.platform.startswith("linux")
 _MEMORY_TIMEOUT_S = 300.0
-_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
-
-
 @dataclass(frozen=True)
 class BenchRow:
     """Latency of one model on one provider at one batch size."""
@@ -89,6 +77,7 @@ class BenchRow:
     file_size_bytes: int
     peak_mem_bytes: int | None
     repeats: int
+    macs: int | None = None  # counted from the ONNX graph at this batch (graphprune.onnx_macs); None: unknown
 
 
 @dataclass(frozen=True)
@@ -140,58 +129,16 @@ def session_options(threads: int) -> ort.SessionOptions:
 def make_session(path: Path, provider: str, threads: int) -> ort.InferenceSession:
     """A pinned session on `provider`; refuses ORT's silent fallback to another provider."""
     providers = [(provider, PROVIDER_OPTIONS.get(provider, {}))]
-    sess = ort.InferenceSession(str(path), session_options(threads), providers=providers)
+    try:
+        sess = ort.InferenceSession(str(path), session_options(threads), providers=providers)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own types: the file is the user's input
+        raise InputError(f"onnxruntime cannot load {path.name} ({first_line(exc)}); check it with onnx.checker") from exc
     if sess.get_providers()[:1] != [provider]:
         raise InputError(
             f"onnxruntime ran {path.name} on {sess.get_providers()} instead of {provider}; "
             "check the provider's install (e.g. onnxruntime-gpu and CUDA libraries) or drop it from providers"
         )
     return sess
-
-
-def _shape(arg: ort.NodeArg, path: Path, batch: int) -> list[int]:
-    """Static dims as they are, a symbolic dim 0 set to `batch`; any other symbolic dim is an error."""
-    dims = []
-    for axis, dim in enumerate(arg.shape):
-        if isinstance(dim, int) and dim >= 0:
-            dims.append(dim)
-        elif axis == 0:
-            dims.append(batch)
-        else:
-            raise InputError(
-                f"{path.name} input '{arg.name}' has symbolic dim {axis} ({dim!r}); pass inputs={{'{arg.name}': array}}"
-            )
-    return dims
-
-
-def _check_fixed_batch(args: list[ort.NodeArg], path: Path, batch: int) -> None:
-    """A model with no symbolic dim 0 has a fixed batch: the first input's dim 0."""
-    if not args or any(a.shape and not isinstance(a.shape[0], int) for a in args):
-        return
-    fixed = args[0].shape[0] if args[0].shape else None
-    if fixed is not None and fixed != batch:
-        raise InputError(f"{path.name} has a fixed batch of {fixed}; bench it at batch {fixed} or export it with a dynamic batch")
-
-
-def make_feeds(sess: ort.InferenceSession, path: Path, batch: int, given: Mapping[str, np.ndarray] | None = None) -> dict:
-    """Inputs for one run at `batch`: `given` arrays repeated along dim 0, else seeded random ones."""
-    args = sess.get_inputs()
-    _check_fixed_batch(args, path, batch)
-    feeds = {}
-    for arg in args:
-        dtype = _DTYPES.get(arg.type)
-        if dtype is None:
-            raise InputError(f"{path.name} input '{arg.name}' has type {arg.type}, which the benchmark cannot fill; pass inputs=")
-        if given is not None and arg.name in given:
-            array = np.asarray(given[arg.name], dtype=dtype)
-            dynamic = bool(arg.shape) and not isinstance(arg.shape[0], int)
-            feeds[arg.name] = array[np.arange(batch) % array.shape[0]] if dynamic and array.ndim else array
-            continue
-        shape = _shape(arg, path, batch)
-        rng = np.random.default_rng(zlib.crc32(arg.name.encode()))
-        floating = np.issubdtype(dtype, np.floating)
-        feeds[arg.name] = rng.standard_normal(shape).astype(dtype) if floating else np.zeros(shape, dtype)
-    return feeds
 
 
 def _rss_bytes() -> int:
@@ -216,6 +163,8 @@ def _peak_child(send: Connection, path: Path, provider: str, batch: int, opts: d
             sess.run(None, feed)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         send.send(max(0, peak - start - sum(a.nbytes for a in feed.values())))
+    except InputError as exc:  # the model or its inputs are unusable: the parent refuses them
+        send.send(exc)
     except Exception as exc:  # noqa: BLE001 - sent to the parent, which reports it and times the model anyway
         send.send(f"{type(exc).__name__}: {exc}")
 
@@ -229,7 +178,7 @@ def _isolated_peak(path: Path, provider: str, batch: int, opts: dict) -> int | N
     child = context.Process(target=_peak_child, args=(send, path, provider, batch, opts), daemon=True)
     child.start()
     send.close()
-    answer: int | str = "no answer in time"
+    answer: int | str | InputError = "no answer in time"
     with contextlib.suppress(EOFError):
         if receive.poll(_MEMORY_TIMEOUT_S):
             answer = receive.recv()
@@ -238,6 +187,8 @@ def _isolated_peak(path: Path, provider: str, batch: int, opts: dict) -> int | N
         child.kill()
     if isinstance(answer, int):
         return answer
+    if isinstance(answer, InputError):  # the timed sessions would fail the same way: refuse now, one line
+        raise answer
     log.warning("peak memory of %s at batch %d not measured: %s", path.name, batch, answer)
     return None
 
@@ -263,8 +214,12 @@ def _bench_group(paths: list[Path], sizes: list[int], provider: str, batch: int,
     for path in paths:
         sess = make_session(path, provider, opts["threads"])
         feed = make_feeds(sess, path, batch, opts["inputs"])
-        for _ in range(opts["warmup"]):
-            sess.run(None, feed)
+        try:
+            for _ in range(opts["warmup"]):
+                sess.run(None, feed)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own types: the model or the inputs are wrong
+            raise InputError(f"onnxruntime fails to run {path.name} at batch {batch} ({first_line(exc)}); "
+                             "check the inputs (--example-input) match the model") from exc
         sessions.append(sess)
         feeds.append(feed)
     times = _interleaved(sessions, feeds, opts["repeats"])
@@ -280,9 +235,19 @@ def _bench_group(paths: list[Path], sizes: list[int], provider: str, batch: int,
             file_size_bytes=sizes[i],
             peak_mem_bytes=memory[i],
             repeats=len(t),
+            macs=_macs(path, feeds[i], opts["macs"]),
         )
         for i, (path, t) in enumerate(zip(paths, times, strict=True))
     ]
+
+
+def _macs(path: Path, feed: dict, cache: dict) -> int | None:
+    """MACs of one run on `feed`, counted once per model and input shapes (every provider runs the same)."""
+    shapes = {name: tuple(array.shape) for name, array in feed.items()}
+    key = (path, tuple(sorted(shapes.items())))
+    if key not in cache:
+        cache[key] = count_onnx_macs(path, shapes)
+    return cache[key]
 
 
 def _check_request(paths: list[Path], batch_sizes: Sequence[int], providers: list[str], counts: dict) -> None:
@@ -299,16 +264,12 @@ def _check_request(paths: list[Path], batch_sizes: Sequence[int], providers: lis
     available = available_providers()
     if unknown := [p for p in providers if p not in available]:
         raise InputError(f"providers {unknown} are not available here; available: {available}")
+    for path in paths:
+        check_fillable(path, counts["inputs"])
     if counts["inputs"]:
-        known = set().union(*(_graph_inputs(p) for p in paths))
+        known = set().union(*(graph_inputs(p) for p in paths))
         if unused := sorted(set(counts["inputs"]) - known):
             raise InputError(f"inputs {unused} match no model input; the models take {sorted(known)}")
-
-
-def _graph_inputs(path: Path) -> set[str]:
-    graph = onnx.load(str(path), load_external_data=False).graph
-    weights = {t.name for t in graph.initializer}
-    return {i.name for i in graph.input if i.name not in weights}
 
 
 def bench(
@@ -325,7 +286,7 @@ def bench(
     files = [Path(p) for p in paths]
     chosen = list(providers) if providers is not None else available_providers()
     counts = {"warmup": warmup, "repeats": repeats, "threads": threads}
-    opts = {**counts, "inputs": inputs}
+    opts = {**counts, "inputs": inputs, "macs": {}}
     _check_request(files, batch_sizes, chosen, opts)
     sizes = [onnx_size_bytes(p) for p in files]
     rows = [row for provider in chosen for batch in batch_sizes for row in _bench_group(files, sizes, provider, batch, opts)]
@@ -345,7 +306,11 @@ def bench(
 
 
 def ratio_table(result: BenchResult, baseline_index: int = 0, macs: Sequence[int] | None = None) -> list[dict]:
-    """Per row: speed-up over the baseline model and, given MACs, MACs ratio and efficiency eta."""
+    """Per row: speed-up over the baseline model and, where MACs are known, MACs ratio and efficiency eta.
+
+    `macs` (one count per model, e.g. from graphprune.cost) wins over the counts the rows
+    carry from the ONNX graphs; without either, the MACs fields are None.
+    """
     count = len(result.models)
     if not 0 <= baseline_index < count:
         raise InputError(f"baseline_index {baseline_index} is out of range for {count} models")
@@ -366,8 +331,9 @@ def ratio_table(result: BenchResult, baseline_index: int = 0, macs: Sequence[int
             "macs_reduction": None,
             "efficiency": None,
         }
-        if macs is not None:
-            reduction = macs[baseline_index] / macs[row.model_index]
+        known = (macs[baseline_index], macs[row.model_index]) if macs is not None else (base.macs, row.macs)
+        if all(known):
+            reduction = known[0] / known[1]
             entry.update(macs_ratio=1.0 / reduction, macs_reduction=reduction, efficiency=speedup / reduction)
         table.append(entry)
     return table
@@ -377,19 +343,51 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.2f}" if value < 100 else f"{value:.1f}" if value < 1000 else f"{value:.0f}"
+
+
+def display_names(paths: Sequence[str]) -> list[str]:
+    """The shortest trailing part of each path (file name first) that tells the models apart,
+    without the `.onnx` every one of them ends in."""
+    parts = [Path(p).with_suffix("").parts if Path(p).suffix == ".onnx" else Path(p).parts for p in paths]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = [str(Path(*p[-depth:])) for p in parts]
+        if len(set(names)) == len(set(paths)):
+            return names
+    return [str(p) for p in paths]
+
+
+CAPTION = (
+    "ms: median of {repeats} runs (p90 and min in --json). MB: file size. mem: peak MB of a session. "
+    "MACs: ratio to the baseline. η: speed-up / MACs reduction (1: latency falls as fast as MACs)."
+)
+
+
 def render(result: BenchResult, macs: Sequence[int] | None = None, baseline_index: int = 0) -> Table:
-    """A rich table of the rows and their ratios against the baseline model."""
-    table = Table(title=f"ONNX Runtime latency (baseline: {Path(result.models[baseline_index]).name})")
-    for name in ("model", "provider", "batch", "median ms", "p90 ms", "size MB", "mem MB", "speed-up", "MACs ratio", "eta"):
-        table.add_column(name, justify="left" if name in ("model", "provider") else "right")
+    """A table of the rows and their ratios against the baseline model that reads at 80 columns:
+    short headers explained in the caption, no vertical rules, long model names wrapped, the
+    provider in the title when there is one."""
+    names = display_names(result.models)
+    providers = list(dict.fromkeys(r.provider.removesuffix("ExecutionProvider") for r in result.rows))
+    repeats = result.rows[0].repeats if result.rows else 0
+    where = f" on {providers[0]}" if len(providers) == 1 else ""
+    table = Table(title=f"ONNX Runtime latency{where}, baseline {names[baseline_index]}", box=box.SIMPLE_HEAD,
+                  pad_edge=False, caption=CAPTION.format(repeats=repeats), caption_justify="left")
+    columns = ["batch", "ms", "MB", "mem", "speed", "MACs", "η"]
+    table.add_column("model", overflow="fold", min_width=12, ratio=1)
+    if len(providers) > 1:
+        table.add_column("EP", no_wrap=True)
+    for name in columns:
+        table.add_column(name, justify="right", no_wrap=True)
     for row, ratio in zip(result.rows, ratio_table(result, baseline_index, macs), strict=True):
         mem = None if row.peak_mem_bytes is None else row.peak_mem_bytes / 1e6
+        provider = [row.provider.removesuffix("ExecutionProvider")] if len(providers) > 1 else []
         table.add_row(
-            Path(row.model).name,
-            row.provider.removesuffix("ExecutionProvider"),
+            names[row.model_index],
+            *provider,
             str(row.batch),
-            f"{row.median_ms:.3f}",
-            f"{row.p90_ms:.3f}",
+            _ms(row.median_ms),
             f"{row.file_size_bytes / 1e6:.2f}",
             _fmt(mem, ".1f"),
             f"{ratio['speedup']:.2f}x",

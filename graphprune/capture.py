@@ -27,7 +27,7 @@ import torch.fx as fx
 from torch.export import Dim
 from torch.utils import _pytree as pytree
 
-from graphprune.errors import TraceError
+from graphprune.errors import TraceError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ def _user_line(exc: BaseException) -> str:
 
 
 def _explain(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
+    first = first_line(exc)
     lowered = str(exc).lower()
     if "data-dependent" in lowered or "data dependent" in lowered or "guard" in lowered:
         hint = (
@@ -112,7 +111,7 @@ def _explain(exc: BaseException) -> str:
     else:
         hint = "make the model capturable by torch.export.export(model, args, strict=False)"
     where = _user_line(exc)
-    return f"cannot capture the model: {first[:300]}" + (f" [at {where}]" if where else "") + f"; {hint}"
+    return f"cannot capture the model: {first}" + (f" [at {where}]" if where else "") + f"; {hint}"
 
 
 def _export(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool):
@@ -237,7 +236,7 @@ def capture(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None
         module = _plain_module(ep)
     except Exception as exc:  # noqa: BLE001 - e.g. a submodule named like a GraphModule attribute
         raise TraceError(
-            f"the captured graph cannot be rebuilt as a module ({str(exc).splitlines()[0][:200]}); "
+            f"the captured graph cannot be rebuilt as a module ({first_line(exc, 200)}); "
             "rename submodules that clash with torch.fx.GraphModule attributes (such as 'meta')"
         ) from exc
     module.meta["graphprune_dynamic_batch"] = dynamic

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from rich.markup import escape
 
 from graphprune import io
 from graphprune.cli_options import BatchOpt, CalibOpt, DataOpt, ImageSizeOpt, MeanOpt, StdOpt, TokenizerOpt, open_data
-from graphprune.errors import GraphPruneError
+from graphprune.errors import GraphPruneError, first_line
 
 PICKLE_WARNING = (
     "MODEL is a file written by torch.save(model) or torch.export.save (.pt2). Loading a pickled "
@@ -36,6 +35,7 @@ ShapeOpt = typer.Option(None, "--input-shape", help="shape of one float example 
 ExampleOpt = typer.Option(None, "--example-input", help="torch.save'd tensor, tuple (positional) or dict (keyword) of inputs")
 ArchOpt = typer.Option(None, "--arch", help="package.module:factory that builds the model; MODEL is then a state_dict (safe)")
 SafeOpt = typer.Option(False, "--safe", help="refuse pickled models (they run code when loaded)")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="log progress; on an unexpected error, print its traceback")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -59,31 +59,43 @@ def _default_out(model: Path, suffix: str) -> Path:
 
 
 def _guard(fn):
-    """Turn graphprune's errors into one line and exit code 2; Ctrl-C into 130."""
+    """Every failure ends in one `error:` line and exit code 2 (Ctrl-C: 130), nothing written.
+
+    graphprune's own errors say the cause and the fix; any other exception is a graphprune bug,
+    named by its type and first line. `--verbose` prints its traceback first.
+    """
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except GraphPruneError as exc:
-            _fail(str(exc))
+            _fail(" ".join(str(exc).split()) or type(exc).__name__)
         except KeyboardInterrupt:
             _fail("interrupted; nothing was written", 130)
         except OSError as exc:
-            _fail(f"cannot write or read a file: {exc}; check the path and free disk space")
+            _fail(f"cannot write or read a file: {first_line(exc)}; check the path and free disk space")
+        except Exception as exc:  # noqa: BLE001 - anything else is a bug: still one line, exit 2
+            if kwargs.get("verbose"):
+                console.print_exception()
+            _fail(f"unexpected {type(exc).__name__}: {first_line(exc)}; nothing was written. This is a graphprune bug: "
+                  "rerun with --verbose for the traceback and report it")
 
     return wrapper
 
 
-@app.command()
-@_guard
 def shrink(
     model: Path = ModelArg,
     ratio: float = typer.Option(0.4, "--ratio", "-r", help="fraction of each prunable group to remove, in [0, 1)"),
     input_shape: str | None = ShapeOpt,
     example_input: Path | None = ExampleOpt,
-    output: Path | None = typer.Option(None, "-o", "--output", help="pruned model file [default: MODEL.pruned.pt]"),
+    output: Path | None = typer.Option(
+        None, "-o", "--output",
+        help="pruned model file [default: MODEL.pruned.pt, a pickle]; a .pt2 name writes a torch.export program (no pickle)",
+    ),
     target_macs: float | None = typer.Option(
         None, "--target-macs", help="budget: keep this fraction of the original's MACs, in (0, 1) (instead of --ratio)"),
     target_params: float | None = typer.Option(
@@ -126,10 +138,18 @@ def shrink(
     force: bool = typer.Option(False, "--force", help="replace OUTPUT if it exists (never the input)"),
     onnx: bool = typer.Option(False, "--onnx", help="also export the pruned model to ONNX and check parity in ONNX Runtime"),
     bench: bool = typer.Option(False, "--bench", help="with --onnx: benchmark original vs pruned in ONNX Runtime"),
+    explain: bool = typer.Option(False, "--explain", help="with --data: also write OUTPUT's stem + .explain.html and "
+                                 ".explain.json, what pruning did to decisions and explanations (graphprune explain)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="recover on --data for E epochs (original = teacher)"),
+    steps: int = typer.Option(1, "--steps", help="reach the target in N steps, recovering between them"),
+    recovery=None,  # graphprune.cli_finetune.Recovery: the data and training options (training_options adds them)
 ) -> None:
     """Prune MODEL and write the smaller dense model plus a JSON report beside it."""
     from graphprune.api import shrink as run_shrink
+    from graphprune.capture import normalize_inputs
+    from graphprune.export import data_path, stage_onnx
+    from graphprune.program import save_model
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or _default_out(model, ".pruned.pt")
@@ -138,44 +158,63 @@ def shrink(
     io.check_output(out, [model, example_input], force)
     io.check_output(report_path, [model, example_input], force)
     if onnx:
-        io.check_output(onnx_path, [model, example_input], force)
+        for file in (onnx_path, data_path(onnx_path)):
+            io.check_output(file, [model, example_input], force)
+    explain_path = _beside(out, ".explain.html")
+    if explain:
+        from graphprune.explain.cli import check_explain_outputs
+
+        check_explain_outputs(data, explain_path, [model, example_input], force)
     if not 0.0 <= ratio < 1.0:
         raise io.InputError(f"--ratio {ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
     if round_to < 1:
         raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
     _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches)
     blocks = _check_blocks(remove_blocks, block_criterion, data)
+    if blocks and steps > 1:
+        raise io.InputError("--remove-blocks with --steps is not supported yet (each step would remove blocks again); "
+                            "drop --steps, or remove blocks in a first shrink and prune the result in steps")
     module, example = _load(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
     import tempfile
-
-    import torch
 
     from graphprune.report import render
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".graphprune.") as tmp:
         with console.status("starting") as status:
             attention = "head-dim" if prune_head_dim else "heads" if prune_heads else "none"
-            pruned, report = run_shrink(
-                module, example, ratio, global_ranking=global_ranking, round_to=round_to, criterion=criterion,
-                prune_hidden=prune_hidden, attention=attention, progress=lambda s: status.update(s),
-                data=calibration, calib_batches=calib_batches, recalibrate=recalibrate, threshold=threshold,
-                target_macs=target_macs, target_params=target_params,
-                remove_blocks=blocks, block_criterion=block_criterion,
-            )
-            extra = {}
+            pruned, report, extra = cli_finetune.shrink_and_recover(
+                run_shrink, module, example, ratio,
+                dict(global_ranking=global_ranking, round_to=round_to, criterion=criterion, prune_hidden=prune_hidden,
+                     attention=attention, data=calibration, calib_batches=calib_batches, recalibrate=recalibrate,
+                     threshold=threshold, target_macs=target_macs, target_params=target_params,
+                     remove_blocks=blocks, block_criterion=block_criterion),
+                recovery, finetune_epochs, steps, out, force, status)
+            if cli_finetune.other_rank():  # under torchrun only rank 0 writes
+                return
             if onnx:
                 status.update("exporting to ONNX and checking parity in ONNX Runtime")
-                extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench)
+                macs = (report.macs_before, report.macs_after)
+                extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench, macs, onnx_path)
+            if explain:
+                from graphprune.explain.cli import explain_pair
+
+                explained = explain_pair(module, pruned, calibration, report.to_dict() | extra, status.update,
+                                         str(tokenizer) if tokenizer else None)
         render(report, out_console)
         staged = extra["onnx"].pop("staged") if onnx else None
         with io.atomic_outputs() as stage:  # all three appear together, or none
-            torch.save(pruned, stage(out))
+            save_model(pruned, *normalize_inputs(example), stage(out), out.suffix)
             stage(report_path).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
             if staged:
-                os.replace(staged, stage(onnx_path))
-    out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else ""))
+                stage_onnx(Path(staged), onnx_path, stage)
+            if explain:
+                from graphprune.explain.write import stage as stage_explanation
+
+                stage_explanation(explained, explain_path, stage, sources=(str(model), str(out)))
+    out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else "")
+                      + (f" and {explain_path}" if explain else ""))
 
 
 def _check_blocks(remove_blocks: str, criterion: str, data) -> float:
@@ -213,26 +252,32 @@ def _check_targets(target_macs, target_params, threshold, criterion, data, calib
         parse_threshold(threshold)
 
 
-def _export_pair(original, pruned, example, onnx_path: Path, bench: bool) -> dict:
+def _export_pair(original, pruned, example, onnx_path: Path, bench: bool, macs: tuple[int, int], final: Path) -> dict:
+    """Export the pruned model to `onnx_path` (staged; the report names `final`); with `bench`, also
+    the original, and time both (MACs from the report: eager fast paths, e.g. nn.TransformerEncoder's,
+    hide MACs from torch's counter)."""
     from graphprune.capture import normalize_inputs
     from graphprune.export import export_onnx
 
     args, kwargs = normalize_inputs(example)
     result = export_onnx(pruned, args, kwargs, onnx_path)
-    info = {"pruned": result.__dict__ | {"path": str(result.path)}, "staged": str(result.path)}
+    info = {"pruned": result.__dict__ | {"path": str(final)}, "staged": str(result.path)}
     if bench:
         import tempfile
 
         from graphprune.bench import bench as run_bench
         from graphprune.bench import render as render_bench
-        from graphprune.cost import count_macs
+        from graphprune.feeds import example_arrays
 
         with tempfile.TemporaryDirectory() as tmp:
             base = export_onnx(original, args, kwargs, Path(tmp) / "original.onnx")
-            macs = [count_macs(original, args, kwargs), count_macs(pruned, args, kwargs)]
-            res = run_bench([base.path, result.path])
-            out_console.print(render_bench(res, macs=macs))
-            info["bench"] = res.to_dict()
+            paths = [base.path, result.path]
+            res = run_bench(paths, inputs=example_arrays(example, paths))
+            out_console.print(render_bench(res, macs=list(macs) if all(macs) else None))
+            names = {str(base.path): "original (exported for the benchmark, not kept)", str(result.path): str(final)}
+            info["bench"] = res.to_dict() | {"models": [names[m] for m in res.models]}
+            for row in info["bench"]["rows"]:
+                row["model"] = names[row["model"]]
     return info
 
 
@@ -245,6 +290,7 @@ def inspect(
     arch: str | None = ArchOpt,
     safe: bool = SafeOpt,
     show_all: bool = typer.Option(False, "--all", help="also list groups frozen by shape-only dims"),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Print the prunable groups of MODEL and what froze the others, without pruning."""
     from rich.table import Table
@@ -253,6 +299,7 @@ def inspect(
     from graphprune.planner import PlanOptions, plan
     from graphprune.report import interesting
 
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     module, example = _load(model, arch, safe, example_input, input_shape)
     with console.status("capturing and analysing"):
         graph = analyze(module, example)
@@ -287,14 +334,17 @@ def export(
     output: Path | None = typer.Option(None, "-o", "--output", help="ONNX file [default: MODEL.onnx]"),
     arch: str | None = ArchOpt,
     safe: bool = SafeOpt,
-    force: bool = typer.Option(False, "--force", help="replace OUTPUT if it exists"),
+    force: bool = typer.Option(False, "--force", help="replace OUTPUT (and OUTPUT.data) if it exists"),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Export MODEL to ONNX (dynamic batch), simplify it, and check parity in ONNX Runtime."""
     from graphprune.capture import normalize_inputs
-    from graphprune.export import export_onnx
+    from graphprune.export import data_path, export_onnx
 
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or _default_out(model, ".onnx")
-    io.check_output(out, [model, example_input], force)
+    for file in (out, data_path(out)):
+        io.check_output(file, [model, example_input], force)
     module, example = _load(model, arch, safe, example_input, input_shape)
     args, kwargs = normalize_inputs(example)
     with console.status("exporting"):
@@ -313,16 +363,26 @@ def bench(
     repeats: int = typer.Option(30, "--repeats"),
     warmup: int = typer.Option(5, "--warmup"),
     threads: int = typer.Option(2, "--threads", help="intra-op threads for the CPU provider"),
+    example_input: Path | None = typer.Option(
+        None, "--example-input", help="torch.save'd inputs (as for shrink), tiled to each --batch; needed for token models"
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="also write the results as JSON"),
+    force: bool = typer.Option(False, "--force", help="replace the --json file if it exists (never an input)"),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Time ONNX models interleaved in ONNX Runtime on every available execution provider."""
     from graphprune.bench import bench as run_bench
     from graphprune.bench import render as render_bench
+    from graphprune.feeds import example_arrays
 
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    if json_out:
+        io.check_output(json_out, [*models, example_input], force, option="--json")
     for m in models:
         io.check_onnx(m)
+    inputs = example_arrays(io.load_example(example_input, None), list(models)) if example_input else None
     with console.status("benchmarking"):
-        res = run_bench(list(models), batch_sizes=tuple(batch), repeats=repeats, warmup=warmup, threads=threads)
+        res = run_bench(list(models), batch_sizes=tuple(batch), repeats=repeats, warmup=warmup, threads=threads, inputs=inputs)
     out_console.print(render_bench(res))
     if json_out:
         io.save_text(json.dumps(res.to_dict(), indent=2, default=str), json_out)
@@ -367,6 +427,16 @@ def eval_(
     render(rows, out_console)
     if json_out is not None:
         io.save_text(json.dumps({"data": data, "models": [r.to_dict() for r in rows]}, indent=2), json_out)
+
+
+from graphprune.explain.cli import explain_command  # noqa: E402 - the command's body lives with its package
+
+app.command("explain")(_guard(explain_command))
+
+from graphprune import cli_finetune  # noqa: E402 - after app, _guard, _fail: it uses them
+
+cli_finetune.register(sys.modules[__name__])
+app.command("shrink")(_guard(cli_finetune.training_options(shrink)))
 
 
 def main() -> None:

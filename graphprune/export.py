@@ -32,8 +32,9 @@ simplified one fails a check, unsimplified:
    ONNX Runtime must match PyTorch at that length.
 
 Files are written in a hidden staging folder beside `path` and moved onto `path`
-(plus `path.data` for models over the 2 GiB protobuf limit) with `os.replace`
-only after every check has passed: a failure never leaves a file behind.
+(plus `path.data` for models over the 2 GiB protobuf limit, `data_path`) with
+`graphprune.io.atomic_outputs` only after every check has passed: the files appear
+together, and a failure never leaves a file behind.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ import torch
 from torch.utils import _pytree as pytree
 
 from graphprune.capture import is_token_input
-from graphprune.errors import ExportError, InputError
+from graphprune.errors import ExportError, InputError, first_line
+from graphprune.io import atomic_outputs
 
 log = logging.getLogger(__name__)
 
@@ -291,12 +293,34 @@ def _save(proto: onnx.ModelProto, file: Path) -> Path:
     return file
 
 
-def onnx_size_bytes(path: str | Path) -> int:
-    """Bytes of an ONNX file plus the external data files it references."""
+def data_path(path: Path) -> Path:
+    """Where `export_onnx(..., path)` puts the weights of a model over the protobuf limit."""
+    return path.with_name(f"{path.name}.data")
+
+
+def onnx_files(path: str | Path) -> list[Path]:
+    """An ONNX file and the external data files it references (they must move together)."""
     path = Path(path)
     proto = onnx.load(str(path), load_external_data=False)
     locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
-    return path.stat().st_size + sum((path.parent / loc).stat().st_size for loc in locations)
+    return [path, *(path.parent / loc for loc in sorted(locations))]
+
+
+def stage_onnx(src: Path, dst: Path, stage: Callable[[Path], Path]) -> None:
+    """Move the ONNX model at `src` and its data files into `stage`d files for `dst` (io.atomic_outputs)."""
+    for file in onnx_files(src):
+        os.replace(file, stage(dst.parent / file.relative_to(src.parent)))
+
+
+def onnx_size_bytes(path: str | Path) -> int:
+    """Bytes of an ONNX file plus the external data files it references."""
+    return sum(file.stat().st_size for file in onnx_files(path))
+
+
+def input_names(args: tuple, kwargs: dict) -> tuple[str, ...]:
+    """The ONNX input names `export_onnx` gives the tensors of `(args, kwargs)`, in pytree order."""
+    with_paths, _ = pytree.tree_flatten_with_path((args, kwargs))
+    return _input_names([path for path, x in with_paths if isinstance(x, torch.Tensor)])
 
 
 def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto | None:
@@ -305,17 +329,12 @@ def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto | None:
     try:
         simplified, ok = onnxsim.simplify(proto)
     except Exception as exc:  # noqa: BLE001 - onnxsim raises anything; the unsimplified model is kept
-        log.warning("onnxsim failed (%s); keeping the unsimplified model", _first_line(exc))
+        log.warning("onnxsim failed (%s); keeping the unsimplified model", first_line(exc, 200))
         return None
     if not ok:
         log.warning("onnxsim's own check failed; keeping the unsimplified model")
         return None
     return simplified
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _compare(names: Sequence[str], ref: Sequence[np.ndarray], got: Sequence[np.ndarray], atol: float) -> _Parity:
@@ -350,7 +369,7 @@ def _check_batch(job: _Job, sess: ort.InferenceSession, feeds: dict, got: list) 
     try:
         more = sess.run(None, more_feeds)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own types; this is the check failing
-        raise ExportError(f"the ONNX model fails at batch {job.batch + 1} ({_first_line(exc)}); {fix}") from exc
+        raise ExportError(f"the ONNX model fails at batch {job.batch + 1} ({first_line(exc, 200)}); {fix}") from exc
     for name, old, new, is_batch in zip(job.output_names, got, more, job.out_batch_axes, strict=True):
         if not is_batch:
             continue
@@ -371,12 +390,12 @@ def _check_sequence(job: _Job, sess: ort.InferenceSession, feeds: dict) -> None:
         reference = [t.detach().cpu().numpy() for t in _reference(job.module, longer, {})]
     except Exception as exc:  # noqa: BLE001 - the PyTorch model refuses the length its ONNX model takes
         raise ExportError(f"the ONNX model takes any sequence length but PyTorch fails at {length} "
-                          f"({_first_line(exc)}); {fix}") from exc
+                          f"({first_line(exc, 200)}); {fix}") from exc
     given = dict(zip(job.input_names, longer, strict=True))
     try:
         got = sess.run(None, {n: given[n].numpy() for n in feeds})
     except Exception as exc:  # noqa: BLE001 - ORT raises its own types; this is the check failing
-        raise ExportError(f"the ONNX model fails at sequence length {length} ({_first_line(exc)}); {fix}") from exc
+        raise ExportError(f"the ONNX model fails at sequence length {length} ({first_line(exc, 200)}); {fix}") from exc
     _compare(job.output_names, reference, got, job.atol)
 
 
@@ -384,7 +403,7 @@ def _verify(job: _Job, file: Path) -> _Parity:
     try:
         onnx.checker.check_model(str(file))
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"onnx.checker rejects the model: {_first_line(exc)}; try the other exporter") from exc
+        raise ExportError(f"onnx.checker rejects the model: {first_line(exc, 200)}; try the other exporter") from exc
     options = ort.SessionOptions()
     options.log_severity_level = 3
     given = {n: t.detach().cpu().numpy() for n, t in zip(job.input_names, job.tensors, strict=True)}
@@ -395,7 +414,7 @@ def _verify(job: _Job, file: Path) -> _Parity:
     except KeyError as exc:
         raise ExportError(f"the ONNX model wants input {exc} that the example does not have; try the other exporter") from exc
     except Exception as exc:  # noqa: BLE001 - ORT raises its own types; this is the check failing
-        raise ExportError(f"ONNX Runtime cannot run the model ({_first_line(exc)}); try another opset or exporter") from exc
+        raise ExportError(f"ONNX Runtime cannot run the model ({first_line(exc, 200)}); try another opset or exporter") from exc
     parity = _compare(job.output_names, job.reference, got, job.atol)
     if job.batch is not None and any(job.batch_axes):
         _check_batch(job, sess, feeds, got)
@@ -421,7 +440,7 @@ def _attempt(job: _Job, exporter: str, stage: Path, name: str, simplify: bool, n
     try:
         _EXPORTERS[exporter](job, raw_file)
     except Exception as exc:  # noqa: BLE001 - any exporter failure is reported, then the next is tried
-        raise ExportError(f"the exporter failed: {_first_line(exc)}") from exc
+        raise ExportError(f"the exporter failed: {first_line(exc, 200)}") from exc
     proto = onnx.load(str(raw_file))
     _name_dims(proto, job)
     simplified = _simplify(proto) if simplify else None
@@ -441,10 +460,9 @@ def _attempt(job: _Job, exporter: str, stage: Path, name: str, simplify: bool, n
 
 
 def _publish(src: Path, dst: Path) -> None:
-    """Move the checked model (and its `.data`, if any) onto `dst`, data first."""
-    for data in src.parent.glob(f"{src.name}.data"):
-        os.replace(data, dst.parent / f"{dst.name}.data")
-    os.replace(src, dst)
+    """Move the checked model and its `.data`, if any, onto `dst`: all files or none."""
+    with atomic_outputs() as stage:
+        stage_onnx(src, dst, stage)
 
 
 def export_onnx(
@@ -492,7 +510,7 @@ def export_onnx(
             try:
                 best = _attempt(job, exporter, stage, path.name, simplify, notes)
             except Exception as exc:  # noqa: BLE001 - any failure of one exporter: note it, try the next
-                notes.append(f"{exporter}: {exc if isinstance(exc, ExportError) else _first_line(exc)}")
+                notes.append(f"{exporter}: {exc if isinstance(exc, ExportError) else first_line(exc, 200)}")
                 log.warning("ONNX export with %s failed: %s", exporter, notes[-1])
                 continue
             _publish(best.file, path)

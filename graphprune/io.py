@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from graphprune.errors import InputError, LoadError
+from graphprune.errors import InputError, LoadError, first_line
 
 
 def _existing(path: str | Path) -> Path:
@@ -69,7 +69,7 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
             "run from the folder that contains it or add that folder to PYTHONPATH"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same clear message
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 200)
         if weights_only and "weights_only" in str(exc):
             raise LoadError(
                 f"{path} is a pickled object, refused in safe mode; save a .pt2 with torch.export.save "
@@ -101,7 +101,7 @@ def load_model(path: str | Path, *, arch: str | None = None, safe: bool = False)
         try:
             ep = torch.export.load(str(p))
         except Exception as exc:  # noqa: BLE001
-            raise LoadError(f"cannot read {p} as a torch.export program: {str(exc).splitlines()[0][:200]}") from exc
+            raise LoadError(f"cannot read {p} as a torch.export program: {first_line(exc, 200)}") from exc
         example = None
         if getattr(ep, "example_inputs", None):
             args, kwargs = ep.example_inputs
@@ -165,12 +165,14 @@ def load_example(path: str | Path | None, shape: str | None, fallback: Any = Non
     raise InputError("the model needs an example input: pass --input-shape 1,3,224,224 or --example-input x.pt")
 
 
-def check_output(out: Path, inputs: list[Path], force: bool) -> None:
+def check_output(out: Path, inputs: list[Path | None], force: bool, option: str = "-o") -> None:
+    """Refuse to write `out` over an input (even with --force), over an existing file without
+    --force, or into a missing folder; `option` names the command-line option that chose `out`."""
     for p in inputs:
         if p is not None and out.resolve() == Path(p).resolve():
-            raise InputError(f"refusing to overwrite the input {p}; choose another -o")
+            raise InputError(f"refusing to overwrite the input {p}; choose another {option}")
     if out.exists() and not force:
-        raise InputError(f"{out} exists; pass --force to replace it or choose another -o")
+        raise InputError(f"{out} exists; pass --force to replace it or choose another {option}")
     if not out.parent.exists():
         raise InputError(f"folder {out.parent} does not exist")
 

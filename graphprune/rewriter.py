@@ -4,10 +4,11 @@ Every parameter and buffer the graph reads is sliced along each dim by the kept
 indices of that dim's space (one generic rule, since every parameter dim is a space:
 conv, linear, norm, embedding and PReLU weights need no code of their own). Node
 arguments that carry sizes are rewritten by the op rule's `rewrite` hook from the new
-shapes. The result is a fresh torch.fx.GraphModule with the user's calling convention
-and parameter names; nothing is shared with, or changed in, the input model. It trains like
-the original (batch norm and dropout follow train()/eval()) and takes forward hooks by the
-original's submodule names (graphprune.trainable).
+shapes. The result is a fresh torch.fx.GraphModule (a graphprune.pruned.PrunedModule, so
+torch's exporters and tracers take it) with the user's calling convention and parameter names;
+nothing is shared with, or changed in, the input model. It trains like the original (batch
+norm and dropout follow train()/eval()) and takes forward hooks by the original's submodule
+names (graphprune.trainable).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch.fx as fx
 from graphprune.errors import RewriteError, describe
 from graphprune.importance import parameter
 from graphprune.planner import Plan
+from graphprune.pruned import as_pruned
 from graphprune.rules import RewriteContext, lookup
 from graphprune.spaces import shape_of
 from graphprune.trainable import make_trainable
@@ -152,7 +154,7 @@ def rewrite(plan: Plan, tensors: dict | None = None) -> fx.GraphModule:
     pruned._in_spec = old._in_spec
     pruned._out_spec = old._out_spec
     pruned.meta["graphprune_dynamic_batch"] = old.meta.get("graphprune_dynamic_batch", False)
-    return make_trainable(pruned)
+    return as_pruned(make_trainable(pruned))
 
 
 def _has(module: torch.nn.Module, target: str) -> bool:

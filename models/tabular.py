@@ -75,13 +75,14 @@ def main() -> None:
     """Train both models on the digits split and save them as models/digits_resnet.pt and models/digits_mlp.pt."""
     from pathlib import Path
 
+    import models.tabular as here_module  # pickles name models.tabular, not __main__
     from models.digits import accuracy, load_split
 
     torch.set_num_threads(1)
     xtr, ytr, xte, yte = load_split()
     here = Path(__file__).resolve().parent
-    resnet = train(DigitsResNet(), xtr, ytr, epochs=10)
-    mlp = train(DigitsMLP(), features(xtr), ytr, epochs=20)
+    resnet = train(here_module.DigitsResNet(), xtr, ytr, epochs=10)
+    mlp = train(here_module.DigitsMLP(), features(xtr), ytr, epochs=20)
     torch.save(resnet, here / "digits_resnet.pt")
     torch.save(mlp, here / "digits_mlp.pt")
     print(f"digits ResNet held-out accuracy {accuracy(resnet, xte, yte):.4f}; "

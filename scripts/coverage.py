@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import graphprune  # noqa: E402
+from graphprune.errors import first_line  # noqa: E402
 from scripts.docsection import write_section  # noqa: E402
 
 FAMILIES = [
@@ -136,7 +137,7 @@ def _baseline(name: str, ratio: float) -> str:
     try:
         return torch_pruning(name, ratio)
     except Exception as exc:  # noqa: BLE001 - the baseline's failure is a finding
-        return f"fails: {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
+        return f"fails: {type(exc).__name__}: {first_line(exc, 80)}"
 
 
 def torch_pruning(name: str, ratio: float) -> str:
@@ -153,7 +154,7 @@ def torch_pruning(name: str, ratio: float) -> str:
         pruner.step()
         got = _outputs(model(**args) if isinstance(args, dict) else model(*args))
     except Exception as exc:  # noqa: BLE001 - the baseline's failure is a finding, recorded in one line
-        return f"fails: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+        return f"fails: {type(exc).__name__}: {first_line(exc, 80)}"
     if [t.shape for t in got] != [t.shape for t in reference]:
         return "wrong output shape"
     return "ok (output layer ignored by hand)"
@@ -331,7 +332,7 @@ def main() -> int:
             row = check(name, ratio, not args.no_onnx, baseline=not cnn)
         except Exception as exc:  # noqa: BLE001 - a failure is a row in the table, not the end of the sweep
             traceback.print_exc()
-            row = {"model": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+            row = {"model": name, "error": f"{type(exc).__name__}: {first_line(exc, 120)}"}
         print(row, flush=True)
         rows.append(row)
     write_section(out, f"coverage_{args.suite}", markdown(rows, sys.argv[1:], ratio, args.suite), HEADER)

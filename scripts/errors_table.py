@@ -135,8 +135,10 @@ def markdown(rows: list[tuple[Case, Outcome, str]]) -> str:
         f"{'as root' if IS_ROOT else 'as a normal user'}. Each command ran through typer's CliRunner inside a fresh "
         "temporary folder holding `m.pt` (a tiny conv net saved with `torch.save(model)`), its state_dict `sd.pt`, "
         "`m.pt2` (`torch.export.save`), `notes.txt`, a pickled list, truncated and corrupted copies, an unreadable "
-        "copy and a model whose forward branches on a tensor value (tests/cli_cases.py `make_files`). The message "
-        "is the line printed, as printed.",
+        "copy, a model whose forward branches on a tensor value, small ONNX files (`m.onnx`, the token model "
+        "`tokens.onnx`, `bad_op.onnx` with an op no runtime has), `wrong_keys.pt` (inputs under a name no model "
+        "takes) and `stale.onnx.data` (the weights file of an earlier export) (tests/cli_cases.py `make_files`). "
+        "The message is the line printed, as printed.",
         "",
         "The rule (tests/test_cli.py): exit code 2, one `error:` line that names the cause and the fix, no "
         "traceback, and no file written.",

@@ -101,6 +101,30 @@ CASES: tuple[Case, ...] = (
     Case("export_missing_path", "`export` with a missing file", ("export", "nope.pt", *SHAPE), ("no such file", "nope.pt")),
     Case("bench_missing_path", "`bench` with a missing file", ("bench", "nope.onnx"), ("no such file", "nope.onnx")),
     Case("bench_not_onnx", "`bench` with a text file", ("bench", "notes.txt"), ("notes.txt", "ONNX")),
+    Case("bench_json_is_input", "`bench --json` naming the input model", ("bench", "m.onnx", "--json", "m.onnx"),
+         ("refusing to overwrite the input", "m.onnx", "--json")),
+    Case("bench_json_is_input_forced", "`bench --json` naming the input model, with --force",
+         ("bench", "m.onnx", "--json", "m.onnx", "--force"), ("refusing to overwrite the input", "m.onnx")),
+    Case("bench_json_exists", "`bench --json` to an existing file, no --force", ("bench", "m.onnx", "--json", "notes.txt"),
+         ("notes.txt exists", "--force")),
+    Case("bench_tokens_no_example", "`bench` of a token model (symbolic sequence) without --example-input",
+         ("bench", "tokens.onnx"), ("tokens.onnx", "symbolic dim 1", "--example-input")),
+    Case("bench_example_mismatch", "`bench --example-input` whose names the model does not take",
+         ("bench", "tokens.onnx", "--example-input", "wrong_keys.pt"), ("example input gives", "pixels", "input_ids")),
+    Case("bench_unloadable", "`bench` of an ONNX file onnxruntime cannot load (an op that does not exist)",
+         ("bench", "bad_op.onnx"), ("onnxruntime cannot load", "bad_op.onnx")),
+    Case("export_data_exists", "`export` whose OUTPUT.data exists, no --force", ("export", "m.pt", *SHAPE, "-o", "stale.onnx"),
+         ("stale.onnx.data exists", "--force")),
+    Case("shrink_onnx_data_exists", "`shrink --onnx` whose ONNX .data file exists, no --force",
+         ("shrink", "m.pt", *SHAPE, "-o", "stale.pt", "--onnx"), ("stale.onnx.data exists", "--force")),
+    Case("explain_no_data", "`explain` with --data that does not exist", ("explain", "m.pt", "m.pt", *SHAPE, "--data", "nope.npz"),
+         ("--data nope.npz", "no such file")),
+    Case("explain_output_exists", "`explain` onto an existing file, no --force",
+         ("explain", "m.pt", "m.pt", "--data", "nope.npz", "-o", "notes.txt"), ("exists", "--force")),
+    Case("explain_output_is_input", "`explain -o` an input, with --force",
+         ("explain", "m.pt", "m.pt", "--data", "nope.npz", "-o", "m.pt", "--force"), ("refusing to overwrite the input",)),
+    Case("explain_no_example", "`explain` with data that does not tell the input layout",
+         ("explain", "m.pt", "m.pt", "--data", "notes.txt"), ("--example-input", "--input-shape")),
 )
 BAD = {case.name: case for case in CASES}
 
@@ -124,6 +148,32 @@ def _program_bytes() -> bytes:
         return path.read_bytes()
 
 
+def _onnx_model(path: Path, nodes: list, inputs: list, outputs: list, weights: list) -> None:
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, path.stem, inputs, outputs, weights)
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+
+
+def _onnx_files(folder: Path) -> None:
+    """m.onnx (y = x @ W, dynamic batch), tokens.onnx (an embedding of ids [batch, sequence]) and
+    bad_op.onnx (a node of an op no runtime has): small ONNX files written without an exporter."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    _onnx_model(folder / "m.onnx", [helper.make_node("MatMul", ["x", "W"], ["y"])], [x], [y], [weight])
+    _onnx_model(folder / "bad_op.onnx", [helper.make_node("NoSuchOp", ["x", "W"], ["y"])], [x], [y], [weight])
+    table = numpy_helper.from_array(rng.standard_normal((50, 8)).astype(np.float32), "E")
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "sequence", 8])
+    _onnx_model(folder / "tokens.onnx", [helper.make_node("Gather", ["E", "input_ids"], ["out"])], [ids], [out], [table])
+
+
 def make_files(folder: Path) -> Path:
     """Write into `folder` a tiny conv model in every format the CLI reads, and the files it must refuse."""
     torch.manual_seed(0)
@@ -144,4 +194,7 @@ def make_files(folder: Path) -> Path:
     (folder / "m.pt2").write_bytes(program)
     (folder / "trunc.pt2").write_bytes(program[: len(program) // 2])
     (folder / "corrupt.pt2").write_bytes(_zero_bytes(program, weight))
+    _onnx_files(folder)
+    torch.save({"pixels": torch.zeros(1, 4, dtype=torch.long)}, folder / "wrong_keys.pt")
+    (folder / "stale.onnx.data").write_bytes(b"weights of another model")
     return folder

@@ -68,12 +68,15 @@ def test_gradient_criteria_match_hand_computation(setup):
     p = dict(copy.named_parameters())
     calibration = Calibration(data=data, limit=None, grad_batch=None)  # one batch: sums are over that batch
     taylor = np.abs(slices(copy, {k: p[k] * grads[k] for k in p}))
-    fisher = slices(copy, {k: grads[k] ** 2 for k in p})
+    # fisher: labels drawn from the model's own softmax (seed 0 for the first batch), the true Fisher
+    drawn = torch.multinomial(torch.softmax(copy(x).detach(), 1), 1, generator=torch.Generator().manual_seed(0)).squeeze(1)
+    sampled = torch.autograd.grad(nn.functional.cross_entropy(copy(x), drawn), list(copy.parameters()))
+    fisher = slices(copy, {k: g ** 2 for k, g in zip(p, sampled, strict=True)})
     gradient = slices(copy, {k: grads[k].abs() for k in p})
     for name, want in (("taylor", taylor), ("fisher", fisher), ("gradient", gradient)):
         got = hidden_scores(graph, score(graph, name, calibration=calibration))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-10, err_msg=name)
-    assert calibration.loss == "labels"
+    assert calibration.loss == "labels+sampled"
 
 
 def test_activation_criteria_match_hand_computation(setup):

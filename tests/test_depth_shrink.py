@@ -70,6 +70,8 @@ def test_cli_remove_blocks_writes_a_working_model_without_their_parameters(tmp_p
     base = ["shrink", str(tmp_path / "model.pt"), "--input-shape", "1,3,12,12", "-o", str(out)]
     refused = runner.invoke(app, [*base, "--remove-blocks", "2"])
     assert refused.exit_code == 2 and "--data" in refused.output and not out.exists()
+    stepped = runner.invoke(app, [*base, "--remove-blocks", "1", "--data", str(tmp_path / "train.npz"), "--steps", "2"])
+    assert stepped.exit_code == 2 and "--steps" in stepped.output and not out.exists()
     result = runner.invoke(app, [*base, "--remove-blocks", "2", "--data", str(tmp_path / "train.npz")])
     assert result.exit_code == 0, result.output
     pruned = torch.load(out, weights_only=False)

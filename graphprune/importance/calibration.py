@@ -6,6 +6,10 @@ The loss (`loss_of`), chosen once per batch and named in the report:
 * no labels, class scores (a floating [N, C] output, C > 1): cross-entropy against the model's own
   top-1 predictions (the original is being scored, so a loss against its exact outputs would have
   zero gradient);
+* `fisher` on class scores, always: cross-entropy against labels drawn from the model's own softmax,
+  so that its squared gradients estimate the true Fisher information E_{y~p(y|x)}[g^2]. The data's
+  labels would give the empirical Fisher, which vanishes on the many samples a trained model
+  already fits (measured: docs/BENCHMARKS.md, "Criteria design");
 * no labels, other outputs (embeddings, feature maps): L = <y, r> / N with a fresh Gaussian r per
   batch. Its gradient is a random projection J^T r of the output Jacobian, so E[(dL/dw)^2] is the
   diagonal of J^T J: the expected change of the squared output error, label-free.
@@ -22,6 +26,7 @@ LOSSES = {
     "labels": "cross-entropy on the data's labels",
     "pseudo": "cross-entropy on the model's own top-1 predictions (no labels)",
     "projection": "random projections of the outputs (no labels; Fisher/Taylor of the output change)",
+    "sampled": "cross-entropy on labels drawn from the model's own predictions (the true Fisher)",
 }
 
 
@@ -32,7 +37,7 @@ class Calibration:
     data: object = None  # graphprune.data.Data
     limit: int | None = 16  # batches used
     seed: int = 0
-    grad_batch: int | None = 8  # samples per gradient (graphprune.importance.gradient); None: whole batches
+    grad_batch: int | None = None  # samples per gradient (graphprune.importance.gradient); None: whole batches
     notes: list = field(default_factory=list)
     loss: str = ""  # key of LOSSES, set once gradients are taken
     cache: dict = field(default_factory=dict)
@@ -53,9 +58,14 @@ def is_class_scores(y: torch.Tensor) -> bool:
     return y.dim() == 2 and y.shape[1] > 1
 
 
-def loss_of(out, labels: torch.Tensor | None, seed: int) -> tuple[torch.Tensor, str]:
-    """(loss, LOSSES key) for one batch, as the module docstring says."""
+def loss_of(out, labels: torch.Tensor | None, seed: int, sampled: bool = False) -> tuple[torch.Tensor, str]:
+    """(loss, LOSSES key) for one batch, as the module docstring says; `sampled`: labels drawn from the
+    model's own predictive distribution (the true Fisher), whatever the data's labels."""
     y = first_output(out)
+    if sampled and is_class_scores(y):
+        gen = torch.Generator().manual_seed(seed)
+        drawn = torch.multinomial(torch.softmax(y.detach().float(), 1).cpu(), 1, generator=gen).squeeze(1).to(y.device)
+        return torch.nn.functional.cross_entropy(y.float(), drawn), "sampled"
     if labels is not None and is_class_scores(y):
         return torch.nn.functional.cross_entropy(y.float(), labels), "labels"
     if is_class_scores(y):

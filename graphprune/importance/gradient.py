@@ -1,14 +1,15 @@
 """Criteria from the gradient of the calibration loss (graphprune.importance.calibration).
 
-For each calibration micro-batch b (`Calibration.grad_batch` samples, default 8: the sums then
-approach per-sample sums without a backward pass per sample), with g = dL_b/dW for every
-parameter W of the captured graph:
+For each calibration batch b (or micro-batches of `Calibration.grad_batch` samples; whole batches
+by default, which measured best: docs/BENCHMARKS.md), with g = dL_b/dW for every parameter W of
+the captured graph:
 
     taylor    s(c) = sum_b | sum over the parameter slices of c of sum W * g |
               (first-order estimate of the loss change when the whole channel is removed)
     gradient  s(c) = sum_b sum over the slices of c of sum |g|
-    fisher    s(c) = sum_b sum over the slices of c of sum g^2
-              (the diagonal Fisher, the Hessian approximation of Optimal Brain Damage)
+    fisher    s(c) = sum_b sum over the slices of c of sum g^2, g from labels drawn from the model's
+              own predictions (the true diagonal Fisher, the Hessian approximation of Optimal
+              Brain Damage; graphprune.importance.calibration)
 
 Gradients are taken through `torch.func.functional_call` with leaf tensors of our own that share
 storage with the captured parameters: nothing is written to the user's parameters or their
@@ -39,9 +40,10 @@ def _micro(batches, size: int | None):
                         None if b.labels is None else b.labels[cut])
 
 
-def _stats(graph, calibration: Calibration) -> dict:
-    if "gradients" in calibration.cache:
-        return calibration.cache["gradients"]
+def _stats(graph, calibration: Calibration, sampled: bool = False) -> dict:
+    key = "gradients-sampled" if sampled else "gradients"
+    if key in calibration.cache:
+        return calibration.cache[key]
     module = graph.captured.module
     names = dict(module.named_parameters())  # one name per tensor; functional_call ties the others
     own = {n: p.detach().requires_grad_(True) for n, p in names.items()}
@@ -52,7 +54,7 @@ def _stats(graph, calibration: Calibration) -> dict:
     kinds = set()
     for k, batch in enumerate(_micro(calibration.batches(), calibration.grad_batch)):
         out = functional_call(module, own, batch.args, batch.kwargs, strict=False)
-        loss, kind = loss_of(out, batch.labels, calibration.seed + k)
+        loss, kind = loss_of(out, batch.labels, calibration.seed + k, sampled=sampled)
         kinds.add(kind)
         grads = dict(zip(own, torch.autograd.grad(loss, list(own.values()), allow_unused=True), strict=True))
         signed = np.zeros(graph.num_channels)
@@ -65,9 +67,9 @@ def _stats(graph, calibration: Calibration) -> dict:
             np.add.at(grad, channels, reduce_to(g.abs().float(), dim))
             np.add.at(fisher, channels, reduce_to(g.float() * g.float(), dim))
         taylor += np.abs(signed)
-    calibration.loss = "+".join(sorted(kinds))
-    calibration.cache["gradients"] = {"taylor": taylor, "gradient": grad, "fisher": fisher}
-    return calibration.cache["gradients"]
+    calibration.loss = "+".join(sorted(set(calibration.loss.split("+")) - {""} | kinds))
+    calibration.cache[key] = {"taylor": taylor, "gradient": grad, "fisher": fisher}
+    return calibration.cache[key]
 
 
 @criterion("taylor", needs="gradients")
@@ -85,4 +87,4 @@ def gradient(graph, calibration: Calibration) -> np.ndarray:
 @criterion("fisher", needs="gradients")
 def fisher(graph, calibration: Calibration) -> np.ndarray:
     """sum over batches and the channel's parameter slices of (dL/dW)^2 (diagonal Fisher / OBD)"""
-    return _stats(graph, calibration)["fisher"]
+    return _stats(graph, calibration, sampled=True)["fisher"]
