@@ -119,6 +119,12 @@ def shrink(
     std: str | None = StdOpt,
     recalibrate: bool = typer.Option(
         True, "--recalibrate/--no-recalibrate", help="with --data: re-estimate BatchNorm statistics of the pruned model"),
+    remove_blocks: str = typer.Option(
+        "0", "--remove-blocks", help="first remove K whole blocks (repeated residual layers, residual branches; "
+        "inspect lists them): a count, or a fraction in (0, 1) of those found; ranked on --data, which it needs"),
+    block_criterion: str = typer.Option(
+        "loss", "--block-criterion", help="rank blocks by loss (the loss increase when the block alone is bypassed) "
+        "or influence (1 - cos(block input, block output); one pass)"),
     prune_heads: bool = typer.Option(True, "--prune-heads/--no-prune-heads", help="remove whole attention heads"),
     prune_head_dim: bool = typer.Option(
         False, "--prune-head-dim", help="narrow every attention head instead of removing heads (implies --no-prune-heads)"
@@ -164,6 +170,10 @@ def shrink(
     if round_to < 1:
         raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
     _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches)
+    blocks = _check_blocks(remove_blocks, block_criterion, data)
+    if blocks and steps > 1:
+        raise io.InputError("--remove-blocks with --steps is not supported yet (each step would remove blocks again); "
+                            "drop --steps, or remove blocks in a first shrink and prune the result in steps")
     module, example = _load(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
@@ -178,7 +188,8 @@ def shrink(
                 run_shrink, module, example, ratio,
                 dict(global_ranking=global_ranking, round_to=round_to, criterion=criterion, prune_hidden=prune_hidden,
                      attention=attention, data=calibration, calib_batches=calib_batches, recalibrate=recalibrate,
-                     threshold=threshold, target_macs=target_macs, target_params=target_params),
+                     threshold=threshold, target_macs=target_macs, target_params=target_params,
+                     remove_blocks=blocks, block_criterion=block_criterion),
                 recovery, finetune_epochs, steps, out, force, status)
             if cli_finetune.other_rank():  # under torchrun only rank 0 writes
                 return
@@ -204,6 +215,18 @@ def shrink(
                 stage_explanation(explained, explain_path, stage, sources=(str(model), str(out)))
     out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else "")
                       + (f" and {explain_path}" if explain else ""))
+
+
+def _check_blocks(remove_blocks: str, criterion: str, data) -> float:
+    """--remove-blocks K as a count or fraction, refused before anything is loaded when unusable."""
+    from graphprune.depth import CRITERIA, parse_count
+
+    count = parse_count(remove_blocks)
+    if criterion not in CRITERIA:
+        raise io.InputError(f"unknown --block-criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+    if count and data is None:
+        raise io.InputError("--remove-blocks ranks blocks on calibration data; pass --data FILE (inputs, labels optional)")
+    return count
 
 
 def _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches) -> None:
@@ -294,6 +317,12 @@ def inspect(
     out_console.print(table)
     for op in graph.unknown:
         out_console.print(f"no rule, frozen: {op}")
+    from graphprune.depth import listing
+    from graphprune.depth.show import removable_table
+
+    blocks = listing(graph.captured)
+    out_console.print(removable_table(blocks) if blocks else
+                      "0 removable blocks (no repeated residual layers or residual branches)")
 
 
 @app.command()

@@ -32,6 +32,7 @@ class Report:
     budget: dict | None = None  # {kind: macs | params, target, achieved} fractions of the original
     parts: tuple = ()  # graphprune.parts.Part per submodule tried, when the whole model did not capture
     whole_capture: str = ""  # why the whole model did not capture ('' when it did)
+    blocks: tuple = ()  # removed blocks, first: {name, kind, module_class, score, criterion, params, macs, tensors}
 
     @property
     def macs_ratio(self) -> float:
@@ -125,6 +126,10 @@ def render(report: Report, console, limit: int = 40) -> None:
     summary.add_row("MACs", _human(report.macs_before), _human(report.macs_after), f"{report.macs_ratio:.3f}")
     console.print(summary)
     _render_parts(report, console)
+    if report.blocks:
+        from graphprune.depth.show import removed_table
+
+        console.print(removed_table(report.blocks))
     shown = [d for d in report.decisions if d.candidates]
     groups = Table(title=f"prunable groups ({len(shown)} of {len(report.decisions)})")
     for col in ("group", "width", "removed", "note"):
