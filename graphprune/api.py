@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -15,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphprune import verify
+from graphprune import depth, verify
 from graphprune.capture import capture, normalize_inputs
 from graphprune.cost import count_macs, count_params
 from graphprune.data import check_labels
 from graphprune.depgraph import DependencyGraph, build
-from graphprune.errors import InputError, VerificationError, first_line
+from graphprune.errors import InputError, TraceError, VerificationError, first_line
 from graphprune.oracle import dead_channel_check
 from graphprune.planner import Plan, PlanOptions
 from graphprune.planner import plan as make_plan
@@ -112,16 +113,19 @@ def _checks(chosen: Plan, pruned, reference, dead_channels: bool) -> list[dict]:
 
 def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=None, criterion="l2",
            calib_batches: int | None = 16, recalibrate: bool = True, check_dead_channels: bool = True, seed: int = 0,
-           progress=None, attention: str = "heads", search=None, **options) -> tuple[torch.nn.Module, Report]:
+           progress=None, attention: str = "heads", remove_blocks: float = 0, block_criterion: str = "loss",
+           search=None, **options) -> tuple[torch.nn.Module, Report]:
     """Prune `model` and return (pruned model, report). The user's model is not changed.
 
     `criterion` is a name (graphprune.importance.CRITERIA), an array of scores per channel, or a
     callable graph -> array. `data` (graphprune.data.Data) feeds data criteria and BatchNorm
     re-estimation (`recalibrate`); `calib_batches` bounds both. `attention` as in `analyze`;
     other keyword options are PlanOptions fields (ratio, threshold, target_macs, target_params, ...).
-    `search` (a graphprune.search.SearchRequest) replaces them by a search of per-group widths under
-    a latency budget measured in ONNX Runtime (on `data`, ranking channels by `criterion`); the
-    report's `search` logs it.
+    `remove_blocks` (a count, or a fraction in (0, 1) of the blocks found) removes whole blocks
+    first, ranked on `data` by `block_criterion` (graphprune.depth); a budget still counts from
+    the original. `search` (a graphprune.search.SearchRequest) replaces the cut options by a search
+    of per-group widths under a latency budget measured in ONNX Runtime (on `data`, ranking
+    channels by `criterion`); the report's `search` logs it.
     """
     name = criterion if isinstance(criterion, str) else "l2"
     opts = PlanOptions(ratio=ratio, criterion=name, **options)
@@ -134,7 +138,21 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     reference = run_original(model, args, kwargs)
     if data is not None:
         check_labels(data, reference, limit=calib_batches)
-    graph = build(capture(model, args, kwargs), attention=attention)
+    try:
+        captured = capture(model, args, kwargs)
+    except TraceError as exc:  # e.g. detection models: prune the submodules that do capture
+        if data is not None or not isinstance(criterion, str):
+            raise TraceError(f"{exc}; pruning it part by part takes a weight criterion and no --data") from exc
+        from graphprune import parts
+
+        return parts.shrink(model, args, kwargs, reference, opts, attention, str(exc), step)
+    macs_before = count_macs(captured.module, args, kwargs)
+    plan_opts, blocks = opts, ()
+    if remove_blocks:
+        step(f"ranking blocks ({block_criterion}) on calibration data")
+        captured, blocks, plan_opts = depth.blocks_first(captured, data, remove_blocks, block_criterion, calib_batches, opts)
+        reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
+    graph = build(captured, attention=attention)
     seconds["analyze"] = time.perf_counter() - t0
     step(f"scoring channels ({name})" + (" on calibration data" if data is not None else ""))
     scores, calibration = _scores(graph, criterion, data, calib_batches, seed)
@@ -142,19 +160,19 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     step("planning")
     searched = None if search is None else search.run(graph, progress=step, scores=scores, data=data,
                                                       calib_batches=calib_batches)
-    chosen = searched[0] if searched else make_plan(graph, opts, scores=scores)
+    chosen = searched[0] if searched else make_plan(graph, plan_opts, scores=scores)
     step("rewriting")
     pruned = make_model(chosen)
+    step("verifying")
+    # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
+    checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
     recalibrated = 0
-    if data is not None and recalibrate and chosen.removed.any():
+    if data is not None and recalibrate and (chosen.removed.any() or blocks):
         step("re-estimating BatchNorm statistics on the data")
         recalibrated = recalibrate_bn(pruned, data, limit=calib_batches)
     pruned.train(model.training)  # the original's mode: a model saved for inference stays in eval
     seconds["plan_rewrite"] = time.perf_counter() - t0 - sum(seconds.values())
-    step("verifying")
-    checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
     step("counting MACs")
-    macs_before = count_macs(graph.captured.module, args, kwargs)
     report = Report(
         params_before=count_params(model), params_after=count_params(pruned),
         # the captured graph, not the eager model: eager modules may take fused fast paths
@@ -168,6 +186,7 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
         search=searched[1].to_dict() if searched else None,
         calibration=calibration | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
         checks=tuple(checks), budget=_budget(opts, count_params(model), macs_before, chosen),
+        blocks=tuple(dataclasses.asdict(b) for b in blocks),
     )
     return pruned, report
 

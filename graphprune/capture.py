@@ -14,8 +14,10 @@ allows; `Dim.AUTO` keeps a dim static wherever the model needs it to be.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+import io
 import logging
 import traceback
 import warnings
@@ -80,14 +82,16 @@ def is_token_input(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and x.dim() == 2 and not x.is_floating_point() and not x.is_complex()
 
 
-def _dims(x: Any) -> dict | None:
+def _dims(x: Any, every_dim: bool = False) -> dict | None:
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
         return None
+    if every_dim:
+        return dict.fromkeys(range(x.dim()), Dim.AUTO)
     return {0: Dim.AUTO, 1: Dim.AUTO} if is_token_input(x) else {0: Dim.AUTO}
 
 
-def _batch_dims(tree: Any) -> Any:
-    return pytree.tree_map(_dims, tree)
+def _batch_dims(tree: Any, every_dim: bool = False) -> Any:
+    return pytree.tree_map(lambda x: _dims(x, every_dim), tree)
 
 
 def _user_line(exc: BaseException) -> str:
@@ -114,18 +118,19 @@ def _explain(exc: BaseException) -> str:
     return f"cannot capture the model: {first}" + (f" [at {where}]" if where else "") + f"; {hint}"
 
 
-def _export(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool):
+def _export(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool, every_dim: bool = False):
     with warnings.catch_warnings():
         # nn.LSTM/GRU re-assign _flat_weights during export; harmless, and not the user's to fix
         warnings.filterwarnings("ignore", message=".*were assigned during export.*")
         logging.disable(logging.WARNING)  # export logs graph dumps on failure; our error says it in one line
         try:
-            return _export_quiet(model, args, kwargs, dynamic)
+            with contextlib.redirect_stderr(io.StringIO()):  # ... and prints the partial graph to stderr
+                return _export_quiet(model, args, kwargs, dynamic, every_dim)
         finally:
             logging.disable(logging.NOTSET)
 
 
-def _export_quiet(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool):
+def _export_quiet(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool, every_dim: bool = False):
     if not dynamic:
         return torch.export.export(model, args, kwargs, strict=False)
     targs, tkwargs = _tile_batch(args), _tile_batch(kwargs)
@@ -133,7 +138,7 @@ def _export_quiet(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bo
     shapes = {}
     for name, value in bound.arguments.items():
         kind = inspect.signature(model.forward).parameters[name].kind
-        spec = _batch_dims(value)
+        spec = _batch_dims(value, every_dim)
         shapes[name] = spec if kind is not inspect.Parameter.VAR_KEYWORD else spec
     return torch.export.export(model, targs, tkwargs, dynamic_shapes=shapes, strict=False)
 
@@ -214,8 +219,12 @@ def _plain_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
     return out
 
 
-def capture(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None) -> Captured:
-    """Capture `model(*args, **kwargs)` in eval mode. The model is not modified."""
+def capture(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None, every_dim: bool = False) -> Captured:
+    """Capture `model(*args, **kwargs)` in eval mode. The model is not modified.
+
+    `every_dim`: ask for every input dim to be dynamic, not only the batch (and sequence);
+    used for parts of a model (graphprune.parts) that see several input sizes.
+    """
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     kwargs = dict(kwargs or {})
@@ -223,7 +232,7 @@ def capture(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None
 
     with eval_mode(model):
         try:
-            ep = _export(model, args, kwargs, dynamic=True)
+            ep = _export(model, args, kwargs, dynamic=True, every_dim=every_dim)
             dynamic = True
         except Exception as exc:  # noqa: BLE001 - retried statically, reported below if that fails too
             log.info("dynamic-batch capture failed (%s); retrying with static shapes", str(exc)[:200])

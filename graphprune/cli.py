@@ -91,8 +91,6 @@ def _guard(fn):
     return wrapper
 
 
-@app.command()
-@_guard
 def shrink(
     model: Path = ModelArg,
     ratio: float = typer.Option(0.4, "--ratio", "-r", help="fraction of each prunable group to remove, in [0, 1)"),
@@ -125,6 +123,12 @@ def shrink(
     std: str | None = StdOpt,
     recalibrate: bool = typer.Option(
         True, "--recalibrate/--no-recalibrate", help="with --data: re-estimate BatchNorm statistics of the pruned model"),
+    remove_blocks: str = typer.Option(
+        "0", "--remove-blocks", help="first remove K whole blocks (repeated residual layers, residual branches; "
+        "inspect lists them): a count, or a fraction in (0, 1) of those found; ranked on --data, which it needs"),
+    block_criterion: str = typer.Option(
+        "loss", "--block-criterion", help="rank blocks by loss (the loss increase when the block alone is bypassed) "
+        "or influence (1 - cos(block input, block output); one pass)"),
     prune_heads: bool = typer.Option(True, "--prune-heads/--no-prune-heads", help="remove whole attention heads"),
     prune_head_dim: bool = typer.Option(
         False, "--prune-head-dim", help="narrow every attention head instead of removing heads (implies --no-prune-heads)"
@@ -138,6 +142,8 @@ def shrink(
     force: bool = typer.Option(False, "--force", help="replace OUTPUT if it exists (never the input)"),
     onnx: bool = typer.Option(False, "--onnx", help="also export the pruned model to ONNX and check parity in ONNX Runtime"),
     bench: bool = typer.Option(False, "--bench", help="with --onnx: benchmark original vs pruned in ONNX Runtime"),
+    explain: bool = typer.Option(False, "--explain", help="with --data: also write OUTPUT's stem + .explain.html and "
+                                 ".explain.json, what pruning did to decisions and explanations (graphprune explain)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     target_latency: float | None = SEARCH["target_latency"],
     speedup: float | None = SEARCH["speedup"],
@@ -148,6 +154,9 @@ def shrink(
     threads: int | None = SEARCH["threads"],
     samples: int = SEARCH["samples"],
     seed: int = SEARCH["seed"],
+    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="recover on --data for E epochs (original = teacher)"),
+    steps: int = typer.Option(1, "--steps", help="reach the target in N steps, recovering between them"),
+    recovery=None,  # graphprune.cli_finetune.Recovery: the data and training options (training_options adds them)
 ) -> None:
     """Prune MODEL and write the smaller dense model plus a JSON report beside it.
 
@@ -174,11 +183,22 @@ def shrink(
             io.check_output(file, [model, example_input], force)
     if request:
         io.check_output(plot_path, [model, example_input], force)
+        if steps > 1:
+            raise io.InputError("--steps does not combine with --speedup/--target-latency yet; drop one of them")
+    explain_path = _beside(out, ".explain.html")
+    if explain:
+        from graphprune.explain.cli import check_explain_outputs
+
+        check_explain_outputs(data, explain_path, [model, example_input], force)
     if not 0.0 <= ratio < 1.0:
         raise io.InputError(f"--ratio {ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
     if round_to < 1:
         raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
     _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches)
+    blocks = _check_blocks(remove_blocks, block_criterion, data)
+    if blocks and steps > 1:
+        raise io.InputError("--remove-blocks with --steps is not supported yet (each step would remove blocks again); "
+                            "drop --steps, or remove blocks in a first shrink and prune the result in steps")
     module, example = _load(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
@@ -189,17 +209,24 @@ def shrink(
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".graphprune.") as tmp:
         with console.status("starting") as status:
             attention = "head-dim" if prune_head_dim else "heads" if prune_heads else "none"
-            pruned, report = run_shrink(
-                module, example, ratio, global_ranking=global_ranking, round_to=round_to, criterion=criterion,
-                prune_hidden=prune_hidden, attention=attention, progress=lambda s: status.update(s),
-                data=calibration, calib_batches=calib_batches, recalibrate=recalibrate, threshold=threshold,
-                target_macs=target_macs, target_params=target_params, search=request,
-            )
-            extra = {}
+            pruned, report, extra = cli_finetune.shrink_and_recover(
+                run_shrink, module, example, ratio,
+                dict(global_ranking=global_ranking, round_to=round_to, criterion=criterion, prune_hidden=prune_hidden,
+                     attention=attention, data=calibration, calib_batches=calib_batches, recalibrate=recalibrate,
+                     threshold=threshold, target_macs=target_macs, target_params=target_params,
+                     remove_blocks=blocks, block_criterion=block_criterion) | ({"search": request} if request else {}),
+                recovery, finetune_epochs, steps, out, force, status)
+            if cli_finetune.other_rank():  # under torchrun only rank 0 writes
+                return
             if onnx:
                 status.update("exporting to ONNX and checking parity in ONNX Runtime")
                 macs = (report.macs_before, report.macs_after)
                 extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench, macs, onnx_path)
+            if explain:
+                from graphprune.explain.cli import explain_pair
+
+                explained = explain_pair(module, pruned, calibration, report.to_dict() | extra, status.update,
+                                         str(tokenizer) if tokenizer else None)
         render(report, out_console)
         staged = extra["onnx"].pop("staged") if onnx else None
         with io.atomic_outputs() as stage:  # all three appear together, or none
@@ -211,8 +238,24 @@ def shrink(
                 from graphprune.search.plot import plot_search
 
                 plot_search(report.search, stage(plot_path))
+            if explain:
+                from graphprune.explain.write import stage as stage_explanation
+
+                stage_explanation(explained, explain_path, stage, sources=(str(model), str(out)))
     out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else "")
-                      + (f" and {plot_path}" if request else ""))
+                      + (f" and {explain_path}" if explain else "") + (f" and {plot_path}" if request else ""))
+
+
+def _check_blocks(remove_blocks: str, criterion: str, data) -> float:
+    """--remove-blocks K as a count or fraction, refused before anything is loaded when unusable."""
+    from graphprune.depth import CRITERIA, parse_count
+
+    count = parse_count(remove_blocks)
+    if criterion not in CRITERIA:
+        raise io.InputError(f"unknown --block-criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+    if count and data is None:
+        raise io.InputError("--remove-blocks ranks blocks on calibration data; pass --data FILE (inputs, labels optional)")
+    return count
 
 
 def _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches) -> None:
@@ -303,6 +346,12 @@ def inspect(
     out_console.print(table)
     for op in graph.unknown:
         out_console.print(f"no rule, frozen: {op}")
+    from graphprune.depth import listing
+    from graphprune.depth.show import removable_table
+
+    blocks = listing(graph.captured)
+    out_console.print(removable_table(blocks) if blocks else
+                      "0 removable blocks (no repeated residual layers or residual branches)")
 
 
 @app.command()
@@ -407,6 +456,16 @@ def eval_(
     render(rows, out_console)
     if json_out is not None:
         io.save_text(json.dumps({"data": data, "models": [r.to_dict() for r in rows]}, indent=2), json_out)
+
+
+from graphprune.explain.cli import explain_command  # noqa: E402 - the command's body lives with its package
+
+app.command("explain")(_guard(explain_command))
+
+from graphprune import cli_finetune  # noqa: E402 - after app, _guard, _fail: it uses them
+
+cli_finetune.register(sys.modules[__name__])
+app.command("shrink")(_guard(cli_finetune.training_options(shrink)))
 
 
 def main() -> None:

@@ -22,14 +22,17 @@ from scipy.sparse.csgraph import connected_components
 
 from graphprune.capture import Captured
 from graphprune.errors import PlanError, describe
+from graphprune.reasons import Cause, Reason
 from graphprune.rules import RuleContext, lookup
 from graphprune.spaces import Space, Spaces, shape_of, tensor_values
 
 log = logging.getLogger(__name__)
 
-NO_RULE = 0  # reason priorities: lower wins when a channel has several
-BOUNDARY = 1
-OTHER = 2
+def _rank(reason: Reason) -> int:
+    """Which reason a channel frozen several times reports: a missing or failed rule, then the boundary."""
+    if reason.cause in (Cause.NO_RULE, Cause.RULE_FAILED):
+        return 0
+    return 1 if reason.cause.boundary else 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +48,7 @@ class Group:
     frozen_channels: int
     reason: str  # why the frozen channels are frozen; '' when none are
     inexact: str  # why pruning this group changes values; '' when it does not
+    cause: Reason | None = None  # `reason` as data (graphprune.reasons); None when nothing is frozen
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +57,7 @@ class DependencyGraph:
     spaces: Spaces
     labels: np.ndarray  # element id -> channel id
     frozen: np.ndarray  # channel id -> frozen?
-    reasons: dict  # channel id -> reason
+    reasons: dict  # channel id -> Reason
     groups: tuple
     unknown: tuple  # descriptions of nodes without a rule
     inexact: np.ndarray  # channel id -> does removing it change values even when dead?
@@ -63,7 +67,7 @@ class DependencyGraph:
         return len(self.frozen)
 
 
-def _freeze_boundary(spaces: Spaces, node: fx.Node, why: str) -> None:
+def _freeze_boundary(spaces: Spaces, node: fx.Node, why: Reason) -> None:
     for value in tensor_values(node):
         for d in range(len(shape_of(value))):
             spaces.freeze((value, d), why)
@@ -86,7 +90,6 @@ def _output_values(node: fx.Node) -> list:
     return found
 
 
-FACTOR_TAG = "a reshape splits this factor"
 ATTENTION_MODES = ("heads", "head-dim", "none")
 
 
@@ -124,7 +127,7 @@ def _learn(spaces: Spaces, attention: str) -> Hints:
     count = int(labels.max()) + 1 if len(labels) else 0
     blocked = np.zeros(count, dtype=bool)
     for ids, reason in spaces.frozen:
-        if FACTOR_TAG not in reason and len(ids):
+        if reason.cause is not Cause.RESHAPE_FACTOR and len(ids):
             blocked[labels[ids]] = True
     head = np.zeros(count, dtype=bool)
     for ids in spaces.heads:
@@ -132,25 +135,22 @@ def _learn(spaces: Spaces, attention: str) -> Hints:
     return Hints(attention, spaces, labels, blocked, head)
 
 
-def _apply_rules(captured: Captured, hints: Hints) -> tuple[Spaces, list, dict]:
+def _apply_rules(captured: Captured, hints: Hints) -> tuple[Spaces, list]:
     spaces = Spaces()
-    unknown, priority = [], {}
+    unknown = []
     for node in captured.graph.nodes:
         if node.op == "placeholder":
-            _freeze_boundary(spaces, node, f"model input {node.name}")
+            _freeze_boundary(spaces, node, Reason(Cause.INPUT, node=node.name))
         elif node.op == "output":
             for value in _output_values(node):
                 for d in range(len(shape_of(value))):
-                    spaces.freeze((value, d), "model output")
+                    spaces.freeze((value, d), Reason(Cause.OUTPUT))
         elif node.op in ("call_function", "call_method", "call_module"):
             ctx = RuleContext(node, spaces, hints)
             found = lookup(node) if node.op == "call_function" else None
             if found is None:
                 unknown.append(describe(node))
-                start = len(spaces.frozen)
-                ctx.freeze_unclaimed(f"no rule for {node.target} ({describe(node)})")
-                for k in range(start, len(spaces.frozen)):
-                    priority[k] = NO_RULE
+                ctx.freeze_unclaimed(Reason.at(node, Cause.NO_RULE))
                 continue
             try:
                 found.couple(ctx)
@@ -158,13 +158,10 @@ def _apply_rules(captured: Captured, hints: Hints) -> tuple[Spaces, list, dict]:
                 log.warning("rule %s failed on %s: %s; its dims are frozen", found.name, describe(node), exc)
                 unknown.append(f"{describe(node)} (rule {found.name} failed: {exc})")
                 ctx.claimed.clear()
-                start = len(spaces.frozen)
-                ctx.freeze_unclaimed(f"rule {found.name} could not handle {describe(node)}")
-                for k in range(start, len(spaces.frozen)):
-                    priority[k] = NO_RULE
+                ctx.freeze_unclaimed(Reason.at(node, Cause.RULE_FAILED, found.name))
                 continue
-            ctx.freeze_unclaimed(f"{describe(node)} does not map this dim")
-    return spaces, unknown, priority
+            ctx.freeze_unclaimed(Reason.at(node, Cause.UNMAPPED))
+    return spaces, unknown
 
 
 def _components(spaces: Spaces) -> np.ndarray:
@@ -179,16 +176,16 @@ def _components(spaces: Spaces) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _frozen(spaces: Spaces, labels: np.ndarray, priority: dict) -> tuple[np.ndarray, dict]:
+def _frozen(spaces: Spaces, labels: np.ndarray) -> tuple[np.ndarray, dict]:
     count = int(labels.max()) + 1 if len(labels) else 0
     frozen = np.zeros(count, dtype=bool)
     reasons, rank = {}, {}
-    for k, (ids, reason) in enumerate(spaces.frozen):
+    for ids, reason in spaces.frozen:
         if len(ids) == 0:
             continue
         comps = np.unique(labels[ids])
         frozen[comps] = True
-        p = priority.get(k, BOUNDARY if reason.startswith("model ") else OTHER)
+        p = _rank(reason)
         for c in comps.tolist():
             if c not in rank or p < rank[c]:
                 rank[c], reasons[c] = p, reason
@@ -230,10 +227,10 @@ def build(captured: Captured, attention: str = "heads") -> DependencyGraph:
     """
     if attention not in ATTENTION_MODES:
         raise PlanError(f"attention mode {attention!r} is not one of {ATTENTION_MODES}")
-    first, _, _ = _apply_rules(captured, Hints(attention))
-    spaces, unknown, priority = _apply_rules(captured, _learn(first, attention))
+    first, _ = _apply_rules(captured, Hints(attention))
+    spaces, unknown = _apply_rules(captured, _learn(first, attention))
     labels = _components(spaces)
-    frozen, reasons = _frozen(spaces, labels, priority)
+    frozen, reasons = _frozen(spaces, labels)
     has_param = np.zeros(len(frozen), dtype=bool)
     flows = np.zeros(len(frozen), dtype=bool)  # touches an activation, not only parameters
     for space, entry in spaces.base.items():
@@ -258,10 +255,10 @@ def build(captured: Captured, attention: str = "heads") -> DependencyGraph:
         candidates = comps[~frozen[comps] & has_param[comps] & flows[comps]]
         frozen_comps = comps[frozen[comps]]
         reference = max(params, key=lambda s: (spaces.size(s), len(shape_of(s[0])), -params.index(s)))
-        reason = reasons.get(int(frozen_comps[0]), "") if len(frozen_comps) else ""
+        cause = reasons.get(int(frozen_comps[0])) if len(frozen_comps) else None
         why_inexact = next((inexact[c] for c in candidates.tolist() if c in inexact), "")
         name = f"{reference[0][0].target}[{reference[1]}]"
         groups.append(Group(len(groups), name, tuple(members), reference, candidates,
-                            spaces.size(reference), len(frozen_comps), reason, why_inexact))
+                            spaces.size(reference), len(frozen_comps), str(cause or ""), why_inexact, cause))
     log.info("%d groups, %d channels, %d ops without a rule", len(groups), len(frozen), len(unknown))
     return DependencyGraph(captured, spaces, labels, frozen, reasons, tuple(groups), tuple(unknown), inexact_mask)

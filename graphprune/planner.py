@@ -34,6 +34,7 @@ from graphprune import cuts
 from graphprune.depgraph import DependencyGraph, Group
 from graphprune.errors import PlanError
 from graphprune.importance import CRITERIA
+from graphprune.reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Decision:
     candidates: int
     removed: int
     note: str
+    cause: Reason | None = None  # why the group's frozen channels are frozen, as data (graphprune.reasons)
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,7 +207,7 @@ def finalize(graph: DependencyGraph, picks: dict, scores: np.ndarray, opts: Plan
             note = "; ".join(x for x in (note, f"{g.frozen_channels} channels frozen: {g.reason}") if x)
         if g.inexact and final:
             note = "; ".join(x for x in (note, f"inexact: {g.inexact}") if x)
-        decisions.append(Decision(g.name, g.width, after, len(g.channels), len(final), note))
+        decisions.append(Decision(g.name, g.width, after, len(g.channels), len(final), note, g.cause))
     return removed, tuple(decisions)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from graphprune.planner import Decision
+from graphprune.reasons import Cause
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class Report:
     calibration: dict = field(default_factory=dict)  # criterion, loss its gradients came from, batches, notes
     checks: tuple = ()  # {check, passed, detail} for every check the pruned model passed
     budget: dict | None = None  # {kind: macs | params, target, achieved} fractions of the original
+    parts: tuple = ()  # graphprune.parts.Part per submodule tried, when the whole model did not capture
+    whole_capture: str = ""  # why the whole model did not capture ('' when it did)
+    blocks: tuple = ()  # removed blocks, first: {name, kind, module_class, score, criterion, params, macs, tensors}
     search: dict | None = None  # graphprune.search's log: every configuration tried, the final measurement
 
     @property
@@ -42,20 +46,37 @@ class Report:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["decisions"] = [asdict(d) for d in self.decisions]
+        data["parts"] = [asdict(p) for p in self.parts]
+        data["frozen_by_cause"] = frozen_by_cause(self.decisions)
         data["macs_ratio"] = self.macs_ratio
         data["params_ratio"] = self.params_ratio
         return data
 
 
 def interesting(decisions: tuple[Decision, ...]) -> list[Decision]:
-    """Decisions worth showing: pruned groups and channel groups frozen for a named reason."""
+    """Decisions worth showing: groups with candidates, and groups frozen for a named reason
+    (not the shape-only dims, kernel or spatial, that their op does not map)."""
     shown = []
     for d in decisions:
-        if d.removed or (d.candidates and not d.removed):
+        if d.candidates:
             shown.append(d)
-        elif d.note and "does not map this dim" not in d.note and d.width_before > 1:
+        elif d.cause is not None and d.cause.cause is not Cause.UNMAPPED and d.width_before > 1:
             shown.append(d)
     return shown
+
+
+def frozen_by_cause(decisions: tuple[Decision, ...]) -> list[dict]:
+    """Wholly frozen groups, one row per cause and op (not one per spatial dim), widest first."""
+    rows: dict = {}
+    for d in decisions:
+        if d.candidates or d.cause is None or d.width_before < 2:
+            continue
+        key = (d.cause.cause, d.cause.op)
+        row = rows.setdefault(key, {"cause": d.cause.cause.value, "op": d.cause.op, "groups": 0, "channels": 0,
+                                    "example": d.group, "reason": str(d.cause)})
+        row["groups"] += 1
+        row["channels"] += d.width_before
+    return sorted(rows.values(), key=lambda r: (-r["channels"], r["cause"], r["op"]))
 
 
 def _human(n: float) -> str:
@@ -64,6 +85,36 @@ def _human(n: float) -> str:
             return f"{n:.3g}{unit}"
         n /= 1000
     return f"{n:.3g}P"
+
+
+def _render_parts(report: Report, console) -> None:
+    if not report.parts:
+        return
+    from rich.table import Table
+
+    console.print(f"[yellow]the whole model does not capture:[/yellow] {report.whole_capture}")
+    table = Table(title="parts (submodules captured and pruned on their own)")
+    for col in ("part", "pruned", "why"):
+        table.add_column(col, overflow="fold")
+    for p in report.parts:
+        table.add_row(p.path, "yes" if p.pruned else "no", p.note)
+    console.print(table)
+
+
+def _render_frozen(report: Report, console, limit: int = 12) -> None:
+    from rich.table import Table
+
+    rows = frozen_by_cause(report.decisions)
+    if not rows:
+        return
+    table = Table(title=f"frozen groups by cause ({sum(r['groups'] for r in rows)} groups)")
+    for col in ("cause", "op", "groups", "channels", "for example"):
+        table.add_column(col, overflow="fold")
+    for r in rows[:limit]:
+        table.add_row(r["cause"], r["op"] or "-", str(r["groups"]), str(r["channels"]), f"{r['example']}: {r['reason']}")
+    if len(rows) > limit:
+        table.add_row(f"... {len(rows) - limit} more in the JSON report", "", "", "", "")
+    console.print(table)
 
 
 def render(report: Report, console, limit: int = 40) -> None:
@@ -75,8 +126,13 @@ def render(report: Report, console, limit: int = 40) -> None:
     summary.add_row("params", _human(report.params_before), _human(report.params_after), f"{report.params_ratio:.3f}")
     summary.add_row("MACs", _human(report.macs_before), _human(report.macs_after), f"{report.macs_ratio:.3f}")
     console.print(summary)
-    shown = interesting(report.decisions)
-    groups = Table(title=f"groups ({len(shown)} shown of {len(report.decisions)})")
+    _render_parts(report, console)
+    if report.blocks:
+        from graphprune.depth.show import removed_table
+
+        console.print(removed_table(report.blocks))
+    shown = [d for d in report.decisions if d.candidates]
+    groups = Table(title=f"prunable groups ({len(shown)} of {len(report.decisions)})")
     for col in ("group", "width", "removed", "note"):
         groups.add_column(col, overflow="fold")
     for d in shown[:limit]:
@@ -84,6 +140,7 @@ def render(report: Report, console, limit: int = 40) -> None:
     if len(shown) > limit:
         groups.add_row(f"... {len(shown) - limit} more in the JSON report", "", "", "")
     console.print(groups)
+    _render_frozen(report, console)
     for op in report.unknown_ops:
         console.print(f"[yellow]no rule, frozen:[/yellow] {op}")
     if report.search:

@@ -10,6 +10,7 @@ the other suite's section as it was.
     python scripts/coverage.py                       # CNN families at --ratio 0.4
     python scripts/coverage.py --suite transformers  # attention and recurrent models at --ratio 0.3,
                                                      # with Torch-Pruning 1.6.1 beside
+    python scripts/coverage.py --suite vision        # detection (parts), optical flow and video at --ratio 0.4
     python scripts/coverage.py --models resnet18 mobilenet_v2 --out /tmp/cov.md
 """
 
@@ -315,12 +316,14 @@ def markdown(rows: list[dict], argv: list[str], ratio: float, suite: str) -> str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=["cnn", "transformers"], default="cnn")
+    parser.add_argument("--suite", choices=["cnn", "transformers", "vision"], default="cnn")
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--ratio", type=float, default=None, help="default 0.4 (cnn), 0.3 (transformers)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and parity column")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.suite == "vision":
+        return _vision(args)
     cnn = args.suite == "cnn"
     models = args.models or (FAMILIES if cnn else TRANSFORMERS)
     ratio = args.ratio if args.ratio is not None else (0.4 if cnn else 0.3)
@@ -336,6 +339,26 @@ def main() -> int:
         print(row, flush=True)
         rows.append(row)
     write_section(out, f"coverage_{args.suite}", markdown(rows, sys.argv[1:], ratio, args.suite), HEADER)
+    print(f"wrote {out}")
+    return 0 if all("error" not in r and r["ok"] for r in rows) else 1
+
+
+def _vision(args) -> int:
+    from scripts import coverage_vision as vision
+
+    ratio = 0.4 if args.ratio is None else args.ratio
+    out = args.out or ROOT / "docs" / "COVERAGE.md"
+    torch.set_num_threads(2)
+    rows = []
+    for name in args.models or vision.VISION:
+        try:
+            row = vision.check(name, ratio, not args.no_onnx)
+        except Exception as exc:  # noqa: BLE001 - a failure is a row in the table, not the end of the sweep
+            traceback.print_exc()
+            row = {"model": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+        print(row, flush=True)
+        rows.append(row)
+    write_section(out, "coverage_vision", vision.markdown(rows, sys.argv[1:], ratio), HEADER)
     print(f"wrote {out}")
     return 0 if all("error" not in r and r["ok"] for r in rows) else 1
 

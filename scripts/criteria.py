@@ -139,7 +139,10 @@ def run_criteria(target: float, tmp: Path, with_tp: bool) -> list[dict]:
     rows = []
     for name, model, example, _, data, test in models(tmp):
         original = accuracy(model, *test)
+        has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
         for c in sorted(CRITERIA):
+            if c == "bn" and not has_bn:
+                continue  # refused by design: no BatchNorm to read scales from
             r = graphprune_row(model, example, data, test, c, target)
             rows.append({"model": name, "method": f"graphprune {c}", "original": original, **r})
             print(f"{name:22s} graphprune {c:12s} macs {r['macs']:.3f} acc {r['accuracy']:.3f}", flush=True)

@@ -126,6 +126,14 @@ CASES: tuple[Case, ...] = (
          ("stale.onnx.data exists", "--force")),
     Case("shrink_onnx_data_exists", "`shrink --onnx` whose ONNX .data file exists, no --force",
          ("shrink", "m.pt", *SHAPE, "-o", "stale.pt", "--onnx"), ("stale.onnx.data exists", "--force")),
+    Case("explain_no_data", "`explain` with --data that does not exist", ("explain", "m.pt", "m.pt", *SHAPE, "--data", "nope.npz"),
+         ("--data nope.npz", "no such file")),
+    Case("explain_output_exists", "`explain` onto an existing file, no --force",
+         ("explain", "m.pt", "m.pt", "--data", "nope.npz", "-o", "notes.txt"), ("exists", "--force")),
+    Case("explain_output_is_input", "`explain -o` an input, with --force",
+         ("explain", "m.pt", "m.pt", "--data", "nope.npz", "-o", "m.pt", "--force"), ("refusing to overwrite the input",)),
+    Case("explain_no_example", "`explain` with data that does not tell the input layout",
+         ("explain", "m.pt", "m.pt", "--data", "notes.txt"), ("--example-input", "--input-shape")),
 )
 BAD = {case.name: case for case in CASES}
 

@@ -118,7 +118,15 @@ def infer_example(spec: str, tokenizer: str | None = None):
     """One sample of the data as an example input, for commands given no --input-shape.
 
     Works for .npz, saved tensors / tuples / dicts and text with a tokenizer; None otherwise.
+    Floating inputs are given as float32 (a model's usual dtype; the data is cast to it), text as
+    128 tokens so the loader does not cut sentences to the first line's length.
     """
+    example = _infer_example(spec, tokenizer)
+    return torch.utils._pytree.tree_map(
+        lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, example)
+
+
+def _infer_example(spec: str, tokenizer: str | None):
     from pathlib import Path
 
     import numpy as np
@@ -137,7 +145,8 @@ def infer_example(spec: str, tokenizer: str | None = None):
         if tokenizer is None:
             return None
         line = next((ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()), "")
-        return dict(sources._tokenizer(tokenizer)([line], return_tensors="pt"))
+        return dict(sources._tokenizer(tokenizer)([line], padding="max_length", max_length=128, truncation=True,
+                                                   return_tensors="pt"))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - not a tensor file: no example from it

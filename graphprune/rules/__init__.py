@@ -5,6 +5,7 @@ from graphprune.rules import (  # noqa: F401
     concat,
     conv,
     creation,
+    einsum,
     linear,
     meta,
     norm,

@@ -1,7 +1,8 @@
 """Concatenation, splitting and indexing along a dim.
 
     cat        out[..., off_k + i, ...] = x_k[..., i, ...]       off_k = sum_{j<k} n_j
-    split      out_k[..., i, ...] = x[..., off_k + i, ...]       (chunk, split, split_with_sizes)
+    split      out_k[..., i, ...] = x[..., off_k + i, ...]       (chunk, split, split_with_sizes, tensor_split)
+    unbind     out_k[..., i, ...] = x[..., k, i, ...]            (the unbound dim is indexed: frozen)
     slice      out[..., i, ...] = x[..., start + i * step, ...]
     select     out[...] = x[..., index, ...]                     (element `index` is kept)
 
@@ -17,7 +18,7 @@ import sys
 import numpy as np
 import torch
 
-from graphprune.rules.registry import RewriteContext, RuleContext, rule
+from graphprune.rules.registry import RewriteContext, RuleContext, dim_index, rule
 
 aten = torch.ops.aten
 
@@ -32,7 +33,7 @@ def _other_dims(ctx: RuleContext, a, b, dim: int) -> None:
 def cat(ctx: RuleContext) -> None:
     out = ctx.out()
     rank = len(ctx.shape(out))
-    dim = (ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs.get("dim", 0)) % rank
+    dim = dim_index(ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs.get("dim", 0), rank)
     offset = 0
     for x in ctx.node.args[0]:
         value = (x, None)
@@ -53,10 +54,16 @@ def _pieces(ctx, x, dim: int) -> list[int]:
 
 
 def _split_rewrite(ctx: RewriteContext) -> None:
-    """split/chunk -> split_with_sizes(x, kept counts of each piece, dim)."""
+    """split/chunk -> split_with_sizes(x, kept counts of each piece, dim).
+
+    Only when that dim lost elements: a split along an untouched dim (RAFT splits its two
+    images back apart on the dynamic batch axis) keeps its arguments, symbolic sizes included.
+    """
     x = ctx.old.args[0]
     rank = len(x.meta["val"].shape)
-    dim = _dim_arg(ctx.old) % rank
+    dim = dim_index(_dim_arg(ctx.old), rank)
+    if ctx.keep(((x, None), dim)) is None:
+        return
     sizes = [int(ctx.new_shape((ctx.old, k))[dim]) for k in range(len(ctx.old.meta["val"]))]
     ctx.new.target = aten.split_with_sizes.default
     ctx.new.args = (ctx.new.args[0], sizes, dim)
@@ -67,11 +74,11 @@ def _dim_arg(node) -> int:
     return node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
 
 
-@rule(aten.chunk.default, aten.split.Tensor, aten.split_with_sizes.default,
+@rule(aten.chunk.default, aten.split.Tensor, aten.split_with_sizes.default, aten.tensor_split.indices,
       aten.unsafe_split.Tensor, aten.unsafe_chunk.default, rewrite=_split_rewrite)
 def split(ctx: RuleContext) -> None:
     x = ctx.arg(0)
-    dim = _dim_arg(ctx.node) % len(ctx.shape(x))
+    dim = dim_index(_dim_arg(ctx.node), len(ctx.shape(x)))
     offset = 0
     for out in ctx.outputs():
         n = ctx.size(out, dim)
@@ -84,11 +91,23 @@ def split(ctx: RuleContext) -> None:
         offset += n
 
 
+@rule(aten.unbind.int)
+def unbind(ctx: RuleContext) -> None:
+    x = ctx.arg(0)
+    rank = len(ctx.shape(x))
+    dim = dim_index(ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs.get("dim", 0), rank)
+    for out in ctx.outputs():
+        for d in range(rank):
+            if d != dim:
+                ctx.same(x, d, out, d if d < dim else d - 1)
+    ctx.freeze(x, dim, "unbind indexes this dim")
+
+
 def _slice_rewrite(ctx: RewriteContext) -> None:
     """start', end' = number of kept indices below start, end."""
     x = (ctx.old.args[0], None)
     rank = len(ctx.old.args[0].meta["val"].shape)
-    dim = (ctx.old.args[1] if len(ctx.old.args) > 1 else 0) % rank
+    dim = dim_index(ctx.old.args[1] if len(ctx.old.args) > 1 else 0, rank)
     keep = ctx.keep((x, dim))
     if keep is None:
         return
@@ -114,7 +133,7 @@ def _bounds(node, size: int) -> tuple[int, int]:
 def slice_(ctx: RuleContext) -> None:
     x, out = ctx.arg(0), ctx.out()
     rank = len(ctx.shape(x))
-    dim = (ctx.node.args[1] if len(ctx.node.args) > 1 else 0) % rank
+    dim = dim_index(ctx.node.args[1] if len(ctx.node.args) > 1 else 0, rank)
     _other_dims(ctx, x, out, dim)
     size = ctx.size(x, dim)
     step = ctx.node.args[4] if len(ctx.node.args) > 4 else 1
@@ -137,7 +156,7 @@ def slice_(ctx: RuleContext) -> None:
 def _select_rewrite(ctx: RewriteContext) -> None:
     x = (ctx.old.args[0], None)
     rank = len(ctx.old.args[0].meta["val"].shape)
-    dim = ctx.old.args[1] % rank
+    dim = dim_index(ctx.old.args[1], rank)
     keep = ctx.keep((x, dim))
     if keep is None:
         return
@@ -150,7 +169,7 @@ def _select_rewrite(ctx: RewriteContext) -> None:
 def select(ctx: RuleContext) -> None:
     x, out = ctx.arg(0), ctx.out()
     rank = len(ctx.shape(x))
-    dim, index = ctx.node.args[1] % rank, ctx.node.args[2]
+    dim, index = dim_index(ctx.node.args[1], rank), ctx.node.args[2]
     for d in range(rank):
         if d < dim:
             ctx.same(x, d, out, d)

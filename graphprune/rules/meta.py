@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from graphprune.rules.registry import RuleContext, rule
+from graphprune.rules.registry import RuleContext, dim_index, rule
 
 aten = torch.ops.aten
 
@@ -18,7 +18,7 @@ def sym_size(ctx: RuleContext) -> None:
     x = ctx.arg(0)
     rank = len(ctx.shape(x))
     for d in range(rank):
-        if d == ctx.node.args[1] % rank:
+        if d == dim_index(ctx.node.args[1], rank):
             ctx.freeze(x, d, "its size is read by the program")
         else:
             ctx.claim(x, d)

@@ -1,6 +1,7 @@
 """Normalisation layers and per-channel parameters.
 
-    batch/instance norm   out[:, c] = (x[:, c] - mu_c) / sigma_c * w[c] + b[c]   (exact per channel)
+    batch/instance norm   out[:, c] = (x[:, c] - mu_c) / sigma_c * w[c] + b[c]   (exact per channel;
+                          with batch statistics the other dims are inexact: weight standardisation)
     group norm            statistics per group of C/G channels: whole groups go together
     layer/rms norm        statistics over the last dims: pruning them is allowed but
                           changes the statistics, so those groups are marked inexact
@@ -25,11 +26,23 @@ def _per_channel(ctx: RuleContext, x, out, params) -> None:
             ctx.same(p, 0, x, 1)
 
 
+def _batch_statistics(ctx: RuleContext, x, training) -> None:
+    """Statistics of this call are computed over every dim but 1 (training mode, or weight
+    standardisation: batch_norm of a conv weight reshaped to [1, C_out, C_in * k * k]), so pruning
+    those dims changes them: inexact, like a LayerNorm width."""
+    if training is True:
+        for d in range(len(ctx.shape(x))):
+            if d != 1:
+                ctx.inexact(x, d, "batch statistics (or a standardised weight's) change when this dim is pruned")
+
+
 @rule(aten.instance_norm.default)
 @rule(aten.batch_norm.default, train_arg=5)  # batch_norm(x, w, b, mean, var, training, momentum, eps, cudnn)
 def batch_norm(ctx: RuleContext) -> None:
     x = ctx.arg(0)
     _per_channel(ctx, x, ctx.out(), [ctx.arg(i) for i in (1, 2, 3, 4)])
+    if ctx.node.target is aten.batch_norm.default:  # instance norm: statistics per sample and channel
+        _batch_statistics(ctx, x, ctx.arg(5, "training"))
 
 
 @rule(aten._native_batch_norm_legit_no_training.default, aten._native_batch_norm_legit.default,
@@ -37,6 +50,8 @@ def batch_norm(ctx: RuleContext) -> None:
 def native_batch_norm(ctx: RuleContext) -> None:
     x = ctx.arg(0)
     _per_channel(ctx, x, ctx.out(0), [ctx.arg(i) for i in (1, 2, 3, 4)])
+    if ctx.node.target is not aten._native_batch_norm_legit_no_training.default:
+        _batch_statistics(ctx, x, ctx.arg(5, "training"))
 
 
 def _group_norm_rewrite(ctx: RewriteContext) -> None:

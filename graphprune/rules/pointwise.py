@@ -31,34 +31,40 @@ def _broadcast(ctx: RuleContext) -> None:
                 ctx.same(value, d, out, offset + d)
 
 
-UNARY = [
-    "relu", "relu_", "gelu", "gelu_", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_",
-    "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "hardtanh", "hardtanh_", "relu6",
-    "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu", "mish", "mish_",
-    "softplus", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "reciprocal", "sin", "cos", "erf",
-    "clone", "contiguous", "alias",
-    "detach", "detach_", "_to_copy", "to", "type_as", "clamp", "clamp_", "clamp_min",
-    "clamp_max", "pow", "square", "logit", "log_sigmoid", "glu_never", "sign", "round",
-    "floor", "ceil", "trunc", "silu_backward_never", "lift_fresh_copy", "bitwise_not",
-    "logical_not", "isnan", "isinf", "nan_to_num", "fill", "fill_", "zero_", "zeros_like", "ones_like",
-    "empty_like", "full_like", "rand_like", "randn_like", "masked_fill", "masked_fill_",
-]
-BINARY = [
-    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum",
-    "where", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "bitwise_and",
-    "bitwise_or", "remainder", "fmod", "floor_divide", "rsub", "addcmul", "addcdiv", "lerp",
-    "copy", "copy_", "atan2", "hypot", "xlogy", "expand_as",
-]
+# The overloads meant, by name: tensor in, tensor out. Not the `out=` variants, nor the
+# scalar and list overloads that share a name (`add.t` concatenates lists, `mul.left_t`
+# repeats one, `where.default` is nonzero): each listed overload is looked up, so a typo fails.
+UNARY = """
+relu relu_ gelu gelu_ silu silu_ sigmoid sigmoid_ tanh tanh_ hardswish hardswish_ hardsigmoid hardsigmoid_
+hardtanh hardtanh_ relu6 leaky_relu leaky_relu_ elu elu_ selu selu_ celu mish mish_ softplus neg abs exp
+log sqrt rsqrt reciprocal sin cos erf clone contiguous alias
+detach detach_ _to_copy square logit log_sigmoid sign round round.decimals floor ceil trunc lift_fresh_copy
+bitwise_not logical_not isnan isinf nan_to_num zero_ zeros_like ones_like empty_like full_like rand_like
+randn_like rand_like.generator randn_like.generator clamp clamp.Tensor clamp_ clamp_.Tensor clamp_min
+clamp_min.Tensor clamp_max clamp_max.Tensor pow.Tensor_Scalar to.device to.dtype to.dtype_layout
+fill.Scalar fill_.Scalar masked_fill.Scalar masked_fill_.Scalar
+"""
+BINARY = """
+add.Tensor add.Scalar add_.Tensor add_.Scalar sub.Tensor sub.Scalar sub_.Tensor sub_.Scalar rsub.Tensor
+rsub.Scalar mul.Tensor mul.Scalar mul_.Tensor mul_.Scalar div.Tensor div.Scalar div.Tensor_mode
+div.Scalar_mode div_.Tensor div_.Scalar div_.Tensor_mode div_.Scalar_mode pow.Tensor_Tensor pow.Scalar
+maximum minimum where.self where.ScalarOther where.ScalarSelf where.Scalar eq.Tensor eq.Scalar ne.Tensor
+ne.Scalar lt.Tensor lt.Scalar le.Tensor le.Scalar gt.Tensor gt.Scalar ge.Tensor ge.Scalar logical_and
+logical_or bitwise_and.Tensor bitwise_and.Scalar bitwise_and.Scalar_Tensor bitwise_or.Tensor
+bitwise_or.Scalar bitwise_or.Scalar_Tensor remainder.Tensor remainder.Scalar remainder.Scalar_Tensor
+fmod.Tensor fmod.Scalar floor_divide floor_divide.Scalar addcmul addcdiv lerp.Scalar lerp.Tensor copy
+copy_ atan2 hypot xlogy.Tensor xlogy.Scalar_Other xlogy.Scalar_Self expand_as fill.Tensor fill_.Tensor
+masked_fill.Tensor masked_fill_.Tensor
+"""
+LIKE_FIRST = "type_as to.other"  # the second tensor gives only a dtype and device
 
 
-def _targets(names: list[str]) -> list:
+def _targets(spec: str) -> list:
+    """'add.Tensor relu' -> [aten.add.Tensor, aten.relu.default]."""
     found = []
-    for name in names:
-        packet = getattr(aten, name, None)
-        if packet is None:
-            continue
-        for overload in packet.overloads():
-            found.append(getattr(packet, overload))
+    for item in spec.split():
+        name, _, overload = item.partition(".")
+        found.append(getattr(getattr(aten, name), overload or "default"))
     return found
 
 
@@ -70,6 +76,16 @@ rule(aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.defa
      aten.feature_alpha_dropout.default, train_arg=2)(_broadcast)
 rule(aten.dropout_.default, aten.feature_dropout_.default, aten.alpha_dropout_.default,
      aten.feature_alpha_dropout_.default)(_broadcast)
+
+
+@rule(*_targets(LIKE_FIRST))
+def like_first(ctx: RuleContext) -> None:
+    """out = x.to(other's dtype and device): other's shape plays no part."""
+    x, other, out = ctx.arg(0), ctx.arg(1), ctx.out()
+    for d in range(len(ctx.shape(x))):
+        ctx.same(x, d, out, d)
+    for d in range(len(ctx.shape(other))):
+        ctx.claim(other, d)
 
 
 @rule(operator.getitem)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from graphprune.rules.registry import RuleContext, rule
+from graphprune.rules.registry import RuleContext, dim_index, rule
 
 aten = torch.ops.aten
 
@@ -49,7 +49,7 @@ def _reduced(ctx: RuleContext, x, dims) -> list[int]:
     if dims is None or dims == []:
         return list(range(rank))
     dims = [dims] if isinstance(dims, int) else dims
-    return sorted(d % rank for d in dims)
+    return sorted(dim_index(d, rank) for d in dims)
 
 
 def _reduce(ctx: RuleContext, inexact: str = "", dim_at: int = 1) -> None:
@@ -111,7 +111,7 @@ def reduce_norm(ctx: RuleContext) -> None:
 def softmax(ctx: RuleContext) -> None:
     """out = softmax(in, dim): the normalised dim is frozen, the others pass through."""
     x, out = ctx.arg(0), ctx.outputs()[0]
-    dim = ctx.node.args[1] % len(ctx.shape(x))
+    dim = dim_index(ctx.node.args[1], len(ctx.shape(x)))
     for d in range(len(ctx.shape(x))):
         if d != dim:
             ctx.same(x, d, out, d)

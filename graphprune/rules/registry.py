@@ -18,6 +18,7 @@ import numpy as np
 import torch.fx as fx
 
 from graphprune.errors import describe
+from graphprune.reasons import Cause, Reason
 from graphprune.spaces import Space, Spaces, Value, composite, int_size, shape_of, tensor_values
 
 
@@ -34,6 +35,15 @@ class Rule:
 
 
 RULES: dict = {}
+
+
+def dim_index(dim: int, rank: int) -> int:
+    """A dim argument in [-rank, rank) as an index in [0, rank); out of range raises, as torch does
+    (a 0-d tensor takes 0 and -1). Never wrapped: dim 5 of a 4-d tensor is a bug, not dim 1."""
+    bound = max(rank, 1)
+    if not isinstance(dim, int) or not -bound <= dim < bound:
+        raise IndexError(f"dim {dim} is out of range for a tensor of rank {rank}")
+    return dim % bound
 
 
 def rule(*targets, rewrite: Callable | None = None, train_arg: int | None = None, cost: Callable | None = None):
@@ -109,12 +119,11 @@ class RuleContext:
 
     # -- relation -------------------------------------------------------------
     def claim(self, value: Value, dim: int) -> None:
-        self.claimed.add((value, dim % max(len(shape_of(value)), 1)))
+        self.claimed.add((value, dim_index(dim, len(shape_of(value)))))
 
     def same(self, a: Value, da: int, b: Value, db: int) -> None:
         """Element k of a[da] is element k of b[db]."""
-        da %= len(shape_of(a))
-        db %= len(shape_of(b))
+        da, db = dim_index(da, len(shape_of(a))), dim_index(db, len(shape_of(b)))
         self.claim(a, da)
         self.claim(b, db)
         na, nb = self.size(a, da), self.size(b, db)
@@ -122,7 +131,7 @@ class RuleContext:
             self._same_composite(a, da, b, db)
             return
         if na is None or nb is None or na != nb:
-            reason = f"{describe(self.node)} relates dims of different sizes"
+            reason = Reason.at(self.node, Cause.SIZES, "relates dims of different sizes")
             self.spaces.freeze((a, da), reason)
             self.spaces.freeze((b, db), reason)
             return
@@ -136,7 +145,7 @@ class RuleContext:
             return
         la, lb = self.spaces.layout.get((a, da)), self.spaces.layout.get((b, db))
         if ca is None or cb is None or str(ca) != str(cb) or (la and lb and la != lb) or not (la or lb):
-            reason = f"{describe(self.node)} relates a batch-merged dim it cannot follow"
+            reason = Reason.at(self.node, Cause.SIZES, "relates a batch-merged dim it cannot follow")
             self.spaces.freeze((a, da), reason)
             self.spaces.freeze((b, db), reason)
             return
@@ -146,27 +155,26 @@ class RuleContext:
 
     def link(self, a: Value, da: int, ia, b: Value, db: int, ib) -> None:
         """Element ia[k] of a[da] is element ib[k] of b[db]."""
-        da %= len(shape_of(a))
-        db %= len(shape_of(b))
+        da, db = dim_index(da, len(shape_of(a))), dim_index(db, len(shape_of(b)))
         self.claim(a, da)
         self.claim(b, db)
         if not self.spaces.link((a, da), ia, (b, db), ib):
-            reason = f"{describe(self.node)} maps a symbolic dim"
+            reason = Reason.at(self.node, Cause.SIZES, "maps a symbolic dim")
             self.spaces.freeze((a, da), reason)
             self.spaces.freeze((b, db), reason)
 
-    def freeze(self, value: Value, dim: int, why: str, elements=None) -> None:
-        dim %= len(shape_of(value))
+    def freeze(self, value: Value, dim: int, why: str, elements=None, cause: Cause = Cause.OP) -> None:
+        dim = dim_index(dim, len(shape_of(value)))
         self.claim(value, dim)
-        self.spaces.freeze((value, dim), f"{describe(self.node)}: {why}", elements)
+        self.spaces.freeze((value, dim), Reason.at(self.node, cause, why), elements)
 
     def inexact(self, value: Value, dim: int, why: str) -> None:
         """Pruning this dim is allowed but changes values (e.g. LayerNorm statistics)."""
-        self.spaces.mark_inexact((value, dim % len(shape_of(value))), f"{describe(self.node)}: {why}")
+        self.spaces.mark_inexact((value, dim_index(dim, len(shape_of(value)))), f"{describe(self.node)}: {why}")
 
     def mark_heads(self, value: Value, dim: int) -> None:
         """Note that this dim indexes attention heads (used to choose reshape factors)."""
-        ids = self.spaces.ids((value, dim % len(shape_of(value))))
+        ids = self.spaces.ids((value, dim_index(dim, len(shape_of(value)))))
         if ids is not None:
             self.spaces.heads.append(ids)
 
@@ -175,7 +183,7 @@ class RuleContext:
         """'heads', 'head-dim' or 'none': which attention dims may be pruned."""
         return self.hints.attention if self.hints is not None else "heads"
 
-    def freeze_unclaimed(self, reason: str) -> None:
+    def freeze_unclaimed(self, reason: Reason) -> None:
         for value in self.inputs() + self.outputs():
             for dim in range(len(shape_of(value))):
                 if (value, dim) not in self.claimed:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from graphprune.rules.registry import RewriteContext, RuleContext, rule
+from graphprune.reasons import Cause
+from graphprune.rules.registry import RewriteContext, RuleContext, dim_index, rule
 from graphprune.spaces import composite, int_size
 
 aten = torch.ops.aten
@@ -154,7 +155,8 @@ def _split(ctx: RuleContext, one, d_one: int, many, factors: list) -> None:
     ctx.link(one, d_one, f, many, dims[pick], (f // stride) % sizes[pick])
     for k, d in enumerate(dims):
         if k != pick:
-            ctx.freeze(many, d, "a reshape splits this factor off a pruned dim; it is kept whole")
+            ctx.freeze(many, d, "a reshape splits this factor off a pruned dim; it is kept whole",
+                       cause=Cause.RESHAPE_FACTOR)
 
 
 RESHAPES = (aten.view.default, aten.reshape.default, aten._unsafe_view.default)
@@ -198,7 +200,7 @@ def _shuffle_from_split(split: fx.Node) -> Shuffle | None:
     if dst[d] * dst[d + 1] != src[d] or dst[d] == 1 or dst[d + 1] == 1:
         return None
     t = _only_user(split)
-    if t is None or t.target != aten.transpose.int or {a % len(dst) for a in t.args[1:3]} != {d, d + 1}:
+    if t is None or t.target != aten.transpose.int or {dim_index(a, len(dst)) for a in t.args[1:3]} != {d, d + 1}:
         return None
     chain, end = [t], t
     while (nxt := _only_user(end)) is not None and nxt.target in PASS:
@@ -343,9 +345,16 @@ def _view_rewrite(ctx: RewriteContext) -> None:
     _sizes_rewrite(ctx, 1)
 
 
+def _flatten_rewrite(ctx: RewriteContext) -> None:
+    """flatten(x, start=0, end=-1) carries no sizes: only a channel shuffle's merge changes."""
+    shuffle = shuffle_of(ctx.old)
+    if shuffle is not None and ctx.old is shuffle.merge:
+        _shuffle_rewrite(ctx, shuffle)
+
+
 def _unflatten_rewrite(ctx: RewriteContext) -> None:
     """unflatten(x, dim, sizes): sizes name output dims dim .. dim + len(sizes) - 1."""
-    dim = ctx.old.args[1] % len(ctx.old.args[0].meta["val"].shape)
+    dim = dim_index(ctx.old.args[1], len(ctx.old.args[0].meta["val"].shape))
     out_shape = ctx.new_shape((ctx.old, None))
     sizes = [int_size(out_shape[dim + k]) if s != -1 else -1 for k, s in enumerate(ctx.old.args[2])]
     ctx.set_arg(2, sizes)
@@ -353,10 +362,19 @@ def _unflatten_rewrite(ctx: RewriteContext) -> None:
 
 rule(aten.view.default, aten.reshape.default, aten._unsafe_view.default,
      rewrite=_view_rewrite)(reshape_couple)
-rule(aten.flatten.using_ints, rewrite=_view_rewrite)(reshape_couple)
-rule(aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default,
-     aten.unsqueeze.default, aten.view_as.default if hasattr(aten, "view_as") else None,
-     aten.reshape_as.default if hasattr(aten, "reshape_as") else None)(reshape_couple)
+rule(aten.flatten.using_ints, rewrite=_flatten_rewrite)(reshape_couple)
+rule(aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.unsqueeze.default)(reshape_couple)
+
+
+@rule(aten.view_as.default, aten.reshape_as.default)
+def reshape_as(ctx: RuleContext) -> None:
+    """x.reshape_as(other): as a reshape to other's shape, and other's dim d is out's dim d: the
+    rewritten graph reads other's pruned shape at run time (weight standardisation reshapes a
+    normalised copy of a conv weight back as the weight)."""
+    reshape_couple(ctx)
+    other, out = ctx.arg(1), ctx.out()
+    for d in range(len(ctx.shape(out))):
+        ctx.same(other, d, out, d)
 rule(aten.unflatten.int, rewrite=_unflatten_rewrite)(reshape_couple)
 
 
@@ -366,7 +384,7 @@ def permute(ctx: RuleContext) -> None:
     x, out = ctx.arg(0), ctx.out()
     rank = len(ctx.shape(x))
     for k, p in enumerate(ctx.node.args[1]):
-        ctx.same(x, p % rank, out, k)
+        ctx.same(x, dim_index(p, rank), out, k)
 
 
 @rule(aten.transpose.int, aten.swapaxes.default if hasattr(aten, "swapaxes") else None)
@@ -374,7 +392,7 @@ def transpose(ctx: RuleContext) -> None:
     """out = x with dims a and b exchanged (inside a channel shuffle, a and b relate to nothing)."""
     x, out = ctx.arg(0), ctx.out()
     rank = len(ctx.shape(x))
-    a, b = ctx.node.args[1] % rank, ctx.node.args[2] % rank
+    a, b = dim_index(ctx.node.args[1], rank), dim_index(ctx.node.args[2], rank)
     inside = shuffle_of(ctx.node) is not None
     for d in range(rank):
         if inside and d in (a, b):
@@ -421,7 +439,7 @@ def roll(ctx: RuleContext) -> None:
     rank = len(ctx.shape(x))
     dims = ctx.node.args[2] if len(ctx.node.args) > 2 else ctx.node.kwargs.get("dims", [])
     dims = [dims] if isinstance(dims, int) else list(dims)
-    rolled = {d % rank for d in dims} if dims else set(range(rank))
+    rolled = {dim_index(d, rank) for d in dims} if dims else set(range(rank))
     for d in range(rank):
         if d not in rolled:
             ctx.same(x, d, out, d)
