@@ -192,3 +192,21 @@ def test_a_confirmation_makes_the_table_exact_at_that_configuration(ladder):
     table.correct(space, config, truth(config))
     assert table.predict(space, config) == pytest.approx(truth(config))
     assert table.predict(space, Config()) == pytest.approx(1.0)
+
+
+def test_graphprune_depth_blocks_are_search_moves():
+    """DepthSteps.found uses graphprune.depth: its blocks can be removed by the search, and the
+    chosen plan is on the graph without them."""
+    from graphprune.search.depthsteps import DepthSteps
+    from tests.search_models import Residual
+
+    model, x = Residual().eval(), torch.randn(2, 3, 10, 10)
+    graph = graphprune.analyze(model, x)
+    depth = DepthSteps.found(graph)
+    assert depth is not None and len(depth.blocks) == 2
+    space = SearchSpace(graph, depth=depth)
+    full = space.macs(Config())
+    oracle = MockOracle(lambda c: 0.2 + 0.8 * space.macs(c) / full)
+    plan, log = search(graph, make_budget(speedup=2), "greedy", oracle=oracle, depth=depth)
+    assert log.facts["final"]["budget_met"]
+    assert graphprune.rewrite(plan).eval()(x).shape == (2, 10)
