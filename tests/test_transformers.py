@@ -30,10 +30,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from conftest import call, check_prunes, count_params, kept, leaves, randomize, with_batch
+from torch.func import functional_call
 
 import graphprune
+from graphprune.capture import normalize_inputs
 from graphprune.export import export_onnx
-from graphprune.oracle import dead_channel_check
+from graphprune.oracle import dead_channel_check, killed
 from models import speech, text_classifier
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -232,11 +234,14 @@ def test_pruned_language_model_takes_other_sequence_lengths(name):
     model, example = build(name)
     plan = graphprune.plan(graphprune.analyze(model, example), ratio=RATIO)
     pruned = dead_channel_check(plan)
-    killed = plan.graph.captured.module  # the oracle zeroed the removed channels' weights here
+    zeroed = killed(plan.exact())  # the removed channels' weights, zeroed (the captured module is not changed)
     assert plan.removed.any() and plan.graph.captured.dynamic_sequence
     for n in (5, 20):
         longer = _with_length(example, n)
-        want, got = leaves(call(killed, longer)), leaves(call(pruned, longer))
+        with torch.no_grad():
+            args, kwargs = normalize_inputs(longer)
+            want = leaves(functional_call(plan.graph.captured.module, zeroed, args, kwargs, strict=False))
+        got = leaves(call(pruned, longer))
         assert [t.shape for t in got] == [t.shape for t in leaves(call(model, longer))]
         for a, b in zip(want, got, strict=True):
             torch.testing.assert_close(b, a, atol=1e-4 * max(1.0, a.abs().max().item()), rtol=1e-4)
@@ -313,11 +318,11 @@ def _removed_rows(att: Attention, proj: Proj, heads: int, kept_heads: set) -> li
     return [proj.start + h * att.head_dim + j for h in range(heads) if h not in kept_heads for j in range(att.head_dim)]
 
 
-def _assert_killed(module, att: Attention, q_heads: set, kv_heads: set) -> None:
-    """The oracle zeroed every removed head's Q/K/V rows and O columns before pruning."""
+def _assert_killed(zeroed: dict, att: Attention, q_heads: set, kv_heads: set) -> None:
+    """The oracle zeroes every removed head's Q/K/V rows and O columns before pruning."""
     for proj, heads, kept_heads in ((att.q, att.heads, q_heads), (att.k, att.kv_heads, kv_heads),
                                     (att.v, att.kv_heads, kv_heads), (att.o, att.heads, q_heads)):
-        weight = module.get_parameter(proj.target)
+        weight = zeroed[proj.target]
         dead = weight.index_select(proj.dim, torch.tensor(_removed_rows(att, proj, heads, kept_heads)))
         assert dead.abs().max() == 0, f"{proj.target}: removed heads were not zeroed"
 
@@ -343,7 +348,7 @@ def test_dead_heads_prune_exactly(name):
         heads.append((att, q, k))
     dead_channel_check(plan)
     for att, q, k in heads:
-        _assert_killed(plan.graph.captured.module, att, q, k)
+        _assert_killed(killed(plan.exact()), att, q, k)
 
 
 

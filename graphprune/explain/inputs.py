@@ -155,7 +155,8 @@ def example_of_graph(model: torch.nn.Module, tokenizer=None) -> Any | None:
         return None
     sizes, dtypes = {}, {}
     for node in graph.nodes:
-        if node.target is torch.ops.aten._assert_tensor_metadata.default and isinstance(node.args[0], fx.Node):
+        asserts = (torch.ops.aten._assert_tensor_metadata.default, getattr(torch, "_assert_tensor_metadata", None))
+        if node.target in asserts and node.args and isinstance(node.args[0], fx.Node):
             name, size = node.args[0].name, node.kwargs.get("size")
             if isinstance(node.kwargs.get("dtype"), torch.dtype):
                 dtypes.setdefault(name, node.kwargs["dtype"])
