@@ -22,7 +22,8 @@ import torch
 
 from graphprune.cost import plan_macs
 from graphprune.depgraph import DependencyGraph, Group
-from graphprune.importance import parameter, score
+from graphprune.importance import score
+from graphprune.oracle import killed
 from graphprune.planner import Plan, PlanOptions
 from graphprune.rewriter import rewrite
 
@@ -143,12 +144,7 @@ class SearchSpace:
             return
         if self._scratch is None:
             self._scratch = rewrite(plan_widths(self.graph, {}, self.scores)).eval()
-        saved = _zero_removed(plan, self._scratch)
-        try:
-            yield self._scratch
-        finally:
-            for tensor, old in saved:
-                tensor.data.copy_(old)
+        yield _Zeroed(self._scratch, killed(plan))
 
     def macs(self, config: Config) -> int:
         """Exact MACs of `config`'s model at the example's batch (graphprune.cost.plan_macs: no rewrite), cached."""
@@ -157,23 +153,17 @@ class SearchSpace:
         return self._macs[config.key]
 
 
-def _zero_removed(plan: Plan, module: torch.nn.Module) -> list:
-    """Zero, in place, the slices of `module`'s tensors that belong to removed channels; returns the originals."""
-    saved, seen = [], {}
-    spaces = plan.graph.spaces
-    for space, entry in spaces.base.items():
-        (node, _), dim = space
-        if entry is None or node.op != "get_attr":
-            continue
-        dead = plan.removed[plan.graph.labels[spaces.ids(space)]]
-        if not dead.any():
-            continue
-        tensor = parameter(module, node.target)
-        if id(tensor) not in seen:
-            seen[id(tensor)] = tensor
-            saved.append((tensor, tensor.detach().clone()))
-        tensor.data.index_fill_(dim, torch.as_tensor(dead.nonzero()[0]), 0)
-    return saved
+class _Zeroed(torch.nn.Module):
+    """`module` run with some tensors replaced (the oracle's zeroed copies); `module` is not changed."""
+
+    def __init__(self, module: torch.nn.Module, tensors: dict):
+        super().__init__()
+        self.inner, self.tensors = module, tensors
+
+    def forward(self, *args, **kwargs):
+        from torch.func import functional_call
+
+        return functional_call(self.inner, self.tensors, args, kwargs, strict=False)
 
 
 def plan_widths(graph: DependencyGraph, widths: dict, scores: np.ndarray) -> Plan:
