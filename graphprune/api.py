@@ -173,11 +173,13 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     pruned.train(model.training)  # the original's mode: a model saved for inference stays in eval
     seconds["plan_rewrite"] = time.perf_counter() - t0 - sum(seconds.values())
     step("counting MACs")
+    params = (count_params(model), count_params(pruned))
+    macs = (macs_before, count_macs(pruned, args, kwargs))
     report = Report(
-        params_before=count_params(model), params_after=count_params(pruned),
+        params_before=params[0], params_after=params[1],
         # the captured graph, not the eager model: eager modules may take fused fast paths
         # (nn.TransformerEncoder) that the FLOP counter cannot see
-        macs_before=macs_before, macs_after=count_macs(pruned, args, kwargs),
+        macs_before=macs[0], macs_after=macs[1],
         ratio=ratio, options={k: v for k, v in opts.__dict__.items() if v is not None},
         decisions=chosen.decisions, unknown_ops=graph.unknown,
         dynamic_batch=graph.captured.dynamic_batch,
@@ -185,17 +187,16 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
         seconds={**seconds, "total": time.perf_counter() - t0},
         search=searched[1].to_dict() if searched else None,
         calibration=calibration | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
-        checks=tuple(checks), budget=_budget(opts, count_params(model), macs_before, chosen),
+        checks=tuple(checks), budget=_budget(opts, params, macs),
         blocks=tuple(dataclasses.asdict(b) for b in blocks),
     )
     return pruned, report
 
 
-def _budget(opts: PlanOptions, params: int, macs: int, chosen: Plan) -> dict | None:
+def _budget(opts: PlanOptions, params: tuple, macs: tuple) -> dict | None:
+    """The budget asked for and the fraction of the original reached, from (before, after) counts."""
     if opts.budget is None:
         return None
     kind, target = opts.budget
-    from graphprune.cost import plan_macs, plan_params
-
-    achieved = plan_macs(chosen) / macs if kind == "macs" else plan_params(chosen) / params
-    return {"kind": kind, "target": target, "achieved": achieved}
+    before, after = macs if kind == "macs" else params
+    return {"kind": kind, "target": target, "achieved": after / before if before else 1.0}

@@ -8,9 +8,10 @@ its normalised score (graphprune.cuts.normalized) over delta_g, what removing on
 saves (MACs or parameters, measured exactly with graphprune.cost on a plan that narrows g
 alone). The cheapest importance per unit saved goes first. The number k of channels taken from
 that order (each group at most `max_group_ratio`, widths rounded to `round_to`) is found by
-bisection on the exact cost of the finished plan; cost(k) falls in steps, so the two plans either
-side of the target are refined by moving one group at a time (a bisection on that group's
-width) to the plan closest to the target, preferring the least score removed.
+bisection on the exact cost of the finished plan. cost(k) falls in steps: when the step across
+the target is one group's rounding jump that overshoots, that group is closed at its count before
+the step and the bisection repeats; then one-group steps (a group's next width up or down) move
+the cost closer to the target while they can.
 """
 
 from __future__ import annotations
@@ -60,47 +61,15 @@ def _marginal(graph, evaluate: _Evaluator, norm: np.ndarray, full: int) -> dict:
     return saved
 
 
-def _prefix(graph, channels, owners, evaluate: _Evaluator, k: int) -> dict:
-    return cuts.take(graph, channels, owners, k, evaluate.opts)
-
-
-def _refine(graph, picks: dict, norm: np.ndarray, evaluate: _Evaluator, target: float, tol: float) -> dict:
-    """From a plan above the target, take more of one group so the cost lands closest to the target."""
-    best, best_key = picks, None
-    for g in graph.groups:
-        if len(g.channels) == 0:
-            continue
-        order = g.channels[np.argsort(norm[g.channels], kind="stable")]
-        have = len(picks.get(g.index, ()))
-        cap = math.floor(evaluate.opts.max_group_ratio * len(g.channels))
-        lo, hi = have, cap
-        while lo < hi:  # smallest count in g that brings the cost to the target or below
-            mid = (lo + hi) // 2
-            c, _, _ = evaluate({**picks, g.index: order[:mid]})
-            lo, hi = (lo, mid) if c <= target else (mid + 1, hi)
-        for count in {lo, max(have, lo - 1)}:
-            trial = {**picks, g.index: order[:count]}
-            c, removed, _ = evaluate(trial)
-            miss = abs(c / target - 1.0)
-            key = (miss > tol, miss if miss > tol else 0.0, float(norm[removed].sum()))
-            if best_key is None or key < best_key:
-                best, best_key = trial, key
-    return best
-
-
 def _counts(graph, removed: np.ndarray) -> dict:
     return {g.index: int(removed[g.channels].sum()) for g in graph.groups if len(g.channels)}
-
-
-def _picks(graph, counts: dict, scores: np.ndarray) -> dict:
-    return cuts.lowest(graph, scores, counts)
 
 
 def _polish(graph, counts: dict, scores: np.ndarray, evaluate: _Evaluator, target: float, tol: float,
             rounds: int = 40) -> dict:
     """Move one group a step at a time (its next width up or down) while that brings the cost closer."""
     miss = lambda c: abs(c / target - 1.0)  # noqa: E731
-    current = evaluate(_picks(graph, counts, scores))[0]
+    current = evaluate(cuts.lowest(graph, scores, counts))[0]
     step_limit = 4 * max(evaluate.opts.round_to, 1)
     for _ in range(rounds):
         if miss(current) <= tol:
@@ -116,7 +85,7 @@ def _polish(graph, counts: dict, scores: np.ndarray, evaluate: _Evaluator, targe
                     n = have + sign * j
                     if n < 0 or n > cap:
                         break
-                    c = evaluate(_picks(graph, {**counts, g.index: n}, scores))[0]
+                    c = evaluate(cuts.lowest(graph, scores, {**counts, g.index: n}))[0]
                     if c != current:
                         if best is None or miss(c) < best[0]:
                             best = (miss(c), g.index, n, c)
@@ -139,7 +108,7 @@ def choose(graph, scores: np.ndarray, opts, allocation: np.ndarray | None = None
     evaluate = _Evaluator(graph, scores, opts, kind)
     target = fraction * evaluate({})[0]
     counts = _polish(graph, _counts(graph, removed), scores, evaluate, target, opts.tolerance / 4)
-    c, removed, decisions = evaluate(_picks(graph, counts, scores))
+    c, removed, decisions = evaluate(cuts.lowest(graph, scores, counts))
     log.info("budget %s %.3f: reached %.4f in %d cost evaluations", kind, fraction, c * fraction / target, evaluate.calls)
     return removed, decisions
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def _norms(model: torch.nn.Module) -> list[TrainSwitch]:
-    return [m for m in model.modules() if isinstance(m, TrainSwitch) and "batch_norm" in m.op]
+    return [m for m in model.modules() if isinstance(m, TrainSwitch) and m.statistics]
 
 
 def recalibrate(model: torch.nn.Module, data, limit: int | None = 16) -> int:

@@ -79,7 +79,9 @@ def frozen_by_cause(decisions: tuple[Decision, ...]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (-r["channels"], r["cause"], r["op"]))
 
 
-def _human(n: float) -> str:
+def human(n: float) -> str:
+    """A count in 3 significant digits with a K/M/G/T/P suffix: 11.7M."""
+    n = float(n)
     for unit in ("", "K", "M", "G", "T"):
         if abs(n) < 1000:
             return f"{n:.3g}{unit}"
@@ -123,8 +125,8 @@ def render(report: Report, console, limit: int = 40) -> None:
     summary = Table(title="graphprune shrink", show_header=True)
     for col in ("", "before", "after", "ratio"):
         summary.add_column(col, justify="right")
-    summary.add_row("params", _human(report.params_before), _human(report.params_after), f"{report.params_ratio:.3f}")
-    summary.add_row("MACs", _human(report.macs_before), _human(report.macs_after), f"{report.macs_ratio:.3f}")
+    summary.add_row("params", human(report.params_before), human(report.params_after), f"{report.params_ratio:.3f}")
+    summary.add_row("MACs", human(report.macs_before), human(report.macs_after), f"{report.macs_ratio:.3f}")
     console.print(summary)
     _render_parts(report, console)
     if report.blocks:

@@ -38,22 +38,27 @@ def _resolve(qualified: str):
 
 
 class TrainSwitch(torch.nn.Module):
-    """Calls an ATen op with its `training` argument (at `index`) set to this module's mode."""
+    """Calls an ATen op with its `training` argument (at `index`) set to this module's mode.
 
-    def __init__(self, op: str, index: int):
+    With `statistics` the op has batch norm's layout: running mean and variance right before
+    `training` (index - 2, index - 1), the momentum right after it (index + 1).
+    """
+
+    def __init__(self, op: str, index: int, statistics: bool = False):
         super().__init__()
         self.op = op  # 'aten.batch_norm.default': a string, so the module pickles
         self.index = index
-        self.cumulative = False  # batch norm: average batch statistics over all batches seen
-        self.reset = False  # batch norm: zero the running statistics at the next training call
+        self.statistics = statistics  # it keeps running statistics (graphprune.recalibrate re-estimates them)
+        self.cumulative = False  # average batch statistics over all batches seen
+        self.reset = False  # zero the running statistics at the next training call
 
     def forward(self, *args, counter: torch.Tensor | None = None):
         args = list(args)
         args[self.index] = self.training
-        if self.training and self.reset:  # batch_norm(x, w, b, running_mean, running_var, ...)
+        if self.training and self.reset and self.statistics:
             with torch.no_grad():
-                args[3].zero_()
-                args[4].fill_(1.0)
+                args[self.index - 2].zero_()
+                args[self.index - 1].fill_(1.0)
                 if counter is not None:
                     counter.zero_()
             self.reset = False
@@ -81,11 +86,17 @@ class Scope(torch.nn.Module):
         return self.kind
 
 
-def _counter_target(gm: fx.GraphModule, node: fx.Node) -> str | None:
+def _running_mean(node: fx.Node, index: int) -> fx.Node | None:
+    """The running-mean buffer of a batch-norm layout op (mean and variance buffers two and one
+    before `training`), or None."""
+    stats = node.args[index - 2:index] if index >= 2 else ()
+    if len(stats) == 2 and all(isinstance(a, fx.Node) and a.op == "get_attr" for a in stats):
+        return stats[0]
+    return None
+
+
+def _counter_target(gm: fx.GraphModule, mean: fx.Node) -> str | None:
     """The num_batches_tracked buffer beside a batch norm's running mean, if there is one."""
-    mean = node.args[3] if len(node.args) > 3 else None
-    if not isinstance(mean, fx.Node) or mean.op != "get_attr":
-        return None
     owner, _, _ = mean.target.rpartition(".")
     target = f"{owner}.num_batches_tracked" if owner else "num_batches_tracked"
     try:
@@ -105,9 +116,10 @@ def _switches(gm: fx.GraphModule) -> int:
         if node.args[found.train_arg] is not False:  # always-on (batch statistics without running ones, MC dropout)
             continue
         name = f"{HIDDEN}_train_{count}"
-        gm.add_module(name, TrainSwitch(str(node.target), found.train_arg))
+        mean = _running_mean(node, found.train_arg)
+        gm.add_module(name, TrainSwitch(str(node.target), found.train_arg, statistics=mean is not None))
         kwargs = {}
-        counter = _counter_target(gm, node) if "batch_norm" in str(node.target) else None
+        counter = _counter_target(gm, mean) if mean is not None else None
         with graph.inserting_before(node):
             if counter is not None:
                 kwargs["counter"] = graph.get_attr(counter)

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-
-def _human(n: float) -> str:
-    for unit in ("", "K", "M", "G", "T"):
-        if abs(n) < 1000:
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n:.3g}P"
+from graphprune.report import human as _human
 
 
 def _label(row: dict) -> str:

@@ -10,6 +10,7 @@ from html import escape
 import numpy as np
 
 from graphprune.explain import figures
+from graphprune.report import human as _human
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2733;margin:0;background:#f6f7f9}
@@ -37,15 +38,6 @@ def _fmt(v, digits: int = 3) -> str:
     if isinstance(v, float):
         return "n/a" if np.isnan(v) else f"{v:.{digits}f}"
     return escape(str(v))
-
-
-def _human(n) -> str:
-    n = float(n)
-    for unit in ("", "K", "M", "G", "T"):
-        if abs(n) < 1000:
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n:.3g}P"
 
 
 def _card(value: str, label: str) -> str:

@@ -86,5 +86,5 @@ def gradient(graph, calibration: Calibration) -> np.ndarray:
 
 @criterion("fisher", needs="gradients")
 def fisher(graph, calibration: Calibration) -> np.ndarray:
-    """sum over batches and the channel's parameter slices of (dL/dW)^2 (diagonal Fisher / OBD)"""
+    """sum over batches and the channel's parameter slices of (dL/dW)^2, labels drawn from the model (true Fisher / OBD)"""
     return _stats(graph, calibration, sampled=True)["fisher"]
