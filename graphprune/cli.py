@@ -123,6 +123,9 @@ def shrink(
     std: str | None = StdOpt,
     recalibrate: bool = typer.Option(
         True, "--recalibrate/--no-recalibrate", help="with --data: re-estimate BatchNorm statistics of the pruned model"),
+    reconstruct: bool = typer.Option(
+        True, "--reconstruct/--no-reconstruct", help="with --data: refit the layers that lost inputs by least squares "
+        "to the original's outputs (kept only where held-out calibration error drops)"),
     remove_blocks: str = typer.Option(
         "0", "--remove-blocks", help="first remove K whole blocks (repeated residual layers, residual branches; "
         "inspect lists them): a count, or a fraction in (0, 1) of those found; ranked on --data, which it needs"),
@@ -213,6 +216,7 @@ def shrink(
                 run_shrink, module, example, ratio,
                 dict(global_ranking=global_ranking, round_to=round_to, criterion=criterion, prune_hidden=prune_hidden,
                      attention=attention, data=calibration, calib_batches=calib_batches, recalibrate=recalibrate,
+                     reconstruct=reconstruct,
                      threshold=threshold, target_macs=target_macs, target_params=target_params,
                      remove_blocks=blocks, block_criterion=block_criterion) | ({"search": request} if request else {}),
                 recovery, finetune_epochs, steps, out, force, status)
