@@ -167,48 +167,73 @@ def _param(module: torch.nn.Module, target: str) -> torch.Tensor:
     return getattr(module.get_submodule(owner) if owner else module, name)
 
 
+@dataclass(frozen=True)
+class _Layer:
+    """One op to refit: its node in the original's graph and in the pruned graph, and its tensors."""
+
+    target: str  # the weight's name (the same in both)
+    ref: fx.Node
+    node: fx.Node
+    weight: torch.Tensor  # the pruned model's, refit in place
+    bias: torch.Tensor | None
+    keep_out: object  # kept output indices, or None when all are kept
+    full_inputs: int
+
+
 def reconstruct(plan, pruned: fx.GraphModule, data, limit: int | None = 16, seed: int = 0) -> list[Refit]:
     """Refit, in place, the linear and convolution layers of `pruned` whose inputs `plan` cut, to
     the outputs of `plan.graph.captured.module` on `data` (graphprune.data.Data). Returns what was done."""
     original = plan.graph.captured.module
-    before_nodes = _weight_nodes(original)
     batches = list(data.batches(limit=limit))
     if len(batches) < 2:
         log.info("reconstruction needs 2 or more calibration batches; skipped")
         return []
     done = []
-    for target, node in _weight_nodes(pruned).items():
-        ref = before_nodes.get(target)
-        if ref is None or (node.target in _CONV and not _conv_ok(node)):
-            continue
-        weight = _param(pruned, target)
-        full = _param(original, target)
-        if weight.dim() < 2 or weight.shape[1] == full.shape[1]:
-            continue  # lost no inputs
-        done.append(_refit(original, ref, pruned, node, plan, target, batches, seed))
-        log.info("reconstructed %s: held-out error %.4f -> %.4f", target, done[-1].before, done[-1].after)
+    for layer in _layers(plan, original, pruned):
+        fit, held = _normal_equations(original, pruned, layer, batches, seed)
+        done.append(_refit(layer, fit, held))
+        log.info("reconstructed %s: held-out error %.4f -> %.4f", layer.target, done[-1].before, done[-1].after)
     return done
 
 
-def _refit(original, ref: fx.Node, pruned, node: fx.Node, plan, target: str, batches, seed: int) -> Refit:
-    weight = _param(pruned, target)
-    bias_node = node.args[2] if len(node.args) > 2 else None
-    bias = _param(pruned, bias_node.target) if isinstance(bias_node, fx.Node) and bias_node.op == "get_attr" else None
-    keep_out = plan.kept(((ref.args[1], None), 0))
-    fits = (_Normal(), _Normal())  # (fit, held out)
+def _layers(plan, original: fx.GraphModule, pruned: fx.GraphModule) -> list[_Layer]:
+    """The ops of `pruned`, in graph order, whose input width is below the original's."""
+    before = _weight_nodes(original)
+    out = []
+    for target, node in _weight_nodes(pruned).items():
+        ref = before.get(target)
+        if ref is None or (node.target in _CONV and not _conv_ok(node)):
+            continue
+        weight, full = _param(pruned, target), _param(original, target)
+        if weight.dim() < 2 or weight.shape[1] == full.shape[1]:
+            continue  # lost no inputs
+        b = node.args[2] if len(node.args) > 2 else None
+        bias = _param(pruned, b.target) if isinstance(b, fx.Node) and b.op == "get_attr" else None
+        out.append(_Layer(target, ref, node, weight, bias, plan.kept(((ref.args[1], None), 0)), int(full.shape[1])))
+    return out
+
+
+def _normal_equations(original, pruned, layer: _Layer, batches: list, seed: int) -> tuple[_Normal, _Normal]:
+    """(fit, held out): the layer's normal equations on the calibration batches, every HOLD-th held out."""
+    fits = (_Normal(), _Normal())
     held_out = {i for i in range(len(batches)) if i % HOLD == HOLD - 1} or {len(batches) - 1}
     for i, batch in enumerate(batches):
-        _, y = _run_to(original, ref, batch)
-        args, _ = _run_to(pruned, node, batch)
-        x_rows, y_rows, lead = _rows(node, args, y, weight.shape, torch.Generator().manual_seed(seed * 7919 + i))
-        if keep_out is not None:
-            y_rows = y_rows[:, torch.as_tensor(keep_out)]
-        fits[i in held_out].add(x_rows, y_rows, _row_weights(lead, len(x_rows), batch.kwargs), bias is not None)
-    fit, held = fits
-    theta0 = _theta(weight, bias)
-    before = held.error(theta0)
+        _, y = _run_to(original, layer.ref, batch)
+        args, _ = _run_to(pruned, layer.node, batch)
+        gen = torch.Generator().manual_seed(seed * 7919 + i)
+        x_rows, y_rows, lead = _rows(layer.node, args, y, layer.weight.shape, gen)
+        if layer.keep_out is not None:
+            y_rows = y_rows[:, torch.as_tensor(layer.keep_out)]
+        weights = _row_weights(lead, len(x_rows), batch.kwargs)
+        fits[i in held_out].add(x_rows, y_rows, weights, layer.bias is not None)
+    return fits
+
+
+def _refit(layer: _Layer, fit: _Normal, held: _Normal) -> Refit:
+    """Solve for each lam, keep the best on held-out rows if it gains GAIN or more; write it in place."""
+    theta0 = _theta(layer.weight, layer.bias)
+    before = err = held.error(theta0)
     best, lam = theta0, None
-    err = before
     for candidate in LAMBDAS:
         theta = _solve(fit, theta0, candidate)
         e = held.error(theta)
@@ -216,8 +241,8 @@ def _refit(original, ref: fx.Node, pruned, node: fx.Node, plan, target: str, bat
             best, lam, err = theta, candidate, e
     if lam is not None:
         with torch.no_grad():
-            k = weight[0].numel()
-            weight.copy_(best[:k].T.reshape(weight.shape).to(weight.dtype))
-            if bias is not None:
-                bias.copy_(best[k].to(bias.dtype))
-    return Refit(target, (int(_param(original, target).shape[1]), int(weight.shape[1])), before, err, lam)
+            k = layer.weight[0].numel()
+            layer.weight.copy_(best[:k].T.reshape(layer.weight.shape).to(layer.weight.dtype))
+            if layer.bias is not None:
+                layer.bias.copy_(best[k].to(layer.bias.dtype))
+    return Refit(layer.target, (layer.full_inputs, int(layer.weight.shape[1])), before, err, lam)

@@ -60,21 +60,22 @@ def graphprune_row(model, example, data, test, criterion: str, target: float, **
     return {"macs": report.budget["achieved"], "accuracy": accuracy(pruned, *test), "seconds": time.perf_counter() - t0}
 
 
-def _tp_prune(model, example, importance, ratio: float):
+def _tp_prune(model, example, importance, ratio: float, ignored: tuple[str, ...] = ()):
     import torch_pruning as tp  # only this baseline needs it
 
     m = copy.deepcopy(model)
     last = [x for x in m.modules() if isinstance(x, torch.nn.Linear)][-1]
     pruner = tp.pruner.MetaPruner(m, example, importance=importance, global_pruning=True, pruning_ratio=ratio,
-                                  ignored_layers=[last])
+                                  ignored_layers=[last, *(m.get_submodule(n) for n in ignored)])
     if isinstance(importance, tp.importance.GroupTaylorImportance):
         return m, pruner, True
     pruner.step()
     return m, pruner, False
 
 
-def tp_row(model, example, data, test, name: str, target: float) -> dict:
-    """Torch-Pruning with `name` importance, its ratio bisected to our MACs fraction `target`."""
+def tp_prune_to(model, example, data, name: str, target: float, ignored: tuple[str, ...] = ()):
+    """(MACs fraction, model): Torch-Pruning with `name` importance, its ratio bisected to our MACs
+    fraction `target`, BatchNorm re-estimated on `data`; `ignored`: more layers TP must leave alone."""
     import torch_pruning as tp
 
     make = {"Magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2), "BN scale": tp.importance.BNScaleImportance,
@@ -83,12 +84,13 @@ def tp_row(model, example, data, test, name: str, target: float) -> dict:
     lo, hi, best = 0.0, 0.95, None
     for _ in range(14):
         mid = (lo + hi) / 2
-        m, pruner, taylor = _tp_prune(model, example, make(), mid)
+        m, pruner, taylor = _tp_prune(model, example, make(), mid, ignored)
         if taylor:  # gradients on the calibration data first, as TP's examples do
             m.zero_grad()
             for batch in data.batches(limit=16):
                 torch.nn.functional.cross_entropy(m(*batch.args), batch.labels).backward()
             pruner.step()
+            m.zero_grad(set_to_none=True)
         frac = count_macs(m, (example,)) / base
         if best is None or abs(frac - target) < abs(best[0] - target):
             best = (frac, m)
@@ -97,6 +99,12 @@ def tp_row(model, example, data, test, name: str, target: float) -> dict:
         lo, hi = (mid, hi) if frac > target else (lo, mid)
     frac, m = best
     _recalibrate_eager(m, data)
+    return frac, m
+
+
+def tp_row(model, example, data, test, name: str, target: float) -> dict:
+    """Torch-Pruning with `name` importance at our MACs fraction `target`: MACs reached, held-out accuracy."""
+    frac, m = tp_prune_to(model, example, data, name, target)
     return {"macs": frac, "accuracy": accuracy(m, *test)}
 
 
