@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from graphprune.recovery.losses import first_tensor  # noqa: E402
-from scripts.docsection import write_section  # noqa: E402
+from scripts.docsection import produced_by, write_section  # noqa: E402
 from scripts.sentence_gen import mixed  # noqa: E402
 
 SECTION = "minilm_recovery"
@@ -139,9 +138,7 @@ def render(result: dict, argv: list[str]) -> str:
                      f"{r['seconds']:.0f} |")
     lines += ["", "Commands (T: a temporary folder; MODEL_DIR: the package's model folder):", "", "```",
               *result["commands"], "```", "",
-              f"Produced by `python scripts/minilm_recovery.py {shlex.join(argv)}`".rstrip() +
-              f" on {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, OMP_NUM_THREADS="
-              f"{os.environ.get('OMP_NUM_THREADS', '1')}."]
+              produced_by("scripts/minilm_recovery.py", argv)]
     return "\n".join(lines)
 
 

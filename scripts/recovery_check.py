@@ -19,13 +19,9 @@ The section between the recovery_check markers of --out is replaced.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from models.digits import accuracy, load_split  # noqa: E402
 from models.tabular import features  # noqa: E402
-from scripts.docsection import write_section  # noqa: E402
+from scripts.docsection import produced_by, write_section  # noqa: E402
+from scripts.recovery_digits import run as graphprune_cli  # noqa: E402
 
 SECTION = "recovery_check"
 HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
@@ -66,13 +63,7 @@ def measure(epochs: int) -> list[dict]:
             torch.save(xte[:2], t / "example.pt")
             args = ["shrink", path, "--example-input", f"{t}/example.pt", "--target-macs", "0.5", "--criterion", "taylor",
                     "--data", f"{t}/train.npz", "--finetune-epochs", str(epochs), "-o", f"{t}/pruned.pt", "--force"]
-            env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-            t0 = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "graphprune.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                                  text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"graphprune {shlex.join(args)} failed:\n{done.stderr[-2000:]}")
-            seconds = time.perf_counter() - t0
+            seconds = graphprune_cli(args)
             original = torch.load(ROOT / path, weights_only=False).eval()
             pruned = torch.load(t / "pruned.pt", weights_only=False).eval()
             before, after = accuracy(original, xte, y_test), accuracy(pruned, xte, y_test)
@@ -99,9 +90,7 @@ def render(rows: list[dict], epochs: int, argv: list[str]) -> str:
         lines.append(f"| {r['model']} | {r['before']:.4f} | {r['after']:.4f} | {r['macs']:.3f} | "
                      f"{'pass' if r['passed'] else 'FAIL'} | {r['train']} | {r['seconds']:.0f} |")
     lines += ["", "```", *[r["command"] for r in rows], "```", "",
-              f"Produced by `python scripts/recovery_check.py {shlex.join(argv)}`".rstrip() +
-              f" on {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, OMP_NUM_THREADS="
-              f"{os.environ.get('OMP_NUM_THREADS', '1')}."]
+              produced_by("scripts/recovery_check.py", argv)]
     return "\n".join(lines)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.digits import accuracy, load_split  # noqa: E402
-from scripts.docsection import write_section  # noqa: E402
+from scripts.docsection import produced_by, write_section  # noqa: E402
 
 SECTION = "recovery_digits"
 HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
@@ -145,9 +144,7 @@ def render(results: list[dict], argv: list[str]) -> str:
     ]
     for result in results:
         lines += _table(result)
-    lines += [f"Produced by `python scripts/recovery_digits.py {shlex.join(argv)}`".rstrip() +
-              f" on {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, OMP_NUM_THREADS="
-              f"{os.environ.get('OMP_NUM_THREADS', '1')}."]
+    lines += [produced_by("scripts/recovery_digits.py", argv)]
     return "\n".join(lines)
 
 
