@@ -199,9 +199,6 @@ def shrink(
         raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
     _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches)
     blocks = _check_blocks(remove_blocks, block_criterion, data)
-    if blocks and steps > 1:
-        raise io.InputError("--remove-blocks with --steps is not supported yet (each step would remove blocks again); "
-                            "drop --steps, or remove blocks in a first shrink and prune the result in steps")
     module, example = _load(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
