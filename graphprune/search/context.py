@@ -53,8 +53,8 @@ class SearchContext:
         if self.finetune is not None:
             score = self.calibration.score(self.finetune(self.space.build(config)).eval())
         else:
-            with self.space.evaluating(config) as model:
-                score = self.calibration.score(model)
+            with self.space.evaluating(config, own_statistics=self.calibration.recalibrates) as model:
+                score = self.calibration.score(model, pruned=config != Config())
         self._scores[config.key] = score
         ratio = self.predict(config)
         self.record.add(Entry(len(self.record.entries), self.record.strategy, config.to_dict(), ratio,
