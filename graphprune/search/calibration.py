@@ -64,7 +64,7 @@ class Calibration:
             n = sum(example_batch(a, k) for a, k, _ in self.batches)
             self.description = (f"{'cross-entropy and accuracy on labels' if labelled else 'distance to the original'}"
                                 f" on {n} samples of {data.description}"
-                                + (", BatchNorm statistics (where there are any) re-estimated on them" if self.recalibrates else ""))
+                                + (", BatchNorm statistics (if any) re-estimated on them" if self.recalibrates else ""))
         else:
             self.batches = _random_batches(args, kwargs, random_samples, seed)
             labelled = False
