@@ -7,6 +7,7 @@
                                             corrects the table (cached by key)
     ctx.fits(config)      -> bool           predicted ratio within the budget
     ctx.meets(config)     -> bool           confirmed ratio within the budget
+    ctx.measured(config)  -> bool           whether it has been confirmed
     ctx.within_drop(score) -> bool          metric drop no more than --max-drop
 
 The optional `finetune(model) -> model` hook runs on each candidate before it is scored
@@ -88,6 +89,10 @@ class SearchContext:
             self.progress(f"{self.record.strategy}: measured latency {m.ratio:.3f} of the original "
                           f"(budget {self.budget.fraction:.3f})")
         return self._measured[config.key]
+
+    def measured(self, config: Config) -> bool:
+        """Whether `config` has had its whole-model measurement."""
+        return config.key in self._measured
 
     def fits(self, config: Config) -> bool:
         return self.budget.met(self.predict(config))

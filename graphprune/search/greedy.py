@@ -21,8 +21,9 @@ the end is still too slow, the path goes on.
 A last step can be coarse (a group with few options, a block), leaving the measured latency well
 below the budget. `refine` then spends that slack: from the chosen configuration it widens one
 group by one option (or restores one block) at a time, the move with the most loss recovered per
-unit of predicted latency added, among those the corrected table says still fit; the widened path
-is settled on whole-model measurements like the first, and falls back to the chosen configuration.
+unit of predicted latency added, among those the corrected table says still fit and that recover
+some loss; the widened path is settled on whole-model measurements like the first, and falls back
+to the chosen configuration.
 """
 
 from __future__ import annotations
@@ -74,10 +75,11 @@ def _value(ctx, config: Config, loss: float, nxt: Config) -> float | None:
 
 
 def _widening_value(ctx, config: Config, loss: float, nxt: Config) -> float | None:
-    """Minus the loss recovered per latency added (lower is better, as for _value); None: past --max-drop."""
+    """Minus the loss recovered per latency added (lower is better, as for _value); None: recovers no loss
+    (on random-init models a wider group can move the outputs further from the original's), or past --max-drop."""
     added = max(ctx.estimate(nxt) - ctx.estimate(config), 1e-6)
     score = ctx.evaluate(nxt, note="greedy refinement")
-    if not ctx.within_drop(score):
+    if score.loss >= loss or not ctx.within_drop(score):
         return None
     return (score.loss - loss) / added
 
