@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphprune import depth, verify
+from graphprune import allocate, depth, verify
 from graphprune.capture import capture, normalize_inputs
 from graphprune.cost import count_macs, count_params
 from graphprune.data import check_labels
@@ -26,6 +26,7 @@ from graphprune.oracle import dead_channel_check
 from graphprune.planner import Plan, PlanOptions
 from graphprune.planner import plan as make_plan
 from graphprune.recalibrate import recalibrate as recalibrate_bn
+from graphprune.reconstruct import reconstruct as refit_layers
 from graphprune.report import Report
 from graphprune.rewriter import rewrite as make_model
 
@@ -114,7 +115,7 @@ def _checks(chosen: Plan, pruned, reference, dead_channels: bool) -> list[dict]:
 def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=None, criterion="l2",
            calib_batches: int | None = 16, recalibrate: bool = True, check_dead_channels: bool = True, seed: int = 0,
            progress=None, attention: str = "heads", remove_blocks: float = 0, block_criterion: str = "loss",
-           search=None, **options) -> tuple[torch.nn.Module, Report]:
+           search=None, reconstruct: bool = True, **options) -> tuple[torch.nn.Module, Report]:
     """Prune `model` and return (pruned model, report). The user's model is not changed.
 
     `criterion` is a name (graphprune.importance.CRITERIA), an array of scores per channel, or a
@@ -126,6 +127,11 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     the original. `search` (a graphprune.search.SearchRequest) replaces the cut options by a search
     of per-group widths under a latency budget measured in ONNX Runtime (on `data`, ranking
     channels by `criterion`); the report's `search` logs it.
+
+    With `data`, two more steps use it (docs/RECOVERY.md): under a budget or a global rule the
+    rule sharing widths between groups is chosen by calibration loss (graphprune.allocate;
+    report `allocation`), and with `reconstruct` the layers that lost inputs are refit by least
+    squares to the original's outputs (graphprune.reconstruct; report `reconstruction`).
     """
     name = criterion if isinstance(criterion, str) else "l2"
     opts = PlanOptions(ratio=ratio, criterion=name, **options)
@@ -160,12 +166,22 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     step("planning")
     searched = None if search is None else search.run(graph, progress=step, scores=scores, data=data,
                                                       calib_batches=calib_batches, recalibrate=recalibrate)
-    chosen = searched[0] if searched else make_plan(graph, plan_opts, scores=scores)
+    allocation = []
+    if searched:
+        chosen = searched[0]
+    elif data is not None and allocate.applies(plan_opts):
+        chosen, allocation = allocate.choose(graph, plan_opts, scores, data, calib_batches, step)
+    else:
+        chosen = make_plan(graph, plan_opts, scores=scores)
     step("rewriting")
     pruned = make_model(chosen)
     step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
     checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
+    refits = []
+    if data is not None and reconstruct and chosen.removed.any():
+        step("refitting the layers that lost inputs (least squares on the data)")
+        refits = refit_layers(chosen, pruned, data, limit=calib_batches, seed=seed)
     recalibrated = 0
     if data is not None and recalibrate and (chosen.removed.any() or blocks):
         step("re-estimating BatchNorm statistics on the data")
@@ -189,6 +205,7 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
         calibration=calibration | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
         checks=tuple(checks), budget=_budget(opts, params, macs),
         blocks=tuple(dataclasses.asdict(b) for b in blocks),
+        allocation=tuple(allocation), reconstruction=tuple(dataclasses.asdict(r) for r in refits),
     )
     return pruned, report
 

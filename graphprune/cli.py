@@ -124,6 +124,9 @@ def shrink(
     std: str | None = StdOpt,
     recalibrate: bool = typer.Option(
         True, "--recalibrate/--no-recalibrate", help="with --data: re-estimate BatchNorm statistics of the pruned model"),
+    reconstruct: bool = typer.Option(
+        True, "--reconstruct/--no-reconstruct", help="with --data: refit the layers that lost inputs by least squares "
+        "to the original's outputs (kept only where held-out calibration error drops)"),
     remove_blocks: str = typer.Option(
         "0", "--remove-blocks", help="first remove K whole blocks (repeated residual layers, residual branches; "
         "inspect lists them): a count, or a fraction in (0, 1) of those found; ranked on --data, which it needs"),
@@ -197,9 +200,6 @@ def shrink(
         raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
     _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches)
     blocks = _check_blocks(remove_blocks, block_criterion, data)
-    if blocks and steps > 1:
-        raise io.InputError("--remove-blocks with --steps is not supported yet (each step would remove blocks again); "
-                            "drop --steps, or remove blocks in a first shrink and prune the result in steps")
     module, example = _load(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
@@ -215,6 +215,7 @@ def shrink(
                 dict(global_ranking=global_ranking, round_to=8 if round_to is None else round_to, criterion=criterion,
                      prune_hidden=prune_hidden,
                      attention=attention, data=calibration, calib_batches=calib_batches, recalibrate=recalibrate,
+                     reconstruct=reconstruct,
                      threshold=threshold, target_macs=target_macs, target_params=target_params,
                      remove_blocks=blocks, block_criterion=block_criterion) | ({"search": request} if request else {}),
                 recovery, finetune_epochs, steps, out, force, status)

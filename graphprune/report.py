@@ -34,6 +34,8 @@ class Report:
     whole_capture: str = ""  # why the whole model did not capture ('' when it did)
     blocks: tuple = ()  # removed blocks, first: {name, kind, module_class, score, criterion, params, macs, tensors}
     search: dict | None = None  # graphprune.search's log: every configuration tried, the final measurement
+    allocation: tuple = ()  # graphprune.allocate: {normalize, allocate, loss, chosen} per rule tried
+    reconstruction: tuple = ()  # graphprune.reconstruct.Refit per layer that lost inputs
 
     @property
     def macs_ratio(self) -> float:
@@ -155,5 +157,16 @@ def render(report: Report, console, limit: int = 40) -> None:
     if report.budget:
         b = report.budget
         console.print(f"budget: {b['kind']} {b['target']:.3f} of the original, reached {b['achieved']:.3f}")
+    if report.allocation:
+        best = next(a for a in report.allocation if a["chosen"])
+        console.print(f"widths shared by normalize={best['normalize']}, allocate={best['allocate']}: lowest calibration "
+                      f"loss of {len(report.allocation)} rules ({best['loss']:.4g})")
+    if report.reconstruction:
+        refit = [r for r in report.reconstruction if r["lam"] is not None]
+        if refit:
+            before = sum(r["before"] for r in refit) / len(refit)
+            after = sum(r["after"] for r in refit) / len(refit)
+            console.print(f"refit {len(refit)} of {len(report.reconstruction)} layers that lost inputs: held-out relative "
+                          f"error {before:.3f} -> {after:.3f} (mean)")
     if report.calibration.get("loss"):
         console.print(f"criterion {report.calibration['criterion']}: gradients of {report.calibration['loss']}")

@@ -13,6 +13,17 @@ import tempfile
 from pathlib import Path
 
 
+def produced_by(script: str, argv: list[str]) -> str:
+    """A section's closing line: the command that made it, the machine, torch and OMP_NUM_THREADS."""
+    import platform
+    import shlex
+
+    import torch
+
+    return (f"Produced by `python {script} {shlex.join(argv)}`".rstrip() + f" on {platform.machine()}, "
+            f"{os.cpu_count()} CPUs, torch {torch.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}.")
+
+
 def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 

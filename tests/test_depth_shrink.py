@@ -70,8 +70,11 @@ def test_cli_remove_blocks_writes_a_working_model_without_their_parameters(tmp_p
     base = ["shrink", str(tmp_path / "model.pt"), "--input-shape", "1,3,12,12", "-o", str(out)]
     refused = runner.invoke(app, [*base, "--remove-blocks", "2"])
     assert refused.exit_code == 2 and "--data" in refused.output and not out.exists()
-    stepped = runner.invoke(app, [*base, "--remove-blocks", "1", "--data", str(tmp_path / "train.npz"), "--steps", "2"])
-    assert stepped.exit_code == 2 and "--steps" in stepped.output and not out.exists()
+    stepped_out = tmp_path / "stepped.pt"
+    stepped = runner.invoke(app, [*base[:-1], str(stepped_out), "--remove-blocks", "1", "--data",
+                                  str(tmp_path / "train.npz"), "--steps", "2", "--target-macs", "0.5"])
+    assert stepped.exit_code == 0, stepped.output
+    assert len(json.loads(stepped_out.with_suffix(".json").read_text())["blocks"]) == 1
     result = runner.invoke(app, [*base, "--remove-blocks", "2", "--data", str(tmp_path / "train.npz")])
     assert result.exit_code == 0, result.output
     pruned = torch.load(out, weights_only=False)
@@ -91,3 +94,15 @@ def test_inspect_lists_the_removable_blocks(tmp_path):
     for name in ("residual(a, b)", "layers.0", "layers.1", "layers.3"):
         assert name in result.output
     assert "layers.2 " not in result.output.split("removable blocks")[1]
+
+
+def test_blocks_go_in_the_first_of_several_steps(tmp_path):
+    from graphprune.recovery import shrink_in_steps
+
+    model = randomize(TinyResNet())
+    data = load_data(str(_npz(tmp_path / "train.npz")), images(1), batch_size=16)
+    pruned, report, rows = shrink_in_steps(model, images(), 2, data=data, remove_blocks=2, target_macs=0.5)
+    assert len(report.blocks) == 2 and not any(_tensors_of(pruned, b) for b in report.blocks)
+    assert [r.step for r in rows] == [1, 2] and rows[1].macs < rows[0].macs  # the second step narrows what is left
+    assert report.macs_ratio == pytest.approx(0.5, abs=0.05)
+    assert pruned(images(5)).shape == (5, 4)

@@ -9,7 +9,8 @@ Every step's target is measured against the ORIGINAL model. For step k of N:
         kept_k = 1 - r k / N of the original widths;
         the step removes 1 - kept_k / kept_(k-1) of the current widths
 
-After each step the pruned model is fine-tuned (labels, or distillation from the original:
+Blocks (`remove_blocks`, graphprune.depth) go in the first step only, with that step's channels;
+later steps narrow what is left. After each step the pruned model is fine-tuned (labels, or distillation from the original:
 the teacher is always the original, never the previous step) and re-captured by the next
 step's `graphprune.shrink`. The validation set is split off once, so every step's metric is
 measured on the same held-out samples.
@@ -79,19 +80,22 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, ratio: 
         raise InputError("--resume continues one fine-tuning run; it does not combine with --steps")
     budget = next(((k[len("target_"):], v) for k, v in shrink_options.items()
                    if k in ("target_macs", "target_params") and v is not None), None)
-    rest = {k: v for k, v in shrink_options.items() if k not in ("target_macs", "target_params")}
+    rest = {k: v for k, v in shrink_options.items() if k not in ("target_macs", "target_params", "remove_blocks")}
+    blocks = shrink_options.get("remove_blocks") or 0
     args, kwargs = normalize_inputs(example)
     base: dict = {}
     if train_options is not None and val is None:
         data, val = data.split(train_options.val_split, train_options.seed)
     aims = _aims(steps, ratio, budget)
-    current, report, rows = model, None, []
+    current, report, rows, removed_blocks = model, None, [], ()
     for k in range(steps):
         kind = budget[0] if budget else "params"
         fraction = getattr(rows[-1], kind) / base[kind] if rows else 1.0
         step_ratio, extra = _step_options(k, aims, budget, ratio, fraction)
         say = (lambda text, k=k: progress(f"step {k + 1} of {steps}: {text}")) if progress is not None else None
-        current, report = shrink(current, example, step_ratio, data=data, progress=say, **rest, **extra)
+        first = {"remove_blocks": blocks} if k == 0 and blocks else {}
+        current, report = shrink(current, example, step_ratio, data=data, progress=say, **rest, **extra, **first)
+        removed_blocks = removed_blocks or report.blocks
         base = base or {"macs": report.macs_before, "params": report.params_before}
         metric = pruned_metric = recovered = None
         if train_options is not None:
@@ -103,7 +107,7 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, ratio: 
                          pruned_metric, recovered))
         log.info("step %d: %s", k + 1, rows[-1])
     final = replace(report, params_before=base["params"], macs_before=base["macs"], params_after=rows[-1].params,
-                    macs_after=rows[-1].macs, ratio=ratio)
+                    macs_after=rows[-1].macs, ratio=ratio, blocks=removed_blocks)
     if budget is not None:  # the last step's budget was relative to the step before; state it for the original
         final = replace(final, budget={"kind": budget[0], "target": budget[1],
                                        "achieved": getattr(rows[-1], budget[0]) / base[budget[0]]})
