@@ -48,7 +48,7 @@ DATA = (
 )
 # name, type, default, flag, help
 TRAINING = (
-    ("lr", float, 1e-3, "--lr", "AdamW learning rate (peak, after warm-up)"),
+    ("lr", float, 1e-4, "--lr", "AdamW learning rate (peak, after warm-up)"),
     ("weight_decay", float, 0.01, "--weight-decay", "AdamW weight decay (not on biases and norm weights)"),
     ("warmup", float, 0.05, "--warmup", "fraction of the steps spent warming the learning rate up; then cosine decay"),
     ("seed", int, 0, "--seed", "seed of the shuffle, the validation split and dropout"),

@@ -56,8 +56,10 @@ def _names_by_tensor(module: torch.nn.Module) -> dict[int, list[str]]:
     return names
 
 
-def dead_channel_check(plan: Plan, atol: float = 1e-5, rtol: float = 1e-4) -> torch.nn.Module:
-    """Zero the plan's exact channels, prune them, and assert the outputs did not change.
+def dead_channel_check(plan: Plan, atol: float = 1e-4, rtol: float = 1e-4) -> torch.nn.Module:
+    """Zero the plan's exact channels, prune them, and assert the outputs did not change: within
+    `atol` of each output's largest magnitude (a 6-layer transformer in float32 drifts by about
+    1e-5 of it when widths change; a wrong index moves outputs by their own size), plus `rtol`.
 
     Returns the pruned model (of the exact part of the plan). Raises VerificationError.
     """
@@ -67,5 +69,5 @@ def dead_channel_check(plan: Plan, atol: float = 1e-5, rtol: float = 1e-4) -> to
     with torch.no_grad():
         reference = functional_call(captured.module, zeroed, captured.args, captured.kwargs, strict=False)
     pruned = rewrite(plan, tensors=zeroed)
-    verify.check_equal(reference, verify.run(pruned, captured.args, captured.kwargs), atol=atol, rtol=rtol)
+    verify.check_equal(reference, verify.run(pruned, captured.args, captured.kwargs), atol=atol, rtol=rtol, scaled=True)
     return pruned

@@ -156,5 +156,5 @@ def as_pruned(module: fx.GraphModule) -> PrunedModule:
     out.__dict__.update(module.__dict__)
     _eager_form(module)
     out.graph = module.graph
-    out._tracer_cls = ReloadTracer
+    out._tracer_cls = out.graph._tracer_cls = ReloadTracer  # the graph's survives copy.deepcopy (fine-tuning copies)
     return out

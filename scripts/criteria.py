@@ -140,7 +140,9 @@ def criteria_table(rows: list[dict], target: float, command: str) -> str:
     return (f"### Criteria at `--target-macs {target}`: held-out accuracy before fine-tuning\n\n"
             f"Command: `{command}`. Each cell: accuracy (MACs fraction reached). Originals: "
             + ", ".join(f"{n} {base[n]:.3f}" for n in names) + ". graphprune rows are "
-            "`shrink --target-macs 0.5 --criterion C --data train.npz` (BatchNorm re-estimated on the data); "
+            "`shrink --target-macs 0.5 --criterion C --data train.npz` (the rule sharing widths between groups "
+            "chosen by calibration loss, the layers that lost inputs refit by least squares, BatchNorm re-estimated on "
+            "the data); "
             "TP rows are Torch-Pruning 1.6.1 global pruning at the same MACs (ratio bisected), BatchNorm "
             "re-estimated the same way.\n\n" + "\n".join(lines)
             + "".join(sorted({"\n\n" + r["note"] + "." for r in rows if r.get("note")})))

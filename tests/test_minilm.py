@@ -5,6 +5,7 @@ loads, and exports to ONNX with parity. Its fidelity figures are scripts/minilm_
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 from pathlib import Path
@@ -48,11 +49,12 @@ def test_pruned_minilm_runs_with_whole_heads_and_fewer_parameters(minilm):
 
 def test_pruned_minilm_saves_loads_and_exports_with_parity(minilm, tmp_path):
     _, example, pruned, _ = minilm
-    buf = io.BytesIO()
-    torch.save(pruned, buf)
-    buf.seek(0)
-    again = torch.load(buf, weights_only=False)
-    with torch.no_grad():
-        assert torch.equal(again(**example)["last_hidden_state"], pruned(**example)["last_hidden_state"])
+    for model in (pruned, copy.deepcopy(pruned)):  # fine-tuning returns a copy: it must reload too
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        buf.seek(0)
+        again = torch.load(buf, weights_only=False)
+        with torch.no_grad():
+            assert torch.equal(again(**example)["last_hidden_state"], pruned(**example)["last_hidden_state"])
     result = export_onnx(pruned, (), example, tmp_path / "minilm.onnx")
     assert result.max_abs_error <= 1e-4 * max(1.0, result.output_scale)

@@ -27,3 +27,24 @@ def _param(path: Path):
 def test_fuzz_regression(record):
     outcome = check(record["spec"], record["ratio"], record["onnx"], record.get("options"))
     assert outcome.status in ("verified", "refused")
+
+
+def test_scaled_equality_allows_float_drift_of_deep_models_but_not_wrong_values():
+    """The dead-channel oracle's tolerance is relative to each output's scale: all-MiniLM-L6-v2
+    (outputs up to 5.8) drifted by 7.9e-5 in float32 when taylor changed its widths, and was refused."""
+    import torch
+
+    from graphprune.errors import VerificationError
+    from graphprune.verify import check_equal
+
+    ref = torch.zeros(4, 8)
+    ref[0, 0] = 5.8
+    drift = ref.clone()
+    drift[1, 1] = 7.9e-5
+    check_equal(ref, drift, atol=1e-4, scaled=True)
+    with pytest.raises(VerificationError):
+        check_equal(ref, drift, atol=1e-5)  # the old absolute tolerance
+    wrong = ref.clone()
+    wrong[2, 3] = 0.01  # a value a wrong index would leave: far above float drift
+    with pytest.raises(VerificationError):
+        check_equal(ref, wrong, atol=1e-4, scaled=True)

@@ -29,7 +29,7 @@ class TrainOptions:
     """
 
     epochs: int = 3
-    lr: float = 1e-3
+    lr: float = 1e-4  # a fine-tuning rate: after the refit (graphprune.reconstruct) the model starts close; docs/RECOVERY.md
     weight_decay: float = 0.01
     warmup: float = 0.05
     seed: int = 0
@@ -48,7 +48,7 @@ class TrainOptions:
         if self.epochs < 1:
             raise InputError(f"--epochs {self.epochs} must be 1 or more")
         if not self.lr > 0:
-            raise InputError(f"--lr {self.lr} must be positive, e.g. 1e-3")
+            raise InputError(f"--lr {self.lr} must be positive, e.g. 1e-4")
         if self.weight_decay < 0:
             raise InputError(f"--weight-decay {self.weight_decay} must be 0 or more")
         if not 0.0 <= self.warmup < 1.0:
