@@ -165,7 +165,7 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     seconds["score"] = time.perf_counter() - t0 - seconds["analyze"]
     step("planning")
     searched = None if search is None else search.run(graph, progress=step, scores=scores, data=data,
-                                                      calib_batches=calib_batches)
+                                                      calib_batches=calib_batches, recalibrate=recalibrate)
     allocation = []
     if searched:
         chosen = searched[0]

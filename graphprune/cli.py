@@ -108,8 +108,9 @@ def shrink(
         None, "--threshold", help="remove channels scoring below: mean, percentile:P or sigma:K (mu - K sigma); "
         "per group, or over all groups with --global"),
     global_ranking: bool = typer.Option(False, "--global", help="rank channels across groups (normalised scores, per-group cap)"),
-    round_to: int = typer.Option(
-        8, "--round-to", help="round each pruned group's width to a multiple of N (8: ONNX Runtime CPU's block size)"
+    round_to: int | None = typer.Option(
+        None, "--round-to", help="round each pruned group's width to a multiple of N [default: 8, ONNX Runtime CPU's "
+        "block size; a latency search defaults to the provider's channel block: 16 on AVX-512 CPUs]"
     ),
     criterion: str = typer.Option(
         "l2", "--criterion", help="importance: l1, l2, bn, random (no data); taylor, gradient, fisher, act-mean, "
@@ -174,7 +175,7 @@ def shrink(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     request = request_from_options(target_latency=target_latency, speedup=speedup, strategy=search, max_drop=max_drop,
                                    provider=provider, latency_batch=latency_batch, threads=threads, samples=samples,
-                                   seed=seed, round_to=None)
+                                   seed=seed, round_to=round_to)
     out = output or _default_out(model, ".pruned.pt")
     report_path = _beside(out, ".json")
     onnx_path = _beside(out, ".onnx")
@@ -195,7 +196,7 @@ def shrink(
         check_explain_outputs(data, explain_path, [model, example_input], force)
     if not 0.0 <= ratio < 1.0:
         raise io.InputError(f"--ratio {ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
-    if round_to < 1:
+    if round_to is not None and round_to < 1:
         raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
     _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches)
     blocks = _check_blocks(remove_blocks, block_criterion, data)
@@ -211,7 +212,8 @@ def shrink(
             attention = "head-dim" if prune_head_dim else "heads" if prune_heads else "none"
             pruned, report, extra = cli_finetune.shrink_and_recover(
                 run_shrink, module, example, ratio,
-                dict(global_ranking=global_ranking, round_to=round_to, criterion=criterion, prune_hidden=prune_hidden,
+                dict(global_ranking=global_ranking, round_to=8 if round_to is None else round_to, criterion=criterion,
+                     prune_hidden=prune_hidden,
                      attention=attention, data=calibration, calib_batches=calib_batches, recalibrate=recalibrate,
                      reconstruct=reconstruct,
                      threshold=threshold, target_macs=target_macs, target_params=target_params,

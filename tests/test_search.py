@@ -78,23 +78,34 @@ def test_random_search_replays_from_its_seed(ladder):
     assert runs[0].facts["chosen"] == runs[1].facts["chosen"]
 
 
-def test_greedy_keeps_at_least_uniforms_metric_at_the_same_latency():
-    """Digits CNN, labelled calibration data, latency mocked (a function of MACs and widths): greedy's
-    calibration accuracy within the budget is at least uniform's (widths in steps of 8: the digits
-    CNN's 32-wide convs have one step of 16)."""
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet", "digits_mlp"])
+def test_greedy_keeps_at_least_uniforms_accuracy_at_the_same_latency(name):
+    """Trained digits models, labelled calibration data, latency mocked (a function of MACs and widths),
+    BatchNorm statistics re-estimated as shrink does: within the budget, greedy keeps at least uniform's
+    calibration accuracy (what it optimises), and its held-out accuracy (before fine-tuning) is not below
+    uniform's by more than the noise of 360 held-out images (2 points: at budgets 0.5, 0.6 and 0.7 uniform's
+    own held-out accuracy on the MLP is 0.928, 0.972, 0.961, not monotone), widths in steps of 8."""
     from graphprune.data import load_data
-    from models.digits import load_split
+    from graphprune.recalibrate import recalibrate
+    from models.digits import accuracy, load_split
 
-    model = torch.load("models/digits_cnn.pt", weights_only=False).eval()
-    x_train, y_train, _, _ = load_split()
+    model = torch.load(f"models/{name}.pt", weights_only=False).eval()
+    x_train, y_train, x_test, y_test = load_split()
+    if name == "digits_mlp":
+        x_train, x_test = x_train.flatten(1), x_test.flatten(1)
     graph = graphprune.analyze(model, x_train[:1])
-    data = load_data(_npz(x_train[:384], y_train[:384]), x_train[:1], batch_size=128)
-    metric = {}
-    for name in ("uniform", "greedy"):
-        _, log = search(graph, make_budget(speedup=2), name, data, oracle=mocked(graph), round_to=8)
+    data = load_data(_npz(x_train[:256], y_train[:256]), x_train[:1], batch_size=128)
+    metric, held_out = {}, {}
+    for strategy in ("uniform", "greedy"):
+        plan, log = search(graph, make_budget(target_latency=0.6), strategy, data, oracle=mocked(graph), round_to=8,
+                           recalibrate=True)
         assert log.facts["final"]["budget_met"]
-        metric[name] = log.facts["chosen"]["metric"]
+        metric[strategy] = log.facts["chosen"]["metric"]
+        pruned = graphprune.rewrite(plan).eval()
+        recalibrate(pruned, data)
+        held_out[strategy] = accuracy(pruned, x_test, y_test)
     assert metric["greedy"] >= metric["uniform"]
+    assert held_out["greedy"] >= held_out["uniform"] - 0.02
 
 
 def _npz(x, y):
@@ -210,3 +221,93 @@ def test_graphprune_depth_blocks_are_search_moves():
     plan, log = search(graph, make_budget(speedup=2), "greedy", oracle=oracle, depth=depth)
     assert log.facts["final"]["budget_met"]
     assert graphprune.rewrite(plan).eval()(x).shape == (2, 10)
+
+
+def test_zeroed_scoring_with_recalibration_equals_the_recalibrated_pruned_model(ladder, tmp_path):
+    """With re-estimated BatchNorm statistics, the zeroed copy still computes the pruned model (statistics
+    re-estimated the same way), and the copy's own statistics are left as they were for the next candidate."""
+    from graphprune.data import load_data
+    from graphprune.recalibrate import recalibrate
+
+    _, x, graph = ladder
+    torch.save(torch.randn(24, 3, 12, 12) * 2 + 1, tmp_path / "x.pt")
+    data = load_data(str(tmp_path / "x.pt"), x, batch_size=8)
+    space = SearchSpace(graph)
+    config = space.uniform(0.5)
+    pruned = graphprune.rewrite(space.plan(config)).eval()
+    recalibrate(pruned, data)
+    with space.evaluating(Config()) as model:
+        before = model(x)
+    with space.evaluating(config, own_statistics=True) as model:
+        recalibrate(model, data)
+        torch.testing.assert_close(model(x), pruned(x), atol=1e-5, rtol=1e-4)
+    with space.evaluating(Config()) as model:
+        torch.testing.assert_close(model(x), before)
+
+
+def test_candidates_are_scored_as_shrink_delivers_them(ladder, tmp_path):
+    """search(recalibrate=True) scores a pruned candidate after re-estimating its statistics on the data,
+    as shrink does to the chosen model: the chosen score is the recalibrated model's, not the stale one's."""
+    from graphprune.data import load_data
+    from graphprune.recalibrate import recalibrate
+    from graphprune.search.calibration import Calibration
+
+    _, x, graph = ladder
+    torch.save(torch.randn(24, 3, 12, 12) * 2 + 1, tmp_path / "x.pt")
+    data = load_data(str(tmp_path / "x.pt"), x, batch_size=8)
+    scores = {}
+    for recal in (False, True):
+        plan, log = search(graph, make_budget(speedup=2), "uniform", data, oracle=mocked(graph), recalibrate=recal)
+        pruned = graphprune.rewrite(plan).eval()
+        if recal:
+            recalibrate(pruned, data)
+        calibration = Calibration(SearchSpace(graph).build(Config()), graph.captured.args, graph.captured.kwargs, data)
+        scores[recal] = (log.facts["chosen"]["loss"], calibration.score(pruned).loss)
+    for recal, (searched, delivered) in scores.items():
+        assert searched == pytest.approx(delivered, rel=1e-4), recal
+    assert scores[True][0] != pytest.approx(scores[False][0], rel=1e-3)
+
+
+def test_greedy_refinement_spends_the_slack_a_coarse_step_left(ladder):
+    """From a configuration measured far below the budget, refine widens groups back: the result still
+    meets the budget by measurement, is nowhere narrower than the start, and scores better."""
+    from graphprune.search.calibration import Calibration
+    from graphprune.search.context import SearchContext
+    from graphprune.search.greedy import refine
+    from graphprune.search.record import SearchLog
+    from graphprune.search.table import fit_table
+
+    _, _, graph = ladder
+    space = SearchSpace(graph)
+    oracle = mocked(graph)
+    calibration = Calibration(space.build(Config()), graph.captured.args, graph.captured.kwargs)
+    table = fit_table(space, lambda c: oracle.measure(c, 1))
+    ctx = SearchContext(space, calibration, oracle, table, make_budget(target_latency=0.6), SearchLog("greedy"), 4)
+    coarse = space.uniform(0.9)
+    assert ctx.confirm(coarse) < 0.6 * 0.8
+    refined = refine(ctx, coarse)
+    assert ctx.meets(refined) and refined != coarse
+    assert all(refined.width(k) >= coarse.width(k) for k in space.knobs)
+    assert ctx.evaluate(refined).metric > ctx.evaluate(coarse).metric
+
+
+class _Underrating(MockOracle):
+    """The table batch (1) sees a third of the latency the latency batch saves, as a batch of 1 can."""
+
+    def measure(self, config, batch):
+        m = super().measure(config, batch)
+        if batch != 1:
+            return m
+        r = 1.0 - (1.0 - m.ratio) / 3
+        return type(m)(r, r * self.base_ms, self.base_ms, 0.0, batch, 0.0)
+
+
+@pytest.mark.parametrize("name", ["uniform", "greedy"])
+def test_a_table_that_underrates_savings_is_corrected_by_measuring(ladder, name):
+    """When the table says not even the most pruned point fits, the search measures instead of giving up:
+    the chosen point meets the budget and is not far below it."""
+    _, _, graph = ladder
+    oracle = _Underrating(macs_latency(SearchSpace(graph)))
+    _, log = search(graph, make_budget(target_latency=0.6), name, oracle=oracle)
+    assert log.facts["final"]["budget_met"]
+    assert log.facts["final"]["latency_ratio"] >= 0.6 * 0.8

@@ -49,3 +49,22 @@ def test_shrink_with_a_speedup_writes_model_report_and_plot(tmp_path, mocked_ora
     again = CliRunner().invoke(app, argv)  # the outputs exist: refused without --force, nothing touched
     assert again.exit_code == 2 and "--force" in again.output
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("given", [None, 4])
+def test_a_given_round_to_sets_the_search_quantum(tmp_path, mocked_oracle, given):
+    """--round-to N makes the search move widths in multiples of N; without it, the provider's channel block."""
+    from graphprune.search.latency import channel_block
+
+    torch.manual_seed(0)
+    torch.save(Ladder().eval(), tmp_path / "m.pt")
+    argv = ["shrink", str(tmp_path / "m.pt"), "--input-shape", "2,3,12,12", "--speedup", "1.5"]
+    result = CliRunner().invoke(app, argv + ([] if given is None else ["--round-to", str(given)]))
+    assert result.exit_code == 0, result.output
+    search = json.loads((tmp_path / "m.pruned.json").read_text())["search"]
+    quantum = channel_block("cpu") if given is None else given
+    assert search["latency_settings"]["round_to"] == quantum
+    tried = {w for e in search["tried"] for w in e["config"]["widths"].values()}
+    assert tried and all(w % quantum == 0 for w in tried)
+    if given is not None:
+        assert any(w % 8 for w in tried), "a quantum of 4 never took a width off the multiples of 8"

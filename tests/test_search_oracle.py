@@ -26,7 +26,7 @@ FAST = LatencySettings(threads=1, rounds=4, seconds=0.2, table_seconds=0.2)
 
 def test_settings_default_to_the_example_batch_and_physical_cores():
     s = LatencySettings().resolved(example_batch=3)
-    assert (s.provider, s.batch, s.threads, s.table_batch) == ("cpu", 3, latency_mod.physical_cores(), 1)
+    assert (s.provider, s.batch, s.threads, s.table_batch) == ("cpu", 3, latency_mod.physical_cores(), None)
     assert LatencySettings(batch=8, table_batch=16).resolved(3).table_batch == 8  # never above the latency batch
     with pytest.raises(InputError, match="--provider"):
         LatencySettings(provider="tpu").resolved(1)
@@ -41,6 +41,16 @@ def test_measurements_are_paired_ratios_and_cached(space):
     assert first.ratio > 0 and first.ms > 0 and first.base_ms > 0 and first.batch == 2
     assert oracle.measure(narrow, 2) is first
     assert oracle.measure(Config(), 2).ratio == pytest.approx(1.0, rel=0.5)  # the original against itself
+    oracle.close()
+
+
+def test_the_default_table_batch_follows_the_originals_time_per_sample(space, monkeypatch):
+    """Unset, the table batch is the largest batch (at most the latency batch) whose original run takes
+    about TABLE_MS: the whole batch for a model of microseconds, 1 when a single sample takes longer."""
+    oracle = OrtOracle(space, FAST.resolved(3))
+    assert oracle.table_batch(3) == 3
+    monkeypatch.setattr(latency_mod, "TABLE_MS", 1e-6)
+    assert oracle.table_batch(3) == 1
     oracle.close()
 
 

@@ -11,6 +11,10 @@ original's outputs on the same inputs; per output tensor
 
 summed over outputs, and metric = -loss (0 for the original itself). `drop` is always
 metric(original) - metric(candidate): accuracy points lost, or the loss gained.
+
+With `recalibrate` (and --data), a pruned candidate's BatchNorm statistics are re-estimated on the
+calibration batches before it is scored (graphprune.recalibrate), as shrink re-estimates the chosen
+model's: candidates are ranked as they will be delivered, not with statistics the pruning made stale.
 """
 
 from __future__ import annotations
@@ -51,13 +55,16 @@ class Calibration:
     """The batches, the original's outputs on them, and how a candidate is scored."""
 
     def __init__(self, original: torch.nn.Module, args: tuple, kwargs: dict, data=None, batches: int = 16,
-                 random_samples: int = 4, seed: int = 0):
+                 random_samples: int = 4, seed: int = 0, recalibrate: bool = False):
+        self.recalibrates = recalibrate and data is not None
+        self._data, self._limit = data, batches
         if data is not None:
             self.batches = [(b.args, b.kwargs, b.labels) for b in data.batches(limit=batches)]
             labelled = data.has_labels
             n = sum(example_batch(a, k) for a, k, _ in self.batches)
             self.description = (f"{'cross-entropy and accuracy on labels' if labelled else 'distance to the original'}"
-                                f" on {n} samples of {data.description}")
+                                f" on {n} samples of {data.description}"
+                                + (", BatchNorm statistics (if any) re-estimated on them" if self.recalibrates else ""))
         else:
             self.batches = _random_batches(args, kwargs, random_samples, seed)
             labelled = False
@@ -73,7 +80,13 @@ class Calibration:
     def _run(model, args, kwargs) -> list[torch.Tensor]:
         return _tensors(model(*args, **kwargs))
 
-    def score(self, model: torch.nn.Module) -> Score:
+    def score(self, model: torch.nn.Module, pruned: bool = False) -> Score:
+        """Loss and metric of `model`; a `pruned` one first has its statistics re-estimated when recalibrating
+        (in place: pass a model whose statistics are the search's own, see SearchSpace.evaluating)."""
+        if pruned and self.recalibrates:
+            from graphprune.recalibrate import recalibrate
+
+            recalibrate(model, self._data, limit=self._limit)
         total, correct, count = 0.0, 0, 0
         for (args, kwargs, labels), ref in zip(self.batches, self.reference, strict=True):
             out = self._run(model, args, kwargs)

@@ -27,7 +27,8 @@ def request_from_options(*, target_latency: float | None, speedup: float | None,
         raise InputError(f"--provider {provider!r} is not one of {', '.join(sorted(PROVIDERS))}")
     if max_drop is not None and not max_drop >= 0:
         raise InputError(f"--max-drop {max_drop} must be 0 or more (e.g. 0.01: one accuracy point)")
-    for flag, value in (("--latency-batch", latency_batch), ("--threads", threads), ("--samples", samples)):
+    for flag, value in (("--latency-batch", latency_batch), ("--threads", threads), ("--samples", samples),
+                        ("--round-to", round_to)):
         if value is not None and value < 1:
             raise InputError(f"{flag} {value} must be 1 or more")
     latency = LatencySettings(provider=provider, batch=latency_batch, threads=threads)

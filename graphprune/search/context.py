@@ -7,6 +7,7 @@
                                             corrects the table (cached by key)
     ctx.fits(config)      -> bool           predicted ratio within the budget
     ctx.meets(config)     -> bool           confirmed ratio within the budget
+    ctx.measured(config)  -> bool           whether it has been confirmed
     ctx.within_drop(score) -> bool          metric drop no more than --max-drop
 
 The optional `finetune(model) -> model` hook runs on each candidate before it is scored
@@ -53,8 +54,8 @@ class SearchContext:
         if self.finetune is not None:
             score = self.calibration.score(self.finetune(self.space.build(config)).eval())
         else:
-            with self.space.evaluating(config) as model:
-                score = self.calibration.score(model)
+            with self.space.evaluating(config, own_statistics=self.calibration.recalibrates) as model:
+                score = self.calibration.score(model, pruned=config != Config())
         self._scores[config.key] = score
         ratio = self.predict(config)
         self.record.add(Entry(len(self.record.entries), self.record.strategy, config.to_dict(), ratio,
@@ -88,6 +89,10 @@ class SearchContext:
             self.progress(f"{self.record.strategy}: measured latency {m.ratio:.3f} of the original "
                           f"(budget {self.budget.fraction:.3f})")
         return self._measured[config.key]
+
+    def measured(self, config: Config) -> bool:
+        """Whether `config` has had its whole-model measurement."""
+        return config.key in self._measured
 
     def fits(self, config: Config) -> bool:
         return self.budget.met(self.predict(config))

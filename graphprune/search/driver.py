@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -38,12 +39,14 @@ def search(graph: DependencyGraph, budget: Budget, strategy: str = "greedy", dat
            latency: LatencySettings | None = None, max_drop: float | None = None, samples: int = 16, seed: int = 0,
            round_to: int | None = None, scores=None, calib_batches: int = 16, random_samples: int = 4,
            progress: Callable[[str], None] | None = None, oracle: Oracle | None = None,
-           finetune: Callable | None = None, depth=None) -> tuple[Plan, SearchLog]:
+           finetune: Callable | None = None, depth=None, recalibrate: bool = False) -> tuple[Plan, SearchLog]:
     """Search widths (and blocks, given `depth`) under `budget`; returns (plan, log).
 
     `round_to`: widths move in multiples of it (None: the provider's channel block, 16 on AVX-512
     CPUs, else 8). `oracle` replaces the ONNX Runtime measurements (tests); `finetune(model) -> model` runs on
     each candidate before it is scored; `depth` is a graphprune.search.depthsteps.DepthSteps.
+    `recalibrate`: with `data`, each candidate's BatchNorm statistics are re-estimated on it before it is
+    scored (as graphprune.shrink does to the chosen model), so the search ranks what it will deliver.
     """
     if strategy not in STRATEGIES:
         raise InputError(f"--search {strategy!r} is not one of {sorted(STRATEGIES)}")
@@ -51,17 +54,22 @@ def search(graph: DependencyGraph, budget: Budget, strategy: str = "greedy", dat
         raise InputError(f"--max-drop {max_drop} must be 0 or more (a metric drop, e.g. 0.01 = 1 accuracy point)")
     if samples < 1:
         raise InputError(f"--samples {samples} must be 1 or more")
+    if round_to is not None and round_to < 1:
+        raise InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
     say = progress or (lambda text: None)
     start = time.perf_counter()
     args, kwargs = graph.captured.args, graph.captured.kwargs
     settings = (latency or LatencySettings()).resolved(example_batch(args, kwargs))
-    round_to = round_to or channel_block(settings.provider)
+    round_to = channel_block(settings.provider) if round_to is None else round_to
     space = SearchSpace(graph, scores, round_to, depth)
     if not space.knobs and not space.blocks:
         raise PlanError("nothing to search: no group can be narrowed and no block removed (see graphprune inspect)")
     say("measuring the original and exporting for ONNX Runtime")
     oracle = oracle or OrtOracle(space, settings)
-    calibration = Calibration(space.build(Config()), args, kwargs, data, calib_batches, random_samples, seed)
+    if settings.table_batch is None:
+        settings = dataclasses.replace(settings, table_batch=oracle.table_batch(settings.batch))
+    calibration = Calibration(space.build(Config()), args, kwargs, data, calib_batches, random_samples, seed,
+                              recalibrate=recalibrate)
     table = fit_table(space, lambda c: oracle.measure(c, settings.table_batch), say)
     t_table = time.perf_counter() - start
     record = SearchLog(strategy)

@@ -17,15 +17,23 @@ exceed --max-drop, are not taken; when none is left the search stops short of th
 The steps form a path; once the table says its end fits, `settle` measures along the path
 (bisection, whole models) for the shortest prefix that meets the budget; if the measurement says
 the end is still too slow, the path goes on.
+
+A last step can be coarse (a group with few options, a block), leaving the measured latency well
+below the budget. `refine` then spends that slack: from the chosen configuration it widens one
+group by one option (or restores one block) at a time, the move with the most loss recovered per
+unit of predicted latency added, among those the corrected table says still fit and that recover
+some loss; the widened path is settled on whole-model measurements like the first, and falls back
+to the chosen configuration.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from graphprune.search.registry import strategy
 from graphprune.search.space import Config
-from graphprune.search.steps import along, settle
+from graphprune.search.steps import TOLERANCE, along, settle
 
 log = logging.getLogger(__name__)
 STEPS = 10
@@ -66,17 +74,27 @@ def _value(ctx, config: Config, loss: float, nxt: Config) -> float | None:
     return (score.loss - loss) / saved
 
 
-def _pick(ctx, config: Config, loss: float, options: dict[str, Config], stale: dict) -> str | None:
+def _widening_value(ctx, config: Config, loss: float, nxt: Config) -> float | None:
+    """Minus the loss recovered per latency added (lower is better, as for _value); None: recovers no loss
+    (on random-init models a wider group can move the outputs further from the original's), or past --max-drop."""
+    added = max(ctx.estimate(nxt) - ctx.estimate(config), 1e-6)
+    score = ctx.evaluate(nxt, note="greedy refinement")
+    if score.loss >= loss or not ctx.within_drop(score):
+        return None
+    return (score.loss - loss) / added
+
+
+def _pick(ctx, config: Config, loss: float, options: dict[str, Config], stale: dict, worth=_value) -> str | None:
     fresh: dict[str, float] = {}
     for name in [n for n in options if n not in stale]:
-        value = _value(ctx, config, loss, options[name])
+        value = worth(ctx, config, loss, options[name])
         stale[name] = value if value is not None else float("inf")
         fresh[name] = stale[name]
     for _ in range(RESCORE):
         top = min((n for n in options if stale[n] < float("inf")), key=lambda n: stale[n], default=None)
         if top is None or top in fresh:
             break
-        value = _value(ctx, config, loss, options[top])
+        value = worth(ctx, config, loss, options[top])
         stale[top] = fresh[top] = value if value is not None else float("inf")
     usable = {n: v for n, v in fresh.items() if v < float("inf")}
     return min(usable, key=usable.get) if usable else None
@@ -101,4 +119,38 @@ def greedy(ctx):
             ctx.progress(f"greedy step {len(path) - 1}: {name}, latency {ctx.estimate(path[-1]):.3f} (predicted)")
         chosen = settle(ctx, along(path), len(path) - 1)
         if ctx.budget.met(ctx.confirm(chosen)):
-            return chosen
+            return refine(ctx, chosen)
+
+
+def widenings(ctx, config: Config) -> dict[str, Config]:
+    """Each narrowed group one option wider, each removed block restored: those the table says still fit."""
+    found = {}
+    for name, width in config.widths:
+        knob = ctx.space.by_name.get(name)
+        if knob is not None:
+            wider = knob.options[max(knob.options.index(width) - 1, 0)] if width in knob.options else knob.full
+            found[name] = config.narrowed(name, wider, knob.full)
+    for block in config.blocks:
+        found[f"block:{block}"] = dataclasses.replace(config, blocks=tuple(b for b in config.blocks if b != block))
+    return {name: c for name, c in found.items() if c != config and ctx.fits(c)}
+
+
+def refine(ctx, chosen: Config) -> Config:
+    """Widen `chosen` (measured within the budget) toward the budget while the table says it fits; settled
+    on measurements, so the result meets the budget by measurement (`chosen` itself at worst)."""
+    if ctx.confirm(chosen) >= ctx.budget.fraction * (1.0 - TOLERANCE):
+        return chosen
+    path, stale = [chosen], {}
+    loss = ctx.evaluate(chosen).loss
+    while options := widenings(ctx, path[-1]):
+        name = _pick(ctx, path[-1], loss, options, stale, worth=_widening_value)
+        if name is None:
+            break
+        path.append(options[name])
+        loss = ctx.evaluate(path[-1]).loss
+        stale.pop(name)
+        ctx.progress(f"greedy refinement {len(path) - 1}: {name} wider, latency {ctx.estimate(path[-1]):.3f} (predicted)")
+    if len(path) == 1:
+        return chosen
+    widest_first = path[::-1]
+    return settle(ctx, along(widest_first[:1] + widest_first), len(path))

@@ -37,6 +37,7 @@ PROVIDERS = {"cpu": CPU, "cuda": CUDA}
 EXPORTERS = ("torchscript", "dynamo")
 MIN_ROUNDS = 3
 STEADY = 0.01
+TABLE_MS = 50.0  # default table batch: the largest whose original run takes about this long
 
 
 def physical_cores() -> int:
@@ -72,7 +73,7 @@ class LatencySettings:
     provider: str = "cpu"  # 'cpu' or 'cuda'
     batch: int | None = None  # None: the example input's batch
     threads: int | None = None  # None: the machine's physical cores
-    table_batch: int | None = None  # batch of the per-group table; None: 1 (cheap; the report checks it)
+    table_batch: int | None = None  # batch of the per-group table; None: the oracle's `table_batch` (about TABLE_MS)
     rounds: int = 64  # interleaved rounds (pairs) per measurement, at most (fewer once the median is steady)
     warmup: int = 1
     seconds: float = 30.0  # time per whole-model confirmation at the latency batch (at least MIN_ROUNDS pairs)
@@ -85,8 +86,8 @@ class LatencySettings:
         threads = self.threads or physical_cores()
         if batch < 1 or threads < 1 or self.rounds < 1 or self.warmup < 0:
             raise InputError(f"--latency-batch {batch} and --threads {threads} must be 1 or more")
-        table = self.table_batch or 1
-        return LatencySettings(self.provider, batch, threads, min(table, batch), self.rounds, self.warmup, self.seconds,
+        table = None if self.table_batch is None else min(self.table_batch, batch)
+        return LatencySettings(self.provider, batch, threads, table, self.rounds, self.warmup, self.seconds,
                                self.table_seconds)
 
 
@@ -107,6 +108,10 @@ class Oracle:
 
     def measure(self, config: Config, batch: int) -> Measurement:
         raise NotImplementedError
+
+    def table_batch(self, batch: int) -> int:
+        """The default batch of the per-group table (at most `batch`, the latency batch)."""
+        return 1
 
 
 class MockOracle(Oracle):
@@ -212,21 +217,40 @@ class OrtOracle(Oracle):
     def measure(self, config: Config, batch: int) -> Measurement:
         return self.measure_model(None if config == Config() else lambda: self.build(config), config.key, batch)
 
+    def table_batch(self, batch: int) -> int:
+        """The largest batch (at most `batch`) whose run of the original takes about TABLE_MS, from the
+        original's median time at `batch`: the table then sees what the latency batch sees (a batch of 1
+        is mostly fixed overhead for a small model) while each probe stays cheap."""
+        sess, feed = self._original(batch)
+        sess.run(None, feed)  # warm-up
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter_ns()
+            sess.run(None, feed)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+        per_sample = float(np.median(times)) / batch
+        return int(min(batch, max(1, TABLE_MS // max(per_sample, 1e-6))))
+
+    def _original(self, batch: int):
+        """The original's session and feeds at `batch`, exported once (a dynamic-batch export serves every batch)."""
+        if batch not in self._base:
+            reuse = self._dynamic and self._base_paths
+            self._base_paths[batch] = next(iter(self._base_paths.values())) if reuse else \
+                self._export(self.original, f"original-{batch}", batch)
+            self._base[batch] = self._session(self._base_paths[batch], batch)
+        return self._base[batch]
+
     def measure_model(self, make: Callable | None, key: str, batch: int) -> Measurement:
         """Time the model `make()` (the original when None) against the original; cached by (key, batch)."""
         key = (key, batch)
         if key in self._cache:
             return self._cache[key]
         start = time.perf_counter()
-        if batch not in self._base:
-            reuse = self._dynamic and self._base_paths
-            self._base_paths[batch] = next(iter(self._base_paths.values())) if reuse else \
-                self._export(self.original, f"original-{batch}", batch)
-            self._base[batch] = self._session(self._base_paths[batch], batch)
+        base = self._original(batch)
         base_path = self._base_paths[batch]
         path = self._export(make(), f"c{len(self._cache)}", batch) if make is not None else base_path
         seconds = self.config.seconds if batch == self.config.batch else self.config.table_seconds
-        tb, tc = _paired(self._base[batch], self._session(path, batch), self.config.rounds, self.config.warmup, seconds)
+        tb, tc = _paired(base, self._session(path, batch), self.config.rounds, self.config.warmup, seconds)
         if path != base_path:
             for p in path.parent.glob(path.name + "*"):
                 p.unlink()

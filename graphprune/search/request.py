@@ -25,12 +25,13 @@ class SearchRequest:
     depth: Any = None  # graphprune.search.depthsteps.DepthSteps: also remove blocks
 
     def run(self, graph, progress: Callable[[str], None] | None = None, scores=None, data=None,
-            calib_batches: int | None = None):
+            calib_batches: int | None = None, recalibrate: bool = False):
         """(plan, log) for `graph`; `scores` rank channels within groups, `data` is used where the request
-        has none. See graphprune.search.driver.search."""
+        has none; `recalibrate`: the pruned model's BatchNorm statistics will be re-estimated on the data,
+        so candidates are scored that way too. See graphprune.search.driver.search."""
         from graphprune.search.driver import search
 
         return search(graph, self.budget, self.strategy, self.data if self.data is not None else data,
                       latency=self.latency, max_drop=self.max_drop, samples=self.samples, seed=self.seed,
                       round_to=self.round_to, scores=scores, calib_batches=calib_batches or self.calib_batches, progress=progress,
-                      finetune=self.finetune, depth=self.depth)
+                      finetune=self.finetune, depth=self.depth, recalibrate=recalibrate)

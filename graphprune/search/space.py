@@ -130,13 +130,15 @@ class SearchSpace:
         return self._built[config.key]
 
     @contextlib.contextmanager
-    def evaluating(self, config: Config):
+    def evaluating(self, config: Config, own_statistics: bool = False):
         """A model that computes what `config`'s pruned model computes, for scoring.
 
-        Exact removals are evaluated without rewriting: the removed channels' parameter and buffer
-        slices are zeroed in place in a private copy of the original (made once), which the
-        dead-channel oracle (graphprune.oracle) guarantees computes the pruned model's outputs, and
-        restored after. Inexact removals (normalised widths) and removed blocks are built for real.
+        Exact removals are evaluated without rewriting: a private copy of the original (made once) runs
+        with zeroed copies of the removed channels' parameter and buffer slices (functional_call), which
+        the dead-channel oracle (graphprune.oracle) guarantees computes the pruned model's outputs.
+        Inexact removals (normalised widths) and removed blocks are built for real.
+        `own_statistics`: the copy also gets clones of every buffer (BatchNorm statistics), so that
+        re-estimating them (graphprune.recalibrate) changes nothing the next candidate sees.
         """
         plan = self.plan(config)
         if config.blocks or (plan.removed & plan.graph.inexact).any():
@@ -144,7 +146,8 @@ class SearchSpace:
             return
         if self._scratch is None:
             self._scratch = rewrite(plan_widths(self.graph, {}, self.scores)).eval()
-        yield _Zeroed(self._scratch, killed(plan))
+        tensors = {name: b.clone() for name, b in self._scratch.named_buffers()} if own_statistics else {}
+        yield _Zeroed(self._scratch, tensors | killed(plan))
 
     def macs(self, config: Config) -> int:
         """Exact MACs of `config`'s model at the example's batch (graphprune.cost.plan_macs: no rewrite), cached."""
@@ -159,6 +162,7 @@ class _Zeroed(torch.nn.Module):
     def __init__(self, module: torch.nn.Module, tensors: dict):
         super().__init__()
         self.inner, self.tensors = module, tensors
+        self.train(module.training)  # the wrapper's mode is its module's (recalibration restores it)
 
     def forward(self, *args, **kwargs):
         from torch.func import functional_call

@@ -45,15 +45,19 @@ def settle(ctx, family: Callable[[float], Config], hi: float, confirmations: int
     """The least-pruned member of `family` that meets the budget by measurement.
 
     Keeps a bracket (lo: measured too slow, hi: measured within the budget); each round bisects the
-    corrected table inside it, measures the point found, and narrows the bracket. It stops at a
+    corrected table inside it, measures the point found, and narrows the bracket. When the table says
+    not even the end of the family fits, the end is measured (a table fitted at a small batch can
+    underrate what pruning saves at the latency batch) and the bisection runs on the corrected table. It stops at a
     measurement within TOLERANCE below the budget, or after `confirmations` measurements, with the
     best point measured within the budget (the most pruned member if none was).
     """
     lo, top, best = 0.0, hi, None
     for _ in range(confirmations):
         t = smallest_fitting(lambda s, lo=lo: s > lo and ctx.fits(family(s)), top)
-        if t is None:
-            break
+        if t is None:  # the table says nothing fits: measure the end once, which corrects the table
+            if ctx.measured(family(top)):
+                break
+            t = top
         ratio = ctx.confirm(family(t))
         if ctx.budget.met(ratio):
             top, best = t, family(t)
