@@ -158,6 +158,8 @@ def shrink(
     threads: int | None = SEARCH["threads"],
     samples: int = SEARCH["samples"],
     seed: int = SEARCH["seed"],
+    search_blocks: bool = SEARCH["search_blocks"],
+    search_finetune: int = SEARCH["search_finetune"],
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="recover on --data for E epochs (original = teacher)"),
     steps: int = typer.Option(1, "--steps", help="reach the target in N steps, recovering between them"),
     recovery=None,  # graphprune.cli_finetune.Recovery: the data and training options (training_options adds them)
@@ -175,7 +177,12 @@ def shrink(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     request = request_from_options(target_latency=target_latency, speedup=speedup, strategy=search, max_drop=max_drop,
                                    provider=provider, latency_batch=latency_batch, threads=threads, samples=samples,
-                                   seed=seed, round_to=round_to)
+                                   seed=seed, round_to=round_to, blocks=search_blocks)
+    if (search_blocks or search_finetune) and request is None:
+        raise io.InputError("--search-blocks and --search-finetune-epochs tune a latency search: add --speedup X or "
+                            "--target-latency F")
+    if search_finetune and data is None:
+        raise io.InputError("--search-finetune-epochs fine-tunes each candidate on data; pass --data FILE")
     out = output or _default_out(model, ".pruned.pt")
     report_path = _beside(out, ".json")
     onnx_path = _beside(out, ".onnx")
@@ -203,6 +210,12 @@ def shrink(
     module, example = _load(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
+    if search_finetune:
+        from dataclasses import replace
+
+        from graphprune.search.command import candidate_finetune
+
+        request = replace(request, finetune=candidate_finetune(module, calibration, search_finetune))
     import tempfile
 
     from graphprune.report import render

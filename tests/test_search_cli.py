@@ -68,3 +68,41 @@ def test_a_given_round_to_sets_the_search_quantum(tmp_path, mocked_oracle, given
     assert tried and all(w % quantum == 0 for w in tried)
     if given is not None:
         assert any(w % 8 for w in tried), "a quantum of 4 never took a width off the multiples of 8"
+
+
+def test_search_blocks_offers_the_blocks_the_model_has(tmp_path, mocked_oracle):
+    from tests.search_models import Residual
+
+    torch.save(Residual().eval(), tmp_path / "r.pt")
+    argv = ["shrink", str(tmp_path / "r.pt"), "--input-shape", "2,3,10,10", "--speedup", "1.5", "--search-blocks"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    search = json.loads((tmp_path / "r.pruned.json").read_text())["search"]
+    assert len(search["blocks"]) == 2 and search["final"]["budget_met"]
+    assert any(e["config"]["blocks"] for e in search["tried"]), "no block removal was tried"
+
+
+def test_search_finetune_epochs_tunes_every_scored_candidate(tmp_path, mocked_oracle, monkeypatch):
+    import numpy as np
+
+    import graphprune.recovery as recovery
+
+    real, calls = recovery.finetune, []
+
+    def counting(model, data, **kwargs):
+        calls.append(kwargs["options"].epochs)
+        return real(model, data, **kwargs)
+
+    monkeypatch.setattr(recovery, "finetune", counting)
+    torch.manual_seed(0)
+    torch.save(Ladder().eval(), tmp_path / "m.pt")
+    np.savez(tmp_path / "d.npz", x=np.random.rand(32, 3, 12, 12).astype("float32"), y=np.arange(32) % 10)
+    base = ["shrink", str(tmp_path / "m.pt"), "--input-shape", "2,3,12,12", "--speedup", "1.5"]
+    no_data = CliRunner().invoke(app, [*base, "--search-finetune-epochs", "1"])
+    assert no_data.exit_code == 2 and "--data" in no_data.output
+    no_budget = CliRunner().invoke(app, [*base[:4], "--search-blocks"])
+    assert no_budget.exit_code == 2 and "--speedup" in no_budget.output
+    result = CliRunner().invoke(app, [*base, "--data", str(tmp_path / "d.npz"), "--search-finetune-epochs", "1"])
+    assert result.exit_code == 0, result.output
+    search = json.loads((tmp_path / "m.pruned.json").read_text())["search"]
+    assert calls and set(calls) == {1} and len(calls) >= search["evaluated"] - 1  # the original needs no tuning

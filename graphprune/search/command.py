@@ -7,7 +7,7 @@ from graphprune.errors import InputError
 
 def request_from_options(*, target_latency: float | None, speedup: float | None, strategy: str | None,
                          max_drop: float | None, provider: str, latency_batch: int | None, threads: int | None,
-                         samples: int, seed: int, round_to: int | None):
+                         samples: int, seed: int, round_to: int | None, blocks: bool = False):
     """A SearchRequest, or None without a latency budget (plain shrink); one-line InputError for any bad value."""
     from graphprune.search.budget import make_budget
     from graphprune.search.driver import STRATEGIES
@@ -33,7 +33,21 @@ def request_from_options(*, target_latency: float | None, speedup: float | None,
             raise InputError(f"{flag} {value} must be 1 or more")
     latency = LatencySettings(provider=provider, batch=latency_batch, threads=threads)
     return SearchRequest(budget, strategy, latency=latency, max_drop=max_drop, samples=samples, seed=seed,
-                         round_to=round_to)
+                         round_to=round_to, blocks=blocks)
+
+
+def candidate_finetune(teacher, data, epochs: int):
+    """`SearchRequest.finetune` for `--search-finetune-epochs E`: E epochs of recovery on `data`
+    (graphprune.recovery.finetune, `teacher` distilling, best epoch kept) on every candidate before
+    it is scored."""
+    from graphprune.recovery import TrainOptions, finetune
+
+    if data is None:
+        raise InputError("--search-finetune-epochs fine-tunes each candidate on data; pass --data FILE")
+    if epochs < 1:
+        raise InputError(f"--search-finetune-epochs {epochs} must be 1 or more")
+    options = TrainOptions(epochs=epochs, patience=None)
+    return lambda model: finetune(model, data, teacher=teacher, options=options).model
 
 
 def options():
@@ -52,4 +66,8 @@ def options():
         "threads": typer.Option(None, "--threads", help="ONNX Runtime intra-op threads [default: physical cores]"),
         "samples": typer.Option(16, "--samples", help="--search random: configurations sampled"),
         "seed": typer.Option(0, "--seed", help="--search random: seed"),
+        "search_blocks": typer.Option(False, "--search-blocks", help="the search may also remove whole blocks "
+                                      "(residual branches, repeated layers; inspect lists them) under the same budget"),
+        "search_finetune": typer.Option(0, "--search-finetune-epochs", help="fine-tune every candidate for E epochs "
+                                        "on --data (the original as teacher) before scoring it; slow"),
     }
