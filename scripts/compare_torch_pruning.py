@@ -54,13 +54,12 @@ import graphprune  # noqa: E402
 from graphprune.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
 from graphprune.cost import count_macs, count_params  # noqa: E402
 from graphprune.export import export_onnx  # noqa: E402
-from scripts.docsection import write_section  # noqa: E402
+from scripts.docsection import BENCHMARKS_HEADER, write_section  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "densenet121", "convnext_tiny", "regnet_y_800mf", "shufflenet_v2_x1_0")
 QUICK = {"models": ("resnet18", "mobilenet_v3_small"), "batch": (1, 4), "repeats": 3}
 DEFAULTS = {"models": MODELS, "batch": (1, 32), "repeats": 10}
 SECTION = "compare_torch_pruning"  # docs section this script owns
-HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 TP_CONFIG = "yes (ignored_layers=[classifier])"
 
 
@@ -343,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     opts.json.parent.mkdir(parents=True, exist_ok=True)
     opts.json.write_text(json.dumps(data, indent=2) + "\n")
-    write_section(opts.out, SECTION, render_section(data), HEADER)
+    write_section(opts.out, SECTION, render_section(data), BENCHMARKS_HEADER)
     print(f"wrote {opts.out} and {opts.json} in {data['seconds']:.0f}s", flush=True)
     # TP failing is a finding, not a failed run; the original or graphprune failing is.
     ours = [v for r in records for v in r["variants"] if v["needs_config"] != TP_CONFIG]

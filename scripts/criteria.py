@@ -38,7 +38,8 @@ from models.tabular import features  # noqa: E402
 from scripts.docsection import write_section  # noqa: E402
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
-# what Torch-Pruning must be told to leave alone when it fails without (graphprune needs no list)
+# what Torch-Pruning must be told to leave alone when its result fails to run without: on the digits CNN it
+# mis-maps concat -> pool -> flatten -> Linear unless the convolutions feeding the concat stay (graphprune needs no list)
 TP_IGNORED = {"digits CNN (bundled)": ("branch_a.0", "branch_b.0")}
 
 

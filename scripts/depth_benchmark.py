@@ -42,10 +42,9 @@ from graphprune.cost import count_macs, count_params  # noqa: E402
 from graphprune.data import load_data  # noqa: E402
 from graphprune.depth import block_macs, find_blocks, rank_blocks, remove_blocks  # noqa: E402
 from models.digits import accuracy, load_split  # noqa: E402
-from scripts.docsection import write_section  # noqa: E402
+from scripts.docsection import BENCHMARKS_HEADER, write_section  # noqa: E402
 
 SECTION = "depth"
-HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 COMMAND = "python scripts/depth_benchmark.py"
 CALIB = 16  # calibration batches of 32, as shrink's --calib-batches default
 RESNET_CALIB = 4  # resnet18: fewer, to keep the run within a few minutes on 2 cores
@@ -177,7 +176,7 @@ def main() -> None:
     data = measure()
     if opts.json:
         opts.json.write_text(json.dumps(data, indent=2))
-    write_section(opts.out, SECTION, render(data), HEADER)
+    write_section(opts.out, SECTION, render(data), BENCHMARKS_HEADER)
     print(render(data))
 
 

@@ -12,6 +12,9 @@ import os
 import tempfile
 from pathlib import Path
 
+# the first lines of docs/BENCHMARKS.md, for the script that finds it missing
+BENCHMARKS_HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
+
 
 def produced_by(script: str, argv: list[str]) -> str:
     """A section's closing line: the command that made it, the machine, torch and OMP_NUM_THREADS."""

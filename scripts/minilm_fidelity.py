@@ -56,10 +56,9 @@ import graphprune  # noqa: E402
 from graphprune.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
 from graphprune.cost import count_macs, count_params  # noqa: E402
 from graphprune.export import export_onnx  # noqa: E402
-from scripts.docsection import write_section  # noqa: E402
+from scripts.docsection import BENCHMARKS_HEADER, write_section  # noqa: E402
 
 SECTION = "minilm_fidelity"  # docs section this script owns
-HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 SENTENCES = ROOT / "scripts" / "data" / "sentences.txt"
 HEAD_DIM = 32  # all-MiniLM-L6-v2: hidden 384 = 12 heads x 32
 
@@ -439,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     opts.json.parent.mkdir(parents=True, exist_ok=True)
     opts.json.write_text(json.dumps(data, indent=2) + "\n")
-    write_section(opts.out, SECTION, render_section(data), HEADER)
+    write_section(opts.out, SECTION, render_section(data), BENCHMARKS_HEADER)
     say(f"wrote {opts.out} and {opts.json} in {data['seconds']:.0f}s")
     ours = [v for v in result["variants"] if v["tool"] != "Torch-Pruning"]
     return 0 if not any(v["error"] for v in ours) else 1  # TP failing is a finding; graphprune failing is not

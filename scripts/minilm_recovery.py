@@ -36,11 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from graphprune.recovery.losses import first_tensor  # noqa: E402
-from scripts.docsection import produced_by, write_section  # noqa: E402
+from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section  # noqa: E402
 from scripts.sentence_gen import mixed  # noqa: E402
 
 SECTION = "minilm_recovery"
-HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 SENTENCES = ROOT / "scripts" / "data" / "sentences.txt"
 IN_DISTRIBUTION = 200  # generated sentences kept out of distillation, to measure on the same source
 
@@ -155,7 +154,7 @@ def main() -> int:
     result = measure(shlex.split(args.prune), args.epochs, args.n, args.seq_len, shlex.split(args.finetune))
     body = render(result, sys.argv[1:])
     print(body)
-    write_section(args.out, SECTION, body, HEADER)
+    write_section(args.out, SECTION, body, BENCHMARKS_HEADER)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

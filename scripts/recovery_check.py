@@ -32,11 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from models.digits import accuracy, load_split  # noqa: E402
 from models.tabular import features  # noqa: E402
-from scripts.docsection import produced_by, write_section  # noqa: E402
+from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section  # noqa: E402
 from scripts.recovery_digits import run as graphprune_cli  # noqa: E402
 
 SECTION = "recovery_check"
-HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 MODELS = {"digits CNN": ("models/digits_cnn.pt", False), "digits ResNet (BN, dropout, residual)":
           ("models/digits_resnet.pt", False), "tabular MLP (dropout)": ("models/digits_mlp.pt", True)}
 
@@ -102,7 +101,7 @@ def main() -> int:
     rows = measure(args.epochs)
     body = render(rows, args.epochs, sys.argv[1:])
     print(body)
-    write_section(args.out, SECTION, body, HEADER)
+    write_section(args.out, SECTION, body, BENCHMARKS_HEADER)
     return 0 if all(r["passed"] for r in rows) else 1
 
 

@@ -32,15 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.digits import accuracy, load_split  # noqa: E402
-from scripts.docsection import produced_by, write_section  # noqa: E402
+from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section  # noqa: E402
 
 SECTION = "recovery_digits"
-HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 MODEL = "models/digits_cnn.pt"
 EXAMPLE = ["--example-input", "models/digits_example.pt"]
-# Torch-Pruning mis-maps the concat -> pool -> flatten -> Linear of this model (a shape error at run
-# time) unless the two convolutions feeding the concat are left alone; graphprune needs no such list
-TP_IGNORED = ("branch_a.0", "branch_b.0")
 
 
 def variants(tmp: Path, epochs: int, prune: list[str]) -> dict[str, tuple[list[list[str]], str]]:
@@ -75,13 +71,15 @@ def torch_pruning_rows(tmp: Path, epochs: int, macs: float, x_test, y_test) -> l
     """Torch-Pruning (Taylor, global, ratio bisected to graphprune's MACs fraction, BatchNorm
     re-estimated), then the same recovery command as graphprune's `finetune --teacher` row."""
     from graphprune.data import load_data
-    from scripts.criteria import tp_prune_to
+    from scripts.criteria import TP_IGNORED, tp_prune_to
+
+    ignored = TP_IGNORED["digits CNN (bundled)"]
 
     original = torch.load(ROOT / MODEL, weights_only=False).eval()
     example = torch.load(ROOT / "models/digits_example.pt")
     data = load_data(str(tmp / "train.npz"), example, batch_size=32)
     t0 = time.perf_counter()
-    frac, model = tp_prune_to(original, example, data, "Taylor", macs, TP_IGNORED)
+    frac, model = tp_prune_to(original, example, data, "Taylor", macs, ignored)
     torch.save(model.eval(), tmp / "tp.pt")
     seconds = time.perf_counter() - t0
     acc, params = held_out(tmp / "tp.pt", x_test, y_test)
@@ -90,7 +88,7 @@ def torch_pruning_rows(tmp: Path, epochs: int, macs: float, x_test, y_test) -> l
     tuned_seconds = run(tune)
     tuned, _ = held_out(tmp / "tp_kd.pt", x_test, y_test)
     note = f"Torch-Pruning Taylor at {frac:.3f}x MACs"
-    return [{"variant": f"{note} (ignored_layers: final Linear, {', '.join(TP_IGNORED)})", "accuracy": acc,
+    return [{"variant": f"{note} (ignored_layers: final Linear, {', '.join(ignored)})", "accuracy": acc,
              "params": params, "commands": [], "seconds": seconds},
             {"variant": f"{note} + finetune --teacher", "accuracy": tuned, "params": params,
              "commands": [shlex.join(["graphprune", *tune]).replace(str(tmp), "T")], "seconds": tuned_seconds}]
@@ -160,7 +158,7 @@ def main() -> int:
     result = [measure(args.epochs, shlex.split(c)) for c in configs]
     body = render(result, sys.argv[1:])
     print(body)
-    write_section(args.out, SECTION, body, HEADER)
+    write_section(args.out, SECTION, body, BENCHMARKS_HEADER)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -54,11 +54,10 @@ from graphprune.search import LatencySettings, OrtOracle, SearchSpace, make_budg
 from graphprune.search.calibration import Calibration  # noqa: E402
 from graphprune.search.space import Config  # noqa: E402
 from scripts.compare_torch_pruning import classifier, machine  # noqa: E402
-from scripts.docsection import write_section  # noqa: E402
+from scripts.docsection import BENCHMARKS_HEADER, write_section  # noqa: E402
 
 STRATEGIES = ("uniform", "greedy", "random", "recursive")
 SECTION = "search_bench"
-HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 
 
 DIGITS = {"digits": "digits_cnn", "digits_resnet": "digits_resnet", "digits_mlp": "digits_mlp"}
@@ -292,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds": time.perf_counter() - t0, "models": records}
     opts.json.parent.mkdir(parents=True, exist_ok=True)
     opts.json.write_text(json.dumps(data, indent=2, default=str))
-    write_section(opts.out, opts.section, render(data), HEADER)
+    write_section(opts.out, opts.section, render(data), BENCHMARKS_HEADER)
     print(render(data))
     return 0
 
