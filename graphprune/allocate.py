@@ -76,6 +76,5 @@ def _run(model, batch):
 
 
 def _loss(objective, model, teacher: list, batches: list) -> float:
-    with torch.no_grad():
-        total = sum(float(objective.loss(_run(model, b), t, b)) * b.size for b, t in zip(batches, teacher, strict=True))
+    total = sum(float(objective.loss(_run(model, b), t, b)) * b.size for b, t in zip(batches, teacher, strict=True))
     return total / max(sum(b.size for b in batches), 1)

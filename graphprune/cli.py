@@ -172,17 +172,14 @@ def shrink(
     from graphprune.capture import normalize_inputs
     from graphprune.export import data_path, stage_onnx
     from graphprune.program import save_model
+    from graphprune.search.command import check_extras as check_search_extras
     from graphprune.search.command import request_from_options
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     request = request_from_options(target_latency=target_latency, speedup=speedup, strategy=search, max_drop=max_drop,
                                    provider=provider, latency_batch=latency_batch, threads=threads, samples=samples,
                                    seed=seed, round_to=round_to, blocks=search_blocks)
-    if (search_blocks or search_finetune) and request is None:
-        raise io.InputError("--search-blocks and --search-finetune-epochs tune a latency search: add --speedup X or "
-                            "--target-latency F")
-    if search_finetune and data is None:
-        raise io.InputError("--search-finetune-epochs fine-tunes each candidate on data; pass --data FILE")
+    check_search_extras(request, search_blocks, search_finetune, data)
     out = output or _default_out(model, ".pruned.pt")
     report_path = _beside(out, ".json")
     onnx_path = _beside(out, ".onnx")

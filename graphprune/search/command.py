@@ -36,16 +36,24 @@ def request_from_options(*, target_latency: float | None, speedup: float | None,
                          round_to=round_to, blocks=blocks)
 
 
+def check_extras(request, blocks: bool, finetune_epochs: int, data) -> None:
+    """`--search-blocks` and `--search-finetune-epochs E` need a latency search, and E epochs need
+    data: refused before anything is loaded."""
+    if (blocks or finetune_epochs) and request is None:
+        raise InputError("--search-blocks and --search-finetune-epochs tune a latency search: add --speedup X or "
+                         "--target-latency F")
+    if finetune_epochs < 0:
+        raise InputError(f"--search-finetune-epochs {finetune_epochs} must be 0 (off) or more")
+    if finetune_epochs and data is None:
+        raise InputError("--search-finetune-epochs fine-tunes each candidate on data; pass --data FILE")
+
+
 def candidate_finetune(teacher, data, epochs: int):
-    """`SearchRequest.finetune` for `--search-finetune-epochs E`: E epochs of recovery on `data`
-    (graphprune.recovery.finetune, `teacher` distilling, best epoch kept) on every candidate before
-    it is scored."""
+    """`SearchRequest.finetune` for `--search-finetune-epochs E` (checked by `check_extras`): E epochs
+    of recovery on `data` (graphprune.recovery.finetune, `teacher` distilling, best epoch kept) on
+    every candidate before it is scored."""
     from graphprune.recovery import TrainOptions, finetune
 
-    if data is None:
-        raise InputError("--search-finetune-epochs fine-tunes each candidate on data; pass --data FILE")
-    if epochs < 1:
-        raise InputError(f"--search-finetune-epochs {epochs} must be 1 or more")
     options = TrainOptions(epochs=epochs, patience=None)
     return lambda model: finetune(model, data, teacher=teacher, options=options).model
 
