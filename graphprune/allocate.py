@@ -46,8 +46,10 @@ def _rules(opts: PlanOptions) -> list[PlanOptions]:
     return out
 
 
-def choose(graph, opts: PlanOptions, scores, data, calib_batches: int | None, progress=None) -> tuple[Plan, list[dict]]:
-    """(the best plan, [{normalize, allocate, loss, chosen}]) over RULES, measured on `data`."""
+def choose(graph, opts: PlanOptions, scores, data, calib_batches: int | None, progress=None,
+           judge=None) -> tuple[Plan, list[dict]]:
+    """(the best plan, [{normalize, allocate, loss, chosen}]) over RULES: BatchNorm re-estimated on
+    `data`, judged on `judge`'s selection slice (graphprune.decide) or, without one, on `data`."""
     from graphprune.recalibrate import recalibrate
     from graphprune.rewriter import rewrite
 
@@ -61,8 +63,10 @@ def choose(graph, opts: PlanOptions, scores, data, calib_batches: int | None, pr
         plan = make_plan(graph, rule, scores=scores)
         model = rewrite(plan)
         recalibrate(model, data, limit=calib_batches)
-        loss = _loss(objective, model.eval(), teacher, batches)
-        tried.append((loss, i, plan, {"normalize": rule.normalize, "allocate": rule.allocate or "own", "loss": loss}))
+        held = judge.loss(model.eval()) if judge is not None else None
+        loss = held if held is not None else _loss(objective, model.eval(), teacher, batches)
+        tried.append((loss, i, plan, {"normalize": rule.normalize, "allocate": rule.allocate or "own", "loss": loss,
+                                      "measured_on": "held-out selection" if held is not None else "calibration"}))
     best = min(tried, key=lambda t: (t[0], t[1]))
     for t in tried:
         t[3]["chosen"] = t is best

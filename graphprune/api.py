@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphprune import allocate, depth, verify
+from graphprune import allocate, decide, depth, verify
+from graphprune.compensate import correct as compensate_biases
 from graphprune.capture import capture, normalize_inputs
 from graphprune.cost import count_macs, count_params
 from graphprune.data import check_labels
 from graphprune.depgraph import DependencyGraph, build
 from graphprune.errors import InputError, TraceError, VerificationError, first_line
+from graphprune.fidelity import on_example
 from graphprune.oracle import dead_channel_check
 from graphprune.planner import Plan, PlanOptions
 from graphprune.planner import plan as make_plan
@@ -112,14 +114,16 @@ def _checks(chosen: Plan, pruned, reference, dead_channels: bool) -> list[dict]:
     return checks
 
 
-def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=None, criterion="l2",
+def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=None, criterion=None,
            calib_batches: int | None = 16, recalibrate: bool = True, check_dead_channels: bool = True, seed: int = 0,
            progress=None, attention: str = "heads", remove_blocks: float = 0, block_criterion: str = "loss",
-           search=None, reconstruct: bool = True, **options) -> tuple[torch.nn.Module, Report]:
+           search=None, reconstruct: bool = True, compensate: bool = True, held_out=None,
+           **options) -> tuple[torch.nn.Module, Report]:
     """Prune `model` and return (pruned model, report). The user's model is not changed.
 
-    `criterion` is a name (graphprune.importance.CRITERIA), an array of scores per channel, or a
-    callable graph -> array. `data` (graphprune.data.Data) feeds data criteria and BatchNorm
+    `criterion` is a name (graphprune.importance.CRITERIA, or 'auto': the best of several on held-out
+    data), an array of scores per channel, or a callable graph -> array; by default 'auto' with
+    `data` and 'l2' without. `data` (graphprune.data.Data) feeds data criteria and BatchNorm
     re-estimation (`recalibrate`); `calib_batches` bounds both. `attention` as in `analyze`;
     other keyword options are PlanOptions fields (ratio, threshold, target_macs, target_params, ...).
     `remove_blocks` (a count, or a fraction in (0, 1) of the blocks found) removes whole blocks
@@ -128,12 +132,16 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     of per-group widths under a latency budget measured in ONNX Runtime (on `data`, ranking
     channels by `criterion`); the report's `search` logs it.
 
-    With `data`, two more steps use it (docs/RECOVERY.md): under a budget or a global rule the
-    rule sharing widths between groups is chosen by calibration loss (graphprune.allocate;
-    report `allocation`), and with `reconstruct` the layers that lost inputs are refit by least
-    squares to the original's outputs (graphprune.reconstruct; report `reconstruction`).
+    With `data`, part of it (or `held_out`, a Data) is held out (graphprune.decide): every choice is
+    judged on a selection slice and the report's `fidelity` figures come from a test slice nothing
+    was chosen on. The allocation rule (graphprune.allocate), the bias correction
+    (graphprune.compensate, `compensate`), the least-squares refit (graphprune.reconstruct,
+    `reconstruct`) and BatchNorm re-estimation are each kept only when held-out fidelity does not
+    get worse, and the result is never worse there than the L2 plan with BatchNorm re-estimated.
+    Without data, `compensate` folds the removed channels' expected inputs into the next biases.
     """
-    name = criterion if isinstance(criterion, str) else "l2"
+    criterion = criterion if criterion is not None else ("auto" if data is not None else "l2")
+    name = criterion if isinstance(criterion, str) and criterion != "auto" else "l2"
     opts = PlanOptions(ratio=ratio, criterion=name, **options)
     opts.check()
     step = progress or (lambda text: None)
@@ -141,18 +149,23 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     t0 = time.perf_counter()
     step("capturing the model with torch.export")
     args, kwargs = normalize_inputs(example)
-    reference = run_original(model, args, kwargs)
+    reference = original_out = run_original(model, args, kwargs)
     if data is not None:
         check_labels(data, reference, limit=calib_batches)
     try:
         captured = capture(model, args, kwargs)
     except TraceError as exc:  # e.g. detection models: prune the submodules that do capture
-        if data is not None or not isinstance(criterion, str):
+        if data is not None or not isinstance(criterion, str) or criterion == "auto":
             raise TraceError(f"{exc}; pruning it part by part takes a weight criterion and no --data") from exc
         from graphprune import parts
 
         return parts.shrink(model, args, kwargs, reference, opts, attention, str(exc), step)
     macs_before = count_macs(captured.module, args, kwargs)
+    judge, held_note = None, ""
+    if data is not None:
+        step("holding out data to judge every choice on")
+        data, held, held_note = decide.split(data, held_out, seed=seed)
+        judge = decide.Judge(captured.module, held, calib_batches)
     plan_opts, blocks = opts, ()
     if remove_blocks:
         step(f"ranking blocks ({block_criterion}) on calibration data")
@@ -160,8 +173,13 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
         reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
     graph = build(captured, attention=attention)
     seconds["analyze"] = time.perf_counter() - t0
-    step(f"scoring channels ({name})" + (" on calibration data" if data is not None else ""))
-    scores, calibration = _scores(graph, criterion, data, calib_batches, seed)
+    trials = {}
+    if criterion == "auto" and data is not None and search is None:
+        scores, calibration, trials = decide.auto(graph, plan_opts, data, calib_batches, seed, judge, step)
+        plan_opts = dataclasses.replace(plan_opts, criterion=calibration["criterion"])
+    else:
+        step(f"scoring channels ({name})" + (" on calibration data" if data is not None else ""))
+        scores, calibration = _scores(graph, name if criterion == "auto" else criterion, data, calib_batches, seed)
     seconds["score"] = time.perf_counter() - t0 - seconds["analyze"]
     step("planning")
     searched = None if search is None else search.run(graph, progress=step, scores=scores, data=data,
@@ -170,7 +188,7 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     if searched:
         chosen = searched[0]
     elif data is not None and allocate.applies(plan_opts):
-        chosen, allocation = allocate.choose(graph, plan_opts, scores, data, calib_batches, step)
+        chosen, allocation = allocate.choose(graph, plan_opts, scores, data, calib_batches, step, judge=judge)
     else:
         chosen = make_plan(graph, plan_opts, scores=scores)
     step("rewriting")
@@ -178,16 +196,22 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
     checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
-    refits = []
-    if data is not None and reconstruct and chosen.removed.any():
-        step("refitting the layers that lost inputs (least squares on the data)")
-        refits = refit_layers(chosen, pruned, data, limit=calib_batches, seed=seed)
-    recalibrated = 0
-    if data is not None and recalibrate and (chosen.removed.any() or blocks):
-        step("re-estimating BatchNorm statistics on the data")
-        recalibrated = recalibrate_bn(pruned, data, limit=calib_batches)
+    refits, recalibrated = _data_steps(chosen, pruned, data, judge, blocks, calib_batches, seed, step,
+                                       compensate=compensate, reconstruct=reconstruct, recalibrate=recalibrate)
+    if data is None and compensate and chosen.removed.any():
+        step("correcting biases for the removed channels (no data: from BatchNorm statistics)")
+        compensate_biases(chosen, pruned)
+    floor = None
+    if judge is not None and judge.selection is not None and not searched and opts.threshold is None and chosen.removed.any():
+        step("comparing with the data-free L2 plan (BatchNorm re-estimated): the floor")
+        chosen, pruned, floor = _floor(graph, plan_opts, chosen, pruned, trials, data, calib_batches, judge)
+        if floor["used"]:
+            checks = _checks(chosen, pruned, reference, check_dead_channels)
+            refits, allocation = [], []
     pruned.train(model.training)  # the original's mode: a model saved for inference stays in eval
     seconds["plan_rewrite"] = time.perf_counter() - t0 - sum(seconds.values())
+    step("measuring fidelity")
+    fidelity = _fidelity(data, judge, held_note, pruned, original_out, args, kwargs, floor)
     step("counting MACs")
     params = (count_params(model), count_params(pruned))
     macs = (macs_before, count_macs(pruned, args, kwargs))
@@ -206,8 +230,77 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
         checks=tuple(checks), budget=_budget(opts, params, macs),
         blocks=tuple(dataclasses.asdict(b) for b in blocks),
         allocation=tuple(allocation), reconstruction=tuple(dataclasses.asdict(r) for r in refits),
+        fidelity=fidelity,
     )
     return pruned, report
+
+
+def _data_steps(chosen: Plan, pruned, data, judge, blocks, limit, seed: int, step, *, compensate: bool,
+                reconstruct: bool, recalibrate: bool) -> tuple[list, int]:
+    """Bias correction, refit and BatchNorm re-estimation, each kept only if held-out fidelity allows.
+    Returns (the refit's per-layer records, batches the re-estimation ran on, 0 when undone)."""
+    if data is None:
+        return [], 0
+    refits, ran = [], {"batches": 0}
+
+    def correct():
+        n = compensate_biases(chosen, pruned)
+        return f"{n} layers corrected" if n else None
+
+    def refit():
+        refits.extend(refit_layers(chosen, pruned, data, limit=limit, seed=seed))
+        done = [r for r in refits if r.lam is not None]
+        return f"{len(done)} of {len(refits)} layers refit" if done else None
+
+    def estimate():
+        ran["batches"] = recalibrate_bn(pruned, data, limit=limit)
+        return f"{ran['batches']} batches" if ran["batches"] else None
+
+    if compensate and chosen.removed.any():
+        step("correcting biases for the removed channels")
+        judge.step("bias correction", pruned, correct)
+    if reconstruct and chosen.removed.any():
+        step("refitting the layers that lost inputs (least squares on the data)")
+        judge.step("refit", pruned, refit)
+    kept_estimate = False
+    if recalibrate and (chosen.removed.any() or blocks):
+        step("re-estimating BatchNorm statistics on the data")
+        kept_estimate = judge.step("BatchNorm re-estimation", pruned, estimate)
+    return refits, ran["batches"] if kept_estimate else 0
+
+
+def _floor(graph, opts: PlanOptions, chosen: Plan, pruned, trials: dict, data, limit, judge) -> tuple:
+    """(plan, model, record): the better on the selection slice of the result and the L2 plan
+    with BatchNorm re-estimated at the same budget."""
+    from graphprune.importance import score
+
+    base = trials.get("l2")
+    if base is None:
+        l2 = dataclasses.replace(opts, criterion="l2")
+        base = decide.trial(graph, l2, score(graph, "l2"), data, limit, judge)
+    mine = judge.loss(pruned)
+    used = base.loss < mine
+    record = {"criterion": "l2", "steps": "BatchNorm re-estimated", "loss": base.loss, "result_loss": mine, "used": used}
+    return (base.plan, base.model, record) if used else (chosen, pruned, record)
+
+
+def _fidelity(data, judge, note: str, pruned, original_out, args, kwargs, floor) -> dict:
+    """The report's `fidelity`: held-out figures (test slice), the choices made on the selection
+    slice, and how far outputs moved on the example input."""
+    out = {"data": "none" if data is None else data.description,
+           "example": on_example(original_out, verify.run(pruned, args, kwargs))}
+    if note:
+        out["note"] = note
+    if judge is None:
+        return out
+    final = judge.final(pruned)
+    if final is not None:
+        out["held_out"] = final.to_dict() | {"slice": judge.test.description, "metric": final.measure}
+        out["selection"] = {"slice": judge.selection.description, "samples": judge.selection.samples}
+    out["steps"] = [r.to_dict() for r in judge.records]
+    if floor is not None:
+        out["floor"] = floor
+    return out
 
 
 def _budget(opts: PlanOptions, params: tuple, macs: tuple) -> dict | None:
