@@ -112,9 +112,10 @@ def shrink(
         None, "--round-to", help="round each pruned group's width to a multiple of N [default: 8, ONNX Runtime CPU's "
         "block size; a latency search defaults to the provider's channel block: 16 on AVX-512 CPUs]"
     ),
-    criterion: str = typer.Option(
-        "l2", "--criterion", help="importance: l1, l2, bn, random (no data); taylor, gradient, fisher, act-mean, "
-        "act-var, act-entropy, apoz (need --data); formulas in docs/CRITERIA.md"),
+    criterion: str | None = typer.Option(
+        None, "--criterion", help="importance: l1, l2, bn, random (no data); taylor, gradient, fisher, act-mean, "
+        "act-var, act-entropy, apoz (need --data); auto: the best of these on held-out data [default: auto with "
+        "--data, else l2]; formulas in docs/CRITERIA.md"),
     data: str | None = DataOpt,
     batch_size: int = BatchOpt,
     calib_batches: int = CalibOpt,
@@ -124,6 +125,9 @@ def shrink(
     std: str | None = StdOpt,
     recalibrate: bool = typer.Option(
         True, "--recalibrate/--no-recalibrate", help="with --data: re-estimate BatchNorm statistics of the pruned model"),
+    bias_correction: bool = typer.Option(
+        True, "--bias-correction/--no-bias-correction", help="fold the removed channels' expected inputs (from "
+        "BatchNorm statistics) into the next layer's bias; with --data kept only if held-out fidelity allows"),
     reconstruct: bool = typer.Option(
         True, "--reconstruct/--no-reconstruct", help="with --data: refit the layers that lost inputs by least squares "
         "to the original's outputs (kept only where held-out calibration error drops)"),
@@ -202,11 +206,13 @@ def shrink(
         raise io.InputError(f"--ratio {ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
     if round_to is not None and round_to < 1:
         raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
+    criterion = criterion or ("auto" if data is not None and not request else "l2")
     _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches)
     blocks = _check_blocks(remove_blocks, block_criterion, data)
     module, example = _load(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
+    held_out = recovery.load(recovery.val_data, example) if recovery is not None and recovery.val_data else None
     if search_finetune:
         from dataclasses import replace
 
@@ -225,7 +231,7 @@ def shrink(
                 dict(global_ranking=global_ranking, round_to=8 if round_to is None else round_to, criterion=criterion,
                      prune_hidden=prune_hidden,
                      attention=attention, data=calibration, calib_batches=calib_batches, recalibrate=recalibrate,
-                     reconstruct=reconstruct,
+                     reconstruct=reconstruct, compensate=bias_correction, held_out=held_out,
                      threshold=threshold, target_macs=target_macs, target_params=target_params,
                      remove_blocks=blocks, block_criterion=block_criterion) | ({"search": request} if request else {}),
                 recovery, finetune_epochs, steps, out, force, status)
@@ -282,9 +288,9 @@ def _check_targets(target_macs, target_params, threshold, criterion, data, calib
         raise io.InputError("pass one budget: --target-macs or --target-params, not both")
     if threshold is not None and (target_macs is not None or target_params is not None):
         raise io.InputError("--threshold and a --target-* budget both decide how much goes; pass one")
-    if criterion not in CRITERIA:
-        raise io.InputError(f"unknown criterion {criterion!r} (--criterion); choose from {', '.join(sorted(CRITERIA))}")
-    if CRITERIA[criterion].needs_data and data is None:
+    if criterion not in CRITERIA and criterion != "auto":
+        raise io.InputError(f"unknown criterion {criterion!r} (--criterion); choose from auto, {', '.join(sorted(CRITERIA))}")
+    if (criterion == "auto" or CRITERIA[criterion].needs_data) and data is None:
         raise io.InputError(f"--criterion {criterion} is measured on data; pass --data (e.g. train.npz)")
     if calib_batches < 1:
         raise io.InputError(f"--calib-batches {calib_batches} must be 1 or more")

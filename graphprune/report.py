@@ -169,8 +169,9 @@ def render(report: Report, console, limit: int = 40) -> None:
         if refit:
             before = sum(r["before"] for r in refit) / len(refit)
             after = sum(r["after"] for r in refit) / len(refit)
+            few = sum(r.get("verdict") == "refused: fewer rows than inputs" for r in report.reconstruction)
             console.print(f"refit {len(refit)} of {len(report.reconstruction)} layers that lost inputs: held-out relative "
-                          f"error {before:.3f} -> {after:.3f} (mean)")
+                          f"error {before:.3f} -> {after:.3f} (mean)" + (f"; {few} refused, fewer rows than inputs" if few else ""))
     if report.calibration.get("loss"):
         console.print(f"criterion {report.calibration['criterion']}: gradients of {report.calibration['loss']}")
 
