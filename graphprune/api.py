@@ -280,7 +280,8 @@ def _floor(graph, opts: PlanOptions, chosen: Plan, pruned, trials: dict, data, l
         base = decide.trial(graph, l2, score(graph, "l2"), data, limit, judge)
     mine = judge.loss(pruned)
     used = base.loss < mine
-    record = {"criterion": "l2", "steps": "BatchNorm re-estimated", "loss": base.loss, "result_loss": mine, "used": used}
+    record = {"criterion": "l2", "steps": "BatchNorm re-estimated (where it helps)", "loss": base.loss, "result_loss": mine,
+              "used": used}
     return (base.plan, base.model, record) if used else (chosen, pruned, record)
 
 

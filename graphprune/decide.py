@@ -98,7 +98,8 @@ AUTO = ("l2", "taylor", "fisher", "gradient", "act-mean", "act-var", "act-entrop
 
 @dataclass
 class Trial:
-    """One candidate plan, rewritten, its BatchNorm re-estimated on calibration data, and judged."""
+    """One candidate plan, rewritten, its BatchNorm re-estimated on calibration data (kept only when
+    that does not make the selection slice worse), and judged."""
 
     criterion: str
     plan: object
@@ -112,10 +113,16 @@ def trial(graph, opts, scores, data, limit: int | None, judge: Judge) -> Trial:
     from graphprune.rewriter import rewrite
 
     chosen = make_plan(graph, opts, scores=scores)
-    model = rewrite(chosen)
-    recalibrate(model, data, limit=limit)
-    model.eval()
-    return Trial(opts.criterion, chosen, model, judge.loss(model))
+    model = rewrite(chosen).eval()
+    before = judge.loss(model)
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if recalibrate(model, data, limit=limit):
+        after = judge.loss(model)
+        if before is not None and after > before:  # re-estimation judged as in shrink: undone when worse
+            model.load_state_dict(saved)
+            return Trial(opts.criterion, chosen, model, before)
+        return Trial(opts.criterion, chosen, model, after)
+    return Trial(opts.criterion, chosen, model, before)
 
 
 def auto(graph, opts, data, limit: int | None, seed: int, judge: Judge, progress=None):
