@@ -36,6 +36,8 @@ _POOL = {aten.mean.dim, aten.adaptive_avg_pool2d.default, aten.avg_pool2d.defaul
          aten.flatten.using_ints, aten.view.default, aten.reshape.default, aten._unsafe_view.default}
 _LINEAR = (aten.linear.default,)
 _CONV = (aten.conv2d.default, aten.conv1d.default)
+VARIANCE = True  # also lower the next batch norm's running variance by what the removed inputs added
+FLOOR = 0.05  # ... to no less than this fraction of it
 _Z, _W = np.polynomial.hermite_e.hermegauss(48)
 _Z, _W = torch.as_tensor(_Z), torch.as_tensor(_W / _W.sum())
 
@@ -128,6 +130,20 @@ def _single_norm_user(node: fx.Node) -> fx.Node | None:
     return users[0] if len(users) == 1 and users[0].op == "call_function" and users[0].target in _NORMS else None
 
 
+def _variance(plan, gm, node: fx.Node, stat) -> torch.Tensor | None:
+    """v [kept outputs]: the variance the removed inputs added to each output, channels and taps taken
+    as independent (exact for 1x1 convolutions and linears of independent inputs), or None."""
+    w_node = node.args[1]
+    weight, kept_in = _tensor(gm, w_node), plan.kept(((w_node, None), 1))
+    if stat[1] is None or weight is None or kept_in is None or len(stat[1]) != weight.shape[1]:
+        return None
+    removed = np.setdiff1d(np.arange(weight.shape[1]), kept_in)
+    taps = weight[:, removed].reshape(weight.shape[0], len(removed), -1).pow(2).sum(-1)
+    v = taps @ stat[1][removed].pow(2)
+    kept_out = plan.kept(((w_node, None), 0))
+    return v if kept_out is None else v[torch.as_tensor(kept_out)]
+
+
 def _shift(plan, gm, node: fx.Node, stat) -> torch.Tensor | None:
     """d [kept outputs] for one linear/conv of the original graph, or None when nothing applies."""
     w_node = node.args[1]
@@ -153,6 +169,16 @@ def _target(node: fx.Node) -> tuple[str, float] | None:
     return None
 
 
+def _lower_variance(pruned, running_mean: str, v: torch.Tensor | None) -> None:
+    """running_var' = max(running_var - v, FLOOR running_var) of the batch norm owning `running_mean`."""
+    owner, _, name = running_mean.rpartition(".")
+    module = pruned.get_submodule(owner) if owner else pruned
+    var = getattr(module, name.replace("mean", "var"), None)
+    if v is None or not isinstance(var, torch.Tensor) or var.shape != v.shape:
+        return
+    var.copy_(torch.maximum(var - v.to(var.dtype), FLOOR * var))
+
+
 def correct(plan, pruned: torch.nn.Module) -> int:
     """Fold the expected contribution of `plan`'s removed input channels into `pruned` (in place)."""
     gm = plan.graph.captured.module
@@ -174,6 +200,8 @@ def correct(plan, pruned: torch.nn.Module) -> int:
             continue
         with torch.no_grad():
             tensor.add_((target[1] * d).to(tensor.dtype))
+            if target[1] < 0 and VARIANCE:
+                _lower_variance(pruned, target[0], _variance(plan, gm, node, stats[node.args[0]]))
         done += 1
     log.info("bias correction: %d layers", done)
     return done
