@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from graphprune import allocate, decide, depth, verify
-from graphprune.compensate import correct as compensate_biases
 from graphprune.capture import capture, normalize_inputs
+from graphprune.compensate import correct as compensate_biases
 from graphprune.cost import count_macs, count_params
 from graphprune.data import check_labels
 from graphprune.depgraph import DependencyGraph, build

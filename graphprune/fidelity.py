@@ -42,19 +42,6 @@ class Fidelity:
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
-    def summary(self) -> str:
-        """The figures in a few words: 'top-1 agreement 0.931, KL 0.120'."""
-        parts = []
-        if self.agreement is not None:
-            parts.append(f"top-1 agreement {self.agreement:.3f}, KL {self.kl:.3g}")
-        if self.cosine is not None:
-            parts.append(f"cosine {self.cosine:.4f}")
-        if self.rel_error is not None:
-            parts.append(f"relative error {self.rel_error:.3g}")
-        if self.accuracy is not None:
-            parts.append(f"accuracy {self.accuracy[0]:.3f} -> {self.accuracy[1]:.3f}, macro F1 {self.f1[0]:.3f} -> {self.f1[1]:.3f}")
-        return ", ".join(parts)
-
 
 def kind_of(y: torch.Tensor) -> str:
     if y.dim() == 2 and y.shape[1] > 1:

@@ -15,7 +15,8 @@ the rows' leading dims, else 1, so padding does not count. Normal equations accu
 lam is chosen on held-out calibration batches (every HOLD-th): from LAMBDAS (times the mean of
 diag(G)), the one with the least held-out error, and the layer is left as it was unless the refit
 lowers that error by GAIN or more. A layer whose fitting rows are fewer than its unknowns per output
-(input width, plus one with a bias) is refused: the fit would be decided by lam, not by the data. The report gives each refit layer's relative error before and after, held out.
+(input width, plus one with a bias) is refused: the fit would be decided by lam, not by the data.
+The report gives each refit layer's relative error before and after, held out.
 Ops with shared (tied) weights, grouped convolutions and layers that lost no inputs are left alone.
 """
 

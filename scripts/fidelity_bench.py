@@ -34,6 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import graphprune  # noqa: E402
+from graphprune import compensate  # noqa: E402
 from graphprune.data import load_data  # noqa: E402
 from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section  # noqa: E402
 
@@ -193,7 +194,8 @@ def variants(model_name: str, quick: bool) -> list[tuple[str, dict]]:
     rows += [("auto", {}), ("auto --no-reconstruct", {"reconstruct": False}),
              ("auto --no-bias-correction", {"compensate": False})]
     if model_name == "effnet":
-        rows += [("auto --no-recalibrate", {"recalibrate": False})]
+        rows += [("auto --no-recalibrate", {"recalibrate": False}),
+                 ("no data, bias + variance correction", {"data": False, "variance": True})]
     return rows
 
 
@@ -206,10 +208,12 @@ def run_model(name: str, budgets: list[float], quick: bool, finetune: int, tmp: 
         for label, opts in variants(name, quick):
             opts = dict(opts)
             use_data = opts.pop("data", True)
+            compensate.VARIANCE = opts.pop("variance", False)
             say(f"{name} {budget_key} {target}: {label}")
             t0 = time.perf_counter()
             pruned, report = graphprune.shrink(model, example, data=data if use_data else None,
                                                **{budget_key: target}, **opts)
+            compensate.VARIANCE = False
             row = {"model": name, "budget": target, "variant": label, "seconds": time.perf_counter() - t0,
                    "macs": report.macs_ratio, "params": report.params_ratio, **measure(model, pruned, held),
                    "criterion": report.calibration.get("criterion"), "fidelity": report.fidelity,
