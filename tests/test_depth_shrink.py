@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import graphprune
 from graphprune.cli import app
-from graphprune.cost import count_params
+from graphprune.cost.macs import count_params
 from graphprune.data import load_data
 from graphprune.errors import InputError
 from tests.depth_archs import TinyResNet

@@ -9,7 +9,7 @@ import torch
 from recovery_models import ConvBNDrop, data, images, npz
 
 import graphprune
-from graphprune.cost import count_params
+from graphprune.cost.macs import count_params
 from graphprune.errors import InputError
 from graphprune.recovery import TrainOptions, shrink_in_steps
 

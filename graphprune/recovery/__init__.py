@@ -18,7 +18,7 @@ One file per job:
 
 from __future__ import annotations
 
-from graphprune.recovery.iterative import Step, shrink_in_steps
+from graphprune.pipeline.steps import Step, shrink_in_steps
 from graphprune.recovery.loop import Result, finetune, measure
 from graphprune.recovery.options import TrainOptions
 
