@@ -197,7 +197,7 @@ def shrink_and_recover(run_shrink, original, example, ratio: float, shrink_kwarg
     """
     from dataclasses import asdict
 
-    from graphprune.recovery import shrink_in_steps
+    from graphprune.pipeline.steps import shrink_in_steps
 
     if steps < 1:
         raise InputError(f"--steps {steps} must be 1 or more")
