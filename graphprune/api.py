@@ -1,9 +1,15 @@
 """The Python API: `shrink` does everything; the stages are callable one by one.
 
+    pruned, report = graphprune.shrink(model, example, plan=PlanOptions(ratio=0.4))
+    pruned, report = graphprune.shrink(model, example, data=data, plan=PlanOptions(criterion="taylor", target_macs=0.5),
+                                       calibration=CalibrationOptions(batches=32))
+
     graph = graphprune.analyze(model, example)        # capture + dependency graph
     plan = graphprune.plan(graph, PlanOptions(ratio=0.4))
     pruned = graphprune.rewrite(plan)
-    pruned, report = graphprune.shrink(model, example, ratio=0.4)
+
+Keyword options of earlier releases (`shrink(model, x, ratio=0.4, criterion="taylor", calib_batches=32)`)
+still work: they are turned into the same objects, with a DeprecationWarning.
 """
 
 from __future__ import annotations
@@ -14,9 +20,14 @@ import torch
 
 from graphprune.capture.depgraph import DependencyGraph, build
 from graphprune.capture.trace import capture, normalize_inputs
-from graphprune.pipeline.shrink import shrink
+from graphprune.data.options import CalibrationOptions
+from graphprune.depth.options import DepthOptions
+from graphprune.errors import InputError
+from graphprune.pipeline import shrink as pipeline
+from graphprune.pipeline.keywords import deprecated, from_keywords
 from graphprune.plan.planner import plan as make_plan
 from graphprune.plan.types import Plan, PlanOptions
+from graphprune.report.report import Report
 from graphprune.rewrite.rewriter import rewrite as make_model
 
 __all__ = ["analyze", "plan", "rewrite", "shrink"]
@@ -33,9 +44,14 @@ def analyze(model: torch.nn.Module, example: Any, attention: str = "heads") -> D
 
 
 def plan(graph: DependencyGraph, options: PlanOptions | None = None, scores=None, **kwargs) -> Plan:
-    """Choose channels to remove; keyword arguments are PlanOptions fields; `scores` per channel
-    (graphprune.importance.score) replace the options' criterion."""
-    return make_plan(graph, options or PlanOptions(**kwargs), scores=scores)
+    """Choose channels to remove; `scores` per channel (graphprune.importance.score) replace the
+    options' criterion. Keyword PlanOptions fields instead of `options` are deprecated."""
+    if kwargs:
+        if options is not None:
+            raise InputError(f"pass the plan's options as PlanOptions or as keywords ({', '.join(kwargs)}), not both")
+        deprecated(kwargs)
+        options = PlanOptions(**kwargs)
+    return make_plan(graph, options or PlanOptions(), scores=scores)
 
 
 def rewrite(plan: Plan) -> torch.nn.Module:
@@ -43,3 +59,18 @@ def rewrite(plan: Plan) -> torch.nn.Module:
     return make_model(plan)
 
 
+def shrink(model: torch.nn.Module, example: Any, *legacy_args, plan: PlanOptions | None = None, data=None,
+           calibration: CalibrationOptions | None = None, depth: DepthOptions | None = None, search=None,
+           scores=None, check_dead_channels: bool = True, progress=None, **legacy) -> tuple[torch.nn.Module, Report]:
+    """Prune `model` and return (pruned model, report); the user's model is not changed.
+
+    `plan` (PlanOptions) says what goes, `data` (graphprune.data.load_data) feeds data criteria and
+    the steps that `calibration` (CalibrationOptions) turns on, `depth` (DepthOptions) removes whole
+    blocks first, `search` (graphprune.search.SearchRequest) searches widths under a latency budget,
+    and `scores` (an array per channel or a callable graph -> array) replace the plan's criterion.
+    See graphprune.pipeline.shrink.
+    """
+    if legacy_args or legacy:
+        plan, calibration, depth, scores = from_keywords(legacy_args, legacy, plan, calibration, depth, scores)
+    return pipeline.shrink(model, example, plan=plan, data=data, calibration=calibration, depth=depth, search=search,
+                           scores=scores, check_dead_channels=check_dead_channels, progress=progress)

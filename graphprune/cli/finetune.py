@@ -187,16 +187,17 @@ def finetune(
 
 
 # -- shrink --finetune-epochs / --steps ------------------------------------------------------
-def shrink_and_recover(run_shrink, original, example, ratio: float, shrink_kwargs: dict, recovery: Recovery,
-                       epochs: int, steps: int, out: Path, force: bool, status=None):
+def shrink_and_recover(original, example, shrink_options: dict, recovery: Recovery, epochs: int, steps: int, out: Path,
+                       force: bool, status=None):
     """`shrink`'s pruning: one-shot, then `epochs` of recovery; or in `steps` with recovery between.
 
-    `run_shrink` is graphprune.api.shrink; `shrink_kwargs` its options (data, criterion, budgets,
-    ...; a `data` there is also the training data). The teacher is always the original. Returns
-    (pruned, report, extra JSON for the report).
+    `shrink_options` are graphprune.api.shrink's keyword options as objects (plan, data, calibration,
+    depth, search; a `data` there is also the training data). The teacher is always the original.
+    Returns (pruned, report, extra JSON for the report).
     """
     from dataclasses import asdict
 
+    from graphprune.api import shrink
     from graphprune.pipeline.steps import shrink_in_steps
 
     if steps < 1:
@@ -206,20 +207,20 @@ def shrink_and_recover(run_shrink, original, example, ratio: float, shrink_kwarg
     opts = recovery.options(epochs, out) if epochs else None
     train = val = None
     if opts is not None or steps > 1:
-        train, val = recovery.data_sets(example, shrink_kwargs.get("data"))
+        train, val = recovery.data_sets(example, shrink_options.get("data"))
     if opts is not None:
         check_checkpoint(opts.checkpoint, recovery, force)
     say = status.update if status is not None else None
     if steps > 1:
-        kwargs = {k: v for k, v in shrink_kwargs.items() if k != "data"}
-        pruned, report, rows = shrink_in_steps(original, example, steps, ratio=ratio, data=train, val=val,
+        kwargs = {k: v for k, v in shrink_options.items() if k not in ("data", "search")}
+        pruned, report, rows = shrink_in_steps(original, example, steps, data=train, val=val,
                                                train_options=opts, progress=say,
                                                bar=lambda k: Bar(console, f"step {k} of {steps}: recovering", status),
                                                **kwargs)
         rows = [asdict(r) for r in rows]
         render_steps(rows, out_console)
         return pruned, report, {"recovery": {"steps": rows}}
-    pruned, report = run_shrink(original, example, ratio, progress=say, **shrink_kwargs)
+    pruned, report = shrink(original, example, progress=say, **shrink_options)
     if opts is None:
         return pruned, report, {}
     result = run_recovery(pruned, train, val, original, opts, "recovering", status)

@@ -107,7 +107,6 @@ def shrink(
 
     With --target-latency or --speedup, per-group widths are searched under that budget, measured in
     ONNX Runtime; a plot of the search is written beside the report."""
-    from graphprune.api import shrink as run_shrink
     from graphprune.capture.trace import normalize_inputs
     from graphprune.io.program import save_model
     from graphprune.onnx.export import data_path, stage_onnx
@@ -137,12 +136,9 @@ def shrink(
         from graphprune.cli.explain import check_explain_outputs
 
         check_explain_outputs(data, explain_path, [model, example_input], force)
-    if not 0.0 <= ratio < 1.0:
-        raise io.InputError(f"--ratio {ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
-    if round_to is not None and round_to < 1:
-        raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
-    _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches)
-    blocks = _check_blocks(remove_blocks, block_criterion, data)
+    options = _shrink_options(ratio, global_ranking, round_to, criterion, threshold, target_macs, target_params,
+                              prune_hidden, prune_heads, prune_head_dim, calib_batches, recalibrate, reconstruct, seed,
+                              remove_blocks, block_criterion, has_data=data is not None)
     module, example = load_inputs(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
@@ -158,15 +154,8 @@ def shrink(
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".graphprune.") as tmp:
         with console.status("starting") as status:
-            attention = "head-dim" if prune_head_dim else "heads" if prune_heads else "none"
             pruned, report, extra = shrink_and_recover(
-                run_shrink, module, example, ratio,
-                dict(global_ranking=global_ranking, round_to=8 if round_to is None else round_to, criterion=criterion,
-                     prune_hidden=prune_hidden,
-                     attention=attention, data=calibration, calib_batches=calib_batches, recalibrate=recalibrate,
-                     reconstruct=reconstruct,
-                     threshold=threshold, target_macs=target_macs, target_params=target_params,
-                     remove_blocks=blocks, block_criterion=block_criterion) | ({"search": request} if request else {}),
+                module, example, options | {"data": calibration, "search": request},
                 recovery, finetune_epochs, steps, out, force, status)
             if other_rank():  # under torchrun only rank 0 writes
                 return
@@ -198,39 +187,24 @@ def shrink(
                       + (f" and {explain_path}" if explain else "") + (f" and {plot_path}" if request else ""))
 
 
-def _check_blocks(remove_blocks: str, criterion: str, data) -> float:
-    """--remove-blocks K as a count or fraction, refused before anything is loaded when unusable."""
-    from graphprune.depth import CRITERIA, parse_count
+def _shrink_options(ratio, global_ranking, round_to, criterion, threshold, target_macs, target_params, prune_hidden,
+                    prune_heads, prune_head_dim, calib_batches, recalibrate, reconstruct, seed, remove_blocks,
+                    block_criterion, has_data: bool) -> dict:
+    """graphprune.api.shrink's option objects from the flags, checked before anything is loaded."""
+    from graphprune.data.options import CalibrationOptions
+    from graphprune.depth import parse_count
+    from graphprune.depth.options import DepthOptions
+    from graphprune.pipeline.shrink import check
+    from graphprune.plan.types import PlanOptions
 
-    count = parse_count(remove_blocks)
-    if criterion not in CRITERIA:
-        raise io.InputError(f"unknown --block-criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
-    if count and data is None:
-        raise io.InputError("--remove-blocks ranks blocks on calibration data; pass --data FILE (inputs, labels optional)")
-    return count
-
-
-def _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches) -> None:
-    """Refuse impossible combinations of cut options before anything is loaded."""
-    from graphprune.importance import CRITERIA
-
-    for flag, value in (("--target-macs", target_macs), ("--target-params", target_params)):
-        if value is not None and not 0.0 < value < 1.0:
-            raise io.InputError(f"{flag} {value} is outside (0, 1): it is the fraction of the original to keep, e.g. 0.5")
-    if target_macs is not None and target_params is not None:
-        raise io.InputError("pass one budget: --target-macs or --target-params, not both")
-    if threshold is not None and (target_macs is not None or target_params is not None):
-        raise io.InputError("--threshold and a --target-* budget both decide how much goes; pass one")
-    if criterion not in CRITERIA:
-        raise io.InputError(f"unknown criterion {criterion!r} (--criterion); choose from {', '.join(sorted(CRITERIA))}")
-    if CRITERIA[criterion].needs_data and data is None:
-        raise io.InputError(f"--criterion {criterion} is measured on data; pass --data (e.g. train.npz)")
-    if calib_batches < 1:
-        raise io.InputError(f"--calib-batches {calib_batches} must be 1 or more")
-    if threshold is not None:
-        from graphprune.plan.cuts import parse_threshold
-
-        parse_threshold(threshold)
+    plan = PlanOptions(ratio=ratio, global_ranking=global_ranking, round_to=8 if round_to is None else round_to,
+                       criterion=criterion, threshold=threshold, target_macs=target_macs, target_params=target_params,
+                       prune_hidden=prune_hidden,
+                       attention="head-dim" if prune_head_dim else "heads" if prune_heads else "none")
+    calibration = CalibrationOptions(batches=calib_batches, recalibrate=recalibrate, reconstruct=reconstruct, seed=seed)
+    depth = DepthOptions(blocks=parse_count(remove_blocks), criterion=block_criterion)
+    check(plan, calibration, depth, has_data=has_data)
+    return {"plan": plan, "calibration": calibration, "depth": depth}
 
 
 def _export_pair(original, pruned, example, onnx_path: Path, bench: bool, macs: tuple[int, int], final: Path) -> dict:

@@ -3,6 +3,10 @@
 capture -> (depth) -> dependency graph -> scores -> plan (or search, or allocation by measurement)
 -> rewrite -> checks -> refit and BatchNorm re-estimation on data -> costs and report.
 A model that torch.export cannot capture whole goes to graphprune.pipeline.parts.
+
+Options come as objects, each field documented where it is defined: PlanOptions (what goes:
+ratio, budgets, criterion, rounding, attention), CalibrationOptions (how data is used),
+DepthOptions (whole blocks first), a SearchRequest (widths searched under a latency budget).
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphprune import depth
+from graphprune import depth as blocks_api
 from graphprune.capture.depgraph import DependencyGraph, build
-from graphprune.capture.trace import capture, normalize_inputs
+from graphprune.capture.trace import Captured, capture, normalize_inputs
 from graphprune.check import verify
 from graphprune.check.oracle import dead_channel_check
 from graphprune.cost.macs import count_macs, count_params
 from graphprune.data import check_labels
+from graphprune.data.options import CalibrationOptions
+from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError, TraceError, VerificationError, first_line
 from graphprune.pipeline import allocate
 from graphprune.plan.planner import plan as make_plan
@@ -32,6 +38,18 @@ from graphprune.rewrite.reconstruct import reconstruct as refit_layers
 from graphprune.rewrite.rewriter import rewrite as make_model
 
 log = logging.getLogger(__name__)
+
+
+def check(plan: PlanOptions, calibration: CalibrationOptions, depth: DepthOptions, has_data: bool,
+          has_scores: bool = False) -> None:
+    """Refuse options that cannot work together, before anything is loaded or run (the CLI calls it first)."""
+    from graphprune.importance import CRITERIA
+
+    plan.check()
+    calibration.check()
+    depth.check(has_data)
+    if not has_scores and CRITERIA[plan.criterion].needs_data and not has_data:
+        raise InputError(f"--criterion {plan.criterion} is measured on data; pass --data (e.g. train.npz)")
 
 
 def verified(plan: Plan, pruned: torch.nn.Module, reference) -> str:
@@ -92,102 +110,129 @@ def _checks(chosen: Plan, pruned, reference, dead_channels: bool) -> list[dict]:
     return checks
 
 
-def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=None, criterion="l2",
-           calib_batches: int | None = 16, recalibrate: bool = True, check_dead_channels: bool = True, seed: int = 0,
-           progress=None, attention: str = "heads", remove_blocks: float = 0, block_criterion: str = "loss",
-           search=None, reconstruct: bool = True, **options) -> tuple[torch.nn.Module, Report]:
+@dataclasses.dataclass
+class _Run:
+    """What one shrink has learnt so far, stage by stage."""
+
+    model: torch.nn.Module
+    args: tuple
+    kwargs: dict
+    opts: PlanOptions
+    calibration: CalibrationOptions
+    data: Any
+    step: Any
+    t0: float = dataclasses.field(default_factory=time.perf_counter)
+    seconds: dict = dataclasses.field(default_factory=dict)
+
+    def lap(self, name: str) -> None:
+        self.seconds[name] = time.perf_counter() - self.t0 - sum(self.seconds.values())
+
+
+def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = None, data=None,
+           calibration: CalibrationOptions | None = None, depth: DepthOptions | None = None, search=None,
+           scores=None, check_dead_channels: bool = True, progress=None) -> tuple[torch.nn.Module, Report]:
     """Prune `model` and return (pruned model, report). The user's model is not changed.
 
-    `criterion` is a name (graphprune.importance.CRITERIA), an array of scores per channel, or a
-    callable graph -> array. `data` (graphprune.data.Data) feeds data criteria and BatchNorm
-    re-estimation (`recalibrate`); `calib_batches` bounds both. `attention` as in `analyze`;
-    other keyword options are PlanOptions fields (ratio, threshold, target_macs, target_params, ...).
-    `remove_blocks` (a count, or a fraction in (0, 1) of the blocks found) removes whole blocks
-    first, ranked on `data` by `block_criterion` (graphprune.depth); a budget still counts from
-    the original. `search` (a graphprune.search.SearchRequest) replaces the cut options by a search
-    of per-group widths under a latency budget measured in ONNX Runtime (on `data`, ranking
-    channels by `criterion`); the report's `search` logs it.
-
-    With `data`, two more steps use it (docs/RECOVERY.md): under a budget or a global rule the
-    rule sharing widths between groups is chosen by calibration loss (graphprune.pipeline.allocate;
-    report `allocation`), and with `reconstruct` the layers that lost inputs are refit by least
-    squares to the original's outputs (graphprune.rewrite.reconstruct; report `reconstruction`).
+    `plan` says what goes (graphprune.plan.types.PlanOptions); `scores` (an array with one score per
+    channel, or a callable graph -> array) replaces its criterion. `data` (graphprune.data.Data) feeds
+    data criteria, the choice of allocation rule, the least-squares refit and BatchNorm re-estimation,
+    as `calibration` says. `depth` removes whole blocks first, ranked on `data`; a budget still counts
+    from the original. `search` (a graphprune.search.SearchRequest) replaces the cut options by a search
+    of per-group widths under a latency budget measured in ONNX Runtime; the report's `search` logs it.
     """
-    name = criterion if isinstance(criterion, str) else "l2"
-    opts = PlanOptions(ratio=ratio, criterion=name, **options)
-    opts.check()
-    step = progress or (lambda text: None)
-    seconds = {}
-    t0 = time.perf_counter()
-    step("capturing the model with torch.export")
+    opts, cal, depth = plan or PlanOptions(), calibration or CalibrationOptions(), depth or DepthOptions()
+    check(opts, cal, depth, has_data=data is not None, has_scores=scores is not None)
     args, kwargs = normalize_inputs(example)
+    run = _Run(model, args, kwargs, opts, cal, data, progress or (lambda text: None))
+    run.step("capturing the model with torch.export")
     reference = run_original(model, args, kwargs)
     if data is not None:
-        check_labels(data, reference, limit=calib_batches)
+        check_labels(data, reference, limit=cal.batches)
     try:
         captured = capture(model, args, kwargs)
     except TraceError as exc:  # e.g. detection models: prune the submodules that do capture
-        if data is not None or not isinstance(criterion, str):
+        if data is not None or scores is not None:
             raise TraceError(f"{exc}; pruning it part by part takes a weight criterion and no --data") from exc
         from graphprune.pipeline import parts
 
-        return parts.shrink(model, args, kwargs, reference, opts, attention, str(exc), step)
+        return parts.shrink(model, args, kwargs, reference, opts, opts.attention, str(exc), run.step)
     macs_before = count_macs(captured.module, args, kwargs)
-    plan_opts, blocks = opts, ()
-    if remove_blocks:
-        step(f"ranking blocks ({block_criterion}) on calibration data")
-        captured, blocks, plan_opts = depth.blocks_first(captured, data, remove_blocks, block_criterion, calib_batches, opts)
+    plan_opts, removed_blocks = opts, ()
+    if depth.blocks:
+        run.step(f"ranking blocks ({depth.criterion}) on calibration data")
+        captured, removed_blocks, plan_opts = blocks_api.blocks_first(captured, data, depth.blocks, depth.criterion,
+                                                                      cal.batches, opts)
         reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
-    graph = build(captured, attention=attention)
-    seconds["analyze"] = time.perf_counter() - t0
-    step(f"scoring channels ({name})" + (" on calibration data" if data is not None else ""))
-    scores, calibration = _scores(graph, criterion, data, calib_batches, seed)
-    seconds["score"] = time.perf_counter() - t0 - seconds["analyze"]
-    step("planning")
-    searched = None if search is None else search.run(graph, progress=step, scores=scores, data=data,
-                                                      calib_batches=calib_batches, recalibrate=recalibrate)
+    chosen, graph, calibration_info, searched, allocation = _decide(run, captured, plan_opts, scores, search)
+    pruned, checks, refits, recalibrated = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
+    return pruned, _report(run, chosen, graph, pruned, macs_before, checks, scores, calibration_info, recalibrated,
+                           searched, allocation, refits, removed_blocks)
+
+
+def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, search):
+    """(plan, graph, calibration info, search result, allocation log): score the channels, then choose."""
+    graph = build(captured, attention=run.opts.attention)
+    run.lap("analyze")
+    criterion = run.opts.criterion if scores is None else scores
+    name = criterion if isinstance(criterion, str) else "user scores"
+    run.step(f"scoring channels ({name})" + (" on calibration data" if run.data is not None else ""))
+    values, calibration_info = _scores(graph, criterion, run.data, run.calibration.batches, run.calibration.seed)
+    run.lap("score")
+    run.step("planning")
+    searched = None if search is None else search.run(graph, progress=run.step, scores=values, data=run.data,
+                                                      calib_batches=run.calibration.batches,
+                                                      recalibrate=run.calibration.recalibrate)
     allocation = []
     if searched:
         chosen = searched[0]
-    elif data is not None and allocate.applies(plan_opts):
-        chosen, allocation = allocate.choose(graph, plan_opts, scores, data, calib_batches, step)
+    elif run.data is not None and allocate.applies(plan_opts):
+        chosen, allocation = allocate.choose(graph, plan_opts, values, run.data, run.calibration.batches, run.step)
     else:
-        chosen = make_plan(graph, plan_opts, scores=scores)
-    step("rewriting")
+        chosen = make_plan(graph, plan_opts, scores=values)
+    return chosen, graph, calibration_info, searched, allocation
+
+
+def _build(run: _Run, chosen: Plan, reference, check_dead_channels: bool, blocks_removed: bool):
+    """(pruned model, checks, refits, recalibrated batches): rewrite, check, then restore what data can."""
+    run.step("rewriting")
     pruned = make_model(chosen)
-    step("verifying")
+    run.step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
     checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
-    refits = []
-    if data is not None and reconstruct and chosen.removed.any():
-        step("refitting the layers that lost inputs (least squares on the data)")
-        refits = refit_layers(chosen, pruned, data, limit=calib_batches, seed=seed)
-    recalibrated = 0
-    if data is not None and recalibrate and (chosen.removed.any() or blocks):
-        step("re-estimating BatchNorm statistics on the data")
-        recalibrated = recalibrate_bn(pruned, data, limit=calib_batches)
-    pruned.train(model.training)  # the original's mode: a model saved for inference stays in eval
-    seconds["plan_rewrite"] = time.perf_counter() - t0 - sum(seconds.values())
-    step("counting MACs")
-    params = (count_params(model), count_params(pruned))
-    macs = (macs_before, count_macs(pruned, args, kwargs))
-    report = Report(
-        params_before=params[0], params_after=params[1],
-        # the captured graph, not the eager model: eager modules may take fused fast paths
-        # (nn.TransformerEncoder) that the FLOP counter cannot see
-        macs_before=macs[0], macs_after=macs[1],
-        ratio=ratio, options={k: v for k, v in opts.__dict__.items() if v is not None},
-        decisions=chosen.decisions, unknown_ops=graph.unknown,
-        dynamic_batch=graph.captured.dynamic_batch,
-        dynamic_sequence=graph.captured.dynamic_sequence, verified=checks[0]["detail"],
-        seconds={**seconds, "total": time.perf_counter() - t0},
+    refits, recalibrated, cal = [], 0, run.calibration
+    if run.data is not None and cal.reconstruct and chosen.removed.any():
+        run.step("refitting the layers that lost inputs (least squares on the data)")
+        refits = refit_layers(chosen, pruned, run.data, limit=cal.batches, seed=cal.seed)
+    if run.data is not None and cal.recalibrate and (chosen.removed.any() or blocks_removed):
+        run.step("re-estimating BatchNorm statistics on the data")
+        recalibrated = recalibrate_bn(pruned, run.data, limit=cal.batches)
+    pruned.train(run.model.training)  # the original's mode: a model saved for inference stays in eval
+    run.lap("plan_rewrite")
+    return pruned, checks, refits, recalibrated
+
+
+def _report(run: _Run, chosen: Plan, graph: DependencyGraph, pruned, macs_before: int, checks: list, scores,
+            calibration_info: dict, recalibrated: int, searched, allocation: list, refits: list, blocks: tuple) -> Report:
+    run.step("counting MACs")
+    opts = run.opts
+    params = (count_params(run.model), count_params(pruned))
+    # the captured graph, not the eager model: eager modules may take fused fast paths
+    # (nn.TransformerEncoder) that the FLOP counter cannot see
+    macs = (macs_before, count_macs(pruned, run.args, run.kwargs))
+    options = {k: v for k, v in opts.__dict__.items() if v is not None}
+    if scores is not None:
+        options["criterion"] = "user scores"
+    return Report(
+        params_before=params[0], params_after=params[1], macs_before=macs[0], macs_after=macs[1],
+        ratio=opts.ratio, options=options, decisions=chosen.decisions, unknown_ops=graph.unknown,
+        dynamic_batch=graph.captured.dynamic_batch, dynamic_sequence=graph.captured.dynamic_sequence,
+        verified=checks[0]["detail"], seconds={**run.seconds, "total": time.perf_counter() - run.t0},
         search=searched[1].to_dict() if searched else None,
-        calibration=calibration | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
+        calibration=calibration_info | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
         checks=tuple(checks), budget=_budget(opts, params, macs),
         blocks=tuple(dataclasses.asdict(b) for b in blocks),
         allocation=tuple(allocation), reconstruction=tuple(dataclasses.asdict(r) for r in refits),
     )
-    return pruned, report
 
 
 def _budget(opts: PlanOptions, params: tuple, macs: tuple) -> dict | None:

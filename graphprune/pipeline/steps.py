@@ -26,8 +26,12 @@ import torch
 
 from graphprune.capture.trace import normalize_inputs
 from graphprune.cost.macs import count_macs, count_params
+from graphprune.data.options import CalibrationOptions
+from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError
-from graphprune.pipeline.shrink import shrink
+from graphprune.pipeline.keywords import from_keywords
+from graphprune.pipeline.shrink import check, shrink
+from graphprune.plan.types import PlanOptions
 from graphprune.recovery.loop import finetune
 from graphprune.recovery.options import TrainOptions
 
@@ -51,21 +55,22 @@ def _aims(steps: int, ratio: float, budget: tuple[str, float] | None) -> list[fl
     return [1.0 - (1.0 - budget[1]) * k / steps for k in range(1, steps + 1)]
 
 
-def _step_options(k: int, aims: list[float], budget, ratio: float, fraction_now: float) -> tuple[float, dict]:
-    """(ratio, extra shrink options) that take the current model (at `fraction_now` of the
-    original's cost) to aims[k]."""
-    if budget is None:
+def _step_plan(k: int, aims: list[float], plan: PlanOptions, fraction_now: float) -> PlanOptions:
+    """The plan options that take the current model (at `fraction_now` of the original's cost) to aims[k]."""
+    if plan.budget is None:
         before = 1.0 - (aims[k - 1] if k else 0.0)
-        return 1.0 - (1.0 - aims[k]) / before, {}
-    return ratio, {f"target_{budget[0]}": min(aims[k] / fraction_now, 1.0 - 1e-9)}
+        return replace(plan, ratio=1.0 - (1.0 - aims[k]) / before)
+    return replace(plan, **{f"target_{plan.budget[0]}": min(aims[k] / fraction_now, 1.0 - 1e-9)})
 
 
-def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, ratio: float = 0.4, data=None, val=None,
-                    train_options: TrainOptions | None = None, progress=None, bar=None, **shrink_options):
+def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, plan: PlanOptions | None = None, data=None,
+                    val=None, calibration: CalibrationOptions | None = None, depth: DepthOptions | None = None,
+                    train_options: TrainOptions | None = None, progress=None, bar=None, **legacy):
     """Prune `model` in `steps` steps with recovery between them: (pruned, final Report, [Step]).
 
-    `shrink_options` go to graphprune.shrink each step (criterion, target_macs or target_params,
-    round_to, ...); `train_options` (None: no recovery) to graphprune.recovery.finetune, on `data`
+    `plan`, `calibration` and `depth` are shrink's options (graphprune.pipeline.shrink); each step
+    gets the plan's ratio or budget for that step, and the blocks go in the first.
+    `train_options` (None: no recovery) go to graphprune.recovery.finetune, on `data`
     with `val` (or a held-out `train_options.val_split` of `data`). `progress(text)` hears what
     runs; `bar(step)` may return a progress bar for that step's fine-tuning. The Report's
     "before" figures are the original's (MACs counted on its captured graph, as shrink does);
@@ -77,23 +82,22 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, ratio: 
         raise InputError("fine-tuning between steps needs --data")
     if train_options is not None and train_options.resume:
         raise InputError("--resume continues one fine-tuning run; it does not combine with --steps")
-    budget = next(((k[len("target_"):], v) for k, v in shrink_options.items()
-                   if k in ("target_macs", "target_params") and v is not None), None)
-    rest = {k: v for k, v in shrink_options.items() if k not in ("target_macs", "target_params", "remove_blocks")}
-    blocks = shrink_options.get("remove_blocks") or 0
+    if legacy:  # earlier keyword options, as graphprune.shrink takes them
+        plan, calibration, depth, _ = from_keywords((), legacy, plan, calibration, depth, None)
+    plan = plan or PlanOptions()
+    check(plan, calibration or CalibrationOptions(), depth or DepthOptions(), has_data=data is not None)
     args, kwargs = normalize_inputs(example)
     base: dict = {}
     if train_options is not None and val is None:
         data, val = data.split(train_options.val_split, train_options.seed)
-    aims = _aims(steps, ratio, budget)
+    aims = _aims(steps, plan.ratio, plan.budget)
     current, report, rows, removed_blocks = model, None, [], ()
     for k in range(steps):
-        kind = budget[0] if budget else "params"
+        kind = plan.budget[0] if plan.budget else "params"
         fraction = getattr(rows[-1], kind) / base[kind] if rows else 1.0
-        step_ratio, extra = _step_options(k, aims, budget, ratio, fraction)
         say = (lambda text, k=k: progress(f"step {k + 1} of {steps}: {text}")) if progress is not None else None
-        first = {"remove_blocks": blocks} if k == 0 and blocks else {}
-        current, report = shrink(current, example, step_ratio, data=data, progress=say, **rest, **extra, **first)
+        current, report = shrink(current, example, plan=_step_plan(k, aims, plan, fraction), data=data,
+                                 calibration=calibration, depth=depth if k == 0 else None, progress=say)
         removed_blocks = removed_blocks or report.blocks
         base = base or {"macs": report.macs_before, "params": report.params_before}
         metric = pruned_metric = recovered = None
@@ -106,7 +110,8 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, ratio: 
                          pruned_metric, recovered))
         log.info("step %d: %s", k + 1, rows[-1])
     final = replace(report, params_before=base["params"], macs_before=base["macs"], params_after=rows[-1].params,
-                    macs_after=rows[-1].macs, ratio=ratio, blocks=removed_blocks)
+                    macs_after=rows[-1].macs, ratio=plan.ratio, blocks=removed_blocks)
+    budget = plan.budget
     if budget is not None:  # the last step's budget was relative to the step before; state it for the original
         final = replace(final, budget={"kind": budget[0], "target": budget[1],
                                        "achieved": getattr(rows[-1], budget[0]) / base[budget[0]]})

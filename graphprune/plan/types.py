@@ -13,20 +13,25 @@ from graphprune.importance import CRITERIA
 from graphprune.plan import cuts
 from graphprune.reasons import Reason
 
+ATTENTION = ("heads", "head-dim", "none")
+
 
 @dataclass(frozen=True)
 class PlanOptions:
-    ratio: float = 0.4
-    global_ranking: bool = False
-    round_to: int = 8  # ONNX Runtime's blocked (NCHWc) convolutions work in blocks of 8 on AVX2
-    criterion: str = "l2"
-    max_group_ratio: float = 0.9
-    prune_hidden: bool = True  # False: keep widths whose pruning is inexact (LayerNorm/RMSNorm-normalised)
-    threshold: str | None = None  # 'mean', 'percentile:P' or 'sigma:K' (instead of ratio)
-    target_macs: float | None = None  # fraction of the original's MACs (instead of ratio)
-    target_params: float | None = None  # fraction of the original's parameters
+    """What a plan removes. Exactly one of ratio, threshold, a budget or widths decides how much;
+    every message names the command-line flag of the field it refuses."""
+
+    ratio: float = 0.4  # --ratio: fraction of each group's candidate channels removed, in [0, 1)
+    global_ranking: bool = False  # --global: rank channels across groups by normalised score
+    round_to: int = 8  # --round-to: kept widths in multiples of N (ONNX Runtime's NCHWc block on AVX2)
+    criterion: str = "l2"  # --criterion: graphprune.importance.CRITERIA
+    max_group_ratio: float = 0.9  # global rules: at most this fraction of one group goes
+    prune_hidden: bool = True  # --no-prune-hidden: False keeps widths whose pruning is inexact (LayerNorm/RMSNorm)
+    threshold: str | None = None  # --threshold: 'mean', 'percentile:P' or 'sigma:K' (instead of ratio)
+    target_macs: float | None = None  # --target-macs: fraction of the original's MACs (instead of ratio)
+    target_params: float | None = None  # --target-params: fraction of the original's parameters
     normalize: str = "mean"  # how groups' scores are made comparable for global ranking (graphprune.plan.cuts)
-    widths: dict | None = None  # group name -> kept width (instead of ratio)
+    widths: dict | None = None  # group name -> kept width (instead of ratio; the search's knob)
     tolerance: float = 0.02  # budgets: |achieved / target - 1| aimed for
     cost_power: float = 1.0  # budgets: rank by score / saving ** cost_power (graphprune.plan.budget)
     # budgets and global rules: the weight criterion whose scores set each group's width (the chosen
@@ -34,27 +39,34 @@ class PlanOptions:
     # scores rank well within a group but compare poorly across groups (docs/BENCHMARKS.md), else
     # the criterion itself; None: always the criterion itself
     allocate: str | None = "auto"
+    # --prune-heads / --prune-head-dim / --no-prune-heads: what attention may lose, applied when the
+    # dependency graph is built: whole heads, every head's width, or nothing
+    attention: str = "heads"
 
     def check(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
-            raise PlanError(f"ratio {self.ratio} is outside [0, 1); pass e.g. --ratio 0.4")
+            raise PlanError(f"--ratio {self.ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
         if self.round_to < 1:
-            raise PlanError(f"round_to {self.round_to} must be >= 1")
+            raise PlanError(f"--round-to {self.round_to} must be 1 or more (1 turns rounding off)")
         if self.criterion not in CRITERIA:
-            raise PlanError(f"unknown criterion {self.criterion!r}; choose from {', '.join(sorted(CRITERIA))}")
+            raise PlanError(f"unknown criterion {self.criterion!r} (--criterion); choose from {', '.join(sorted(CRITERIA))}")
         if not 0.0 < self.max_group_ratio < 1.0:
             raise PlanError("max_group_ratio must be in (0, 1)")
-        for name, value in (("target_macs", self.target_macs), ("target_params", self.target_params)):
+        for flag, value in (("--target-macs", self.target_macs), ("--target-params", self.target_params)):
             if value is not None and not 0.0 < value < 1.0:
-                raise PlanError(f"{name} {value} is outside (0, 1): it is a fraction of the original, e.g. 0.5")
+                raise PlanError(f"{flag} {value} is outside (0, 1): it is the fraction of the original to keep, e.g. 0.5")
         if self.target_macs is not None and self.target_params is not None:
-            raise PlanError("give one budget: target_macs or target_params, not both")
+            raise PlanError("pass one budget: --target-macs or --target-params, not both")
+        if self.threshold is not None and self.budget is not None:
+            raise PlanError("--threshold and a --target-* budget both decide how much goes; pass one")
         if self.threshold is not None:
             cuts.parse_threshold(self.threshold)
         if self.allocate not in (None, "auto") and (self.allocate not in CRITERIA or CRITERIA[self.allocate].needs_data):
             raise PlanError(f"allocate {self.allocate!r} must be a criterion that needs no data (l1, l2, bn, random)")
         if self.normalize not in cuts.NORMALIZATIONS:
             raise PlanError(f"unknown normalisation {self.normalize!r}; choose from {', '.join(cuts.NORMALIZATIONS)}")
+        if self.attention not in ATTENTION:
+            raise PlanError(f"unknown attention option {self.attention!r}; choose from {', '.join(ATTENTION)}")
 
     @property
     def budget(self) -> tuple[str, float] | None:
