@@ -68,7 +68,7 @@ class Reason:
 
 
 class Outcome(enum.StrEnum):
-    """What became of a data-driven step judged on held-out data (graphprune.decide). The value is
+    """What became of a data-driven step judged on held-out data (graphprune.pipeline.decide). The value is
     the JSON report's spelling."""
 
     KEPT = "kept"  # held-out fidelity as good or better with the step

@@ -1,5 +1,5 @@
-"""Held-out fidelity (graphprune.fidelity, graphprune.decide) and data-free bias correction
-(graphprune.compensate).
+"""Held-out fidelity (graphprune.measure.fidelity, graphprune.pipeline.decide) and data-free bias correction
+(graphprune.rewrite.compensate).
 
 Oracles: the report's held-out figures equal the same figures computed here from the two models'
 outputs; pruning nothing leaves perfect fidelity; a step that makes held-out fidelity worse is
@@ -20,8 +20,10 @@ from torch import nn
 
 import graphprune
 from graphprune.data import load_data
-from graphprune.decide import Judge, split
-from graphprune.fidelity import Teacher
+from graphprune.data.options import CalibrationOptions
+from graphprune.measure.fidelity import Teacher
+from graphprune.pipeline.decide import Judge, split
+from graphprune.plan.types import PlanOptions
 from graphprune.reasons import Outcome
 
 
@@ -75,7 +77,8 @@ def data_file(tmp_path_factory):
 def test_held_out_figures_match_an_independent_computation(data_file):
     model = Classifier().eval()
     data = load_data(str(data_file), torch.randn(1, 12), batch_size=16)
-    pruned, report = graphprune.shrink(model, torch.randn(1, 12), target_params=0.6, data=data, criterion="taylor")
+    pruned, report = graphprune.shrink(model, torch.randn(1, 12), plan=PlanOptions(target_params=0.6, criterion="taylor"),
+                                       data=data)
     held = report.fidelity["held_out"]
     _, (_, test), _ = split(data)  # the same seed-0 split shrink made
     x = torch.cat([b.args[0] for b in test.batches()])
@@ -92,7 +95,7 @@ def test_held_out_figures_match_an_independent_computation(data_file):
 def test_pruning_nothing_leaves_perfect_fidelity(data_file):
     model = Classifier().eval()
     data = load_data(str(data_file), torch.randn(1, 12), batch_size=16)
-    _, report = graphprune.shrink(model, torch.randn(1, 12), ratio=0.0, data=data, criterion="l2")
+    _, report = graphprune.shrink(model, torch.randn(1, 12), plan=PlanOptions(ratio=0.0), data=data)
     held = report.fidelity["held_out"]
     assert held["agreement"] == 1.0 and held["kl"] == pytest.approx(0.0, abs=1e-6)
 
@@ -147,8 +150,8 @@ def test_bias_correction_puts_back_constant_channels_exactly(compensate):
     dead = list(range(0, 32, 2))
     model = constant_channels(Narrow(), dead)
     x = torch.randn(64, 12)
-    pruned, report = graphprune.shrink(model, x[:2], ratio=0.5, round_to=1, criterion=_scores_removing(dead),
-                                       compensate=compensate)
+    pruned, report = graphprune.shrink(model, x[:2], plan=PlanOptions(ratio=0.5, round_to=1), scores=_scores_removing(dead),
+                                       calibration=CalibrationOptions(compensate=compensate))
     assert pruned.get_parameter("head.weight").shape[1] == 16
     with torch.no_grad():
         equal = torch.allclose(pruned.eval()(x), model(x), atol=1e-4)
@@ -183,7 +186,7 @@ def test_bias_correction_into_a_batch_norms_running_mean():
         s[graph.labels[graph.spaces.ids(((node, None), 0))[8:]]] = 0.0
         return s
 
-    pruned, _ = graphprune.shrink(model, x[:1], ratio=0.5, round_to=1, criterion=scores)
+    pruned, _ = graphprune.shrink(model, x[:1], plan=PlanOptions(ratio=0.5, round_to=1), scores=scores)
     with torch.no_grad():
         assert torch.allclose(pruned.eval()(x), model(x), atol=1e-4)
 
@@ -199,18 +202,20 @@ def test_with_data_a_bad_plan_falls_back_to_the_l2_floor(data_file):
     def worst(graph):  # keeps the weakest channels
         return -graphprune.importance.l2(graph)
 
-    pruned, report = graphprune.shrink(model, torch.randn(1, 12), ratio=0.5, data=data, criterion=worst,
-                                       reconstruct=False)
+    pruned, report = graphprune.shrink(model, torch.randn(1, 12), plan=PlanOptions(ratio=0.5), data=data, scores=worst,
+                                       calibration=CalibrationOptions(reconstruct=False))
     floor = report.fidelity["floor"]
     assert floor["used"] and floor["loss"] < floor["result_loss"]
-    l2_plan, _ = graphprune.shrink(model, torch.randn(1, 12), ratio=0.5, criterion="l2", compensate=False)
+    l2_plan, _ = graphprune.shrink(model, torch.randn(1, 12), plan=PlanOptions(ratio=0.5),
+                                  calibration=CalibrationOptions(compensate=False))
     assert torch.equal(pruned.get_parameter("body.0.weight"), l2_plan.get_parameter("body.0.weight"))
 
 
 def test_auto_reports_every_candidate_and_keeps_the_best(data_file):
     model = Classifier().eval()
     data = load_data(str(data_file), torch.randn(1, 12), batch_size=16)
-    _, report = graphprune.shrink(model, torch.randn(1, 12), target_params=0.6, data=data)
+    _, report = graphprune.shrink(model, torch.randn(1, 12), plan=PlanOptions(target_params=0.6, criterion="auto"),
+                                  data=data)
     rows = [r for r in report.calibration["auto"] if r["loss"] is not None]
     assert len(rows) >= 4
     best = min(rows, key=lambda r: r["loss"])

@@ -1,0 +1,348 @@
+"""`shrink`: every stage in order, each checked, the report written as it goes.
+
+capture -> (held-out split) -> (depth) -> dependency graph -> scores (or criterion auto) -> plan (or
+search, or allocation by measurement) -> rewrite -> checks -> bias correction, refit and BatchNorm
+re-estimation, each judged on held-out data -> the L2 floor -> fidelity, costs and report.
+A model that torch.export cannot capture whole goes to graphprune.pipeline.parts.
+
+Options come as objects, each field documented where it is defined: PlanOptions (what goes:
+ratio, budgets, criterion, rounding, attention), CalibrationOptions (how data is used),
+DepthOptions (whole blocks first), a SearchRequest (widths searched under a latency budget).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from graphprune import depth as blocks_api
+from graphprune.capture.depgraph import DependencyGraph, build
+from graphprune.capture.trace import Captured, capture, normalize_inputs
+from graphprune.check import verify
+from graphprune.check.oracle import dead_channel_check
+from graphprune.cost.macs import count_macs, count_params
+from graphprune.data import check_labels
+from graphprune.data.options import CalibrationOptions
+from graphprune.depth.options import DepthOptions
+from graphprune.errors import InputError, TraceError, VerificationError, first_line
+from graphprune.measure.fidelity import on_example
+from graphprune.pipeline import allocate, decide
+from graphprune.plan.planner import plan as make_plan
+from graphprune.plan.types import Plan, PlanOptions
+from graphprune.report.report import Report
+from graphprune.rewrite.compensate import correct as compensate_biases
+from graphprune.rewrite.recalibrate import recalibrate as recalibrate_bn
+from graphprune.rewrite.reconstruct import reconstruct as refit_layers
+from graphprune.rewrite.rewriter import rewrite as make_model
+
+log = logging.getLogger(__name__)
+
+
+def check(plan: PlanOptions, calibration: CalibrationOptions, depth: DepthOptions, has_data: bool,
+          has_scores: bool = False) -> None:
+    """Refuse options that cannot work together, before anything is loaded or run (the CLI calls it first)."""
+    from graphprune.importance import CRITERIA
+
+    plan.check()
+    calibration.check()
+    depth.check(has_data)
+    if not has_scores and plan.criterion in CRITERIA and CRITERIA[plan.criterion].needs_data and not has_data:
+        raise InputError(f"--criterion {plan.criterion} is measured on data; pass --data (e.g. train.npz)")
+
+
+def verified(plan: Plan, pruned: torch.nn.Module, reference) -> str:
+    """Run the pruned model on the example input and check it against the original."""
+    captured = plan.graph.captured
+    got = verify.run(pruned, captured.args, captured.kwargs)
+    if plan.removed.any():
+        verify.check_structure(reference, got)
+        return "output structure and shapes match the original"
+    verify.check_equal(reference, got)
+    return "nothing removed; outputs equal the original"
+
+
+def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
+    """Run the user's model on the example input; a failure is the user's input's fault."""
+    try:
+        return verify.run(model, args, kwargs)
+    except Exception as exc:  # noqa: BLE001 - reported as one line naming the cause
+        raise InputError(
+            f"the model rejects the example input ({type(exc).__name__}: {first_line(exc)}); "
+            "pass an input of the shape and dtype the model expects"
+        ) from exc
+
+
+def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int):
+    """(scores per channel, calibration info) from a criterion name, a user's array or a callable."""
+    from graphprune.importance import LOSSES, Calibration, score
+
+    if isinstance(criterion, str):
+        calibration = Calibration(data=data, limit=calib_batches, seed=seed)
+        scores = score(graph, criterion, calibration=calibration)
+        info = {"criterion": criterion, "notes": calibration.notes}
+        if calibration.loss:
+            info["loss"] = "; ".join(LOSSES[k] for k in calibration.loss.split("+"))
+        if calibration.cache:
+            info["batches"] = calib_batches
+        return scores, info
+    values = criterion(graph) if callable(criterion) else criterion
+    return np.asarray(values, dtype=np.float64), {"criterion": "user scores"}
+
+
+def _checks(chosen: Plan, pruned, reference, dead_channels: bool) -> list[dict]:
+    """Run the product's checks on a pruned model; each is {check, passed, detail}; raise on failure."""
+    checks = []
+    try:
+        checks.append({"check": "runs", "passed": True, "detail": verified(chosen, pruned, reference)})
+    except VerificationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to run is a verification failure
+        raise VerificationError(f"the pruned model does not run: {first_line(exc)}") from exc
+    if dead_channels and chosen.exact().removed.any():
+        try:
+            dead_channel_check(chosen)
+        except VerificationError as exc:
+            raise VerificationError(f"dead-channel check failed ({exc}); this is a graphprune bug, please report it") from exc
+        checks.append({"check": "dead channels", "passed": True,
+                       "detail": "zeroing the removed channels and pruning them left the outputs equal"})
+    return checks
+
+
+@dataclasses.dataclass
+class _Run:
+    """What one shrink has learnt so far, stage by stage."""
+
+    model: torch.nn.Module
+    args: tuple
+    kwargs: dict
+    opts: PlanOptions
+    calibration: CalibrationOptions
+    data: Any
+    step: Any
+    judge: Any = None  # graphprune.pipeline.decide.Judge, with data
+    held_note: str = ""  # why there is no held-out slice
+    t0: float = dataclasses.field(default_factory=time.perf_counter)
+    seconds: dict = dataclasses.field(default_factory=dict)
+
+    def lap(self, name: str) -> None:
+        self.seconds[name] = time.perf_counter() - self.t0 - sum(self.seconds.values())
+
+
+def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = None, data=None,
+           calibration: CalibrationOptions | None = None, depth: DepthOptions | None = None, search=None,
+           scores=None, check_dead_channels: bool = True, progress=None,
+           held_out=None) -> tuple[torch.nn.Module, Report]:
+    """Prune `model` and return (pruned model, report). The user's model is not changed.
+
+    `plan` says what goes (graphprune.plan.types.PlanOptions); `scores` (an array with one score per
+    channel, or a callable graph -> array) replaces its criterion. `data` (graphprune.data.Data) feeds
+    data criteria, the choice of allocation rule, the least-squares refit and BatchNorm re-estimation,
+    as `calibration` says. `depth` removes whole blocks first, ranked on `data`; a budget still counts
+    from the original. `search` (a graphprune.search.SearchRequest) replaces the cut options by a search
+    of per-group widths under a latency budget measured in ONNX Runtime; the report's `search` logs it.
+
+    With `data`, part of it (or `held_out`, a Data) is held out (graphprune.pipeline.decide): every
+    choice is judged on a selection slice and the report's `fidelity` comes from a test slice nothing
+    was chosen on. Criterion 'auto' tries several on it; the bias correction, the refit and BatchNorm
+    re-estimation are kept only when they do not make it worse; the L2 plan (BatchNorm re-estimated)
+    is the floor. Without data the bias correction runs from BatchNorm statistics alone.
+    """
+    opts, cal, depth = plan or PlanOptions(), calibration or CalibrationOptions(), depth or DepthOptions()
+    check(opts, cal, depth, has_data=data is not None, has_scores=scores is not None)
+    if opts.criterion == "auto" and (data is None or scores is not None or search is not None):
+        opts = dataclasses.replace(opts, criterion="l2")  # nothing to judge candidates on, or nothing to choose
+    args, kwargs = normalize_inputs(example)
+    run = _Run(model, args, kwargs, opts, cal, data, progress or (lambda text: None))
+    run.step("capturing the model with torch.export")
+    reference = original_out = run_original(model, args, kwargs)
+    if data is not None:
+        check_labels(data, reference, limit=cal.batches)
+    try:
+        captured = capture(model, args, kwargs)
+    except TraceError as exc:  # e.g. detection models: prune the submodules that do capture
+        if data is not None or scores is not None:
+            raise TraceError(f"{exc}; pruning it part by part takes a weight criterion and no --data") from exc
+        from graphprune.pipeline import parts
+
+        return parts.shrink(model, args, kwargs, reference, opts, opts.attention, str(exc), run.step)
+    macs_before = count_macs(captured.module, args, kwargs)
+    if data is not None:
+        run.step("holding out data to judge every choice on")
+        run.data, held, run.held_note = decide.split(data, held_out, seed=cal.seed)
+        run.judge = decide.Judge(captured.module, held, cal.batches)
+    plan_opts, removed_blocks = opts, ()
+    if depth.blocks:
+        run.step(f"ranking blocks ({depth.criterion}) on calibration data")
+        captured, removed_blocks, plan_opts = blocks_api.blocks_first(captured, run.data, depth.blocks,
+                                                                      depth.criterion, cal.batches, opts)
+        reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
+    chosen, graph, calibration_info, searched, allocation, trials = _decide(run, captured, plan_opts, scores, search)
+    pruned, checks, refits, recalibrated = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
+    floor = None
+    if run.judge is not None and run.judge.selection is not None and not searched and opts.threshold is None \
+            and chosen.removed.any():
+        run.step("comparing with the data-free L2 plan (BatchNorm re-estimated): the floor")
+        chosen, pruned, floor = _floor(run, graph, plan_opts, chosen, pruned, trials)
+        if floor["used"]:
+            checks = _checks(chosen, pruned, reference, check_dead_channels)
+            refits, allocation, recalibrated = [], [], 0
+            pruned.train(model.training)
+    run.step("measuring fidelity")
+    fidelity = _fidelity(run, pruned, original_out, floor)
+    report = _report(run, chosen, graph, pruned, macs_before, checks, scores, calibration_info, recalibrated,
+                     searched, allocation, refits, removed_blocks)
+    return pruned, dataclasses.replace(report, fidelity=fidelity)
+
+
+def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, search):
+    """(plan, graph, calibration info, search result, allocation log, auto's trials): score the
+    channels (or try every criterion: auto), then choose."""
+    graph = build(captured, attention=run.opts.attention)
+    run.lap("analyze")
+    trials = {}
+    if plan_opts.criterion == "auto" and scores is None:
+        values, calibration_info, trials = decide.auto(graph, plan_opts, run.data, run.calibration.batches,
+                                                       run.calibration.seed, run.judge, run.step)
+        plan_opts = dataclasses.replace(plan_opts, criterion=calibration_info["criterion"])
+    else:
+        criterion = plan_opts.criterion if scores is None else scores
+        name = criterion if isinstance(criterion, str) else "user scores"
+        run.step(f"scoring channels ({name})" + (" on calibration data" if run.data is not None else ""))
+        values, calibration_info = _scores(graph, criterion, run.data, run.calibration.batches, run.calibration.seed)
+    run.lap("score")
+    run.step("planning")
+    searched = None if search is None else search.run(graph, progress=run.step, scores=values, data=run.data,
+                                                      calib_batches=run.calibration.batches,
+                                                      recalibrate=run.calibration.recalibrate)
+    allocation = []
+    if searched:
+        chosen = searched[0]
+    elif run.data is not None and allocate.applies(plan_opts):
+        chosen, allocation = allocate.choose(graph, plan_opts, values, run.data, run.calibration.batches, run.step,
+                                             judge=run.judge)
+    else:
+        chosen = make_plan(graph, plan_opts, scores=values)
+    return chosen, graph, calibration_info, searched, allocation, trials
+
+
+def _build(run: _Run, chosen: Plan, reference, check_dead_channels: bool, blocks_removed: bool):
+    """(pruned model, checks, refits, recalibrated batches): rewrite, check, then restore what data can."""
+    run.step("rewriting")
+    pruned = make_model(chosen)
+    run.step("verifying")
+    # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
+    checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
+    refits, recalibrated = _data_steps(run, chosen, pruned, blocks_removed)
+    if run.data is None and run.calibration.compensate and chosen.removed.any():
+        run.step("correcting biases for the removed channels (no data: from BatchNorm statistics)")
+        compensate_biases(chosen, pruned)
+    pruned.train(run.model.training)  # the original's mode: a model saved for inference stays in eval
+    run.lap("plan_rewrite")
+    return pruned, checks, refits, recalibrated
+
+
+def _data_steps(run: _Run, chosen: Plan, pruned, blocks_removed: bool) -> tuple[list, int]:
+    """Bias correction, refit and BatchNorm re-estimation, each kept only if held-out fidelity allows.
+    Returns (the refit's per-layer records, batches the re-estimation ran on, 0 when undone)."""
+    if run.data is None:
+        return [], 0
+    cal, judge, refits, ran = run.calibration, run.judge, [], {"batches": 0}
+
+    def correct():
+        n = compensate_biases(chosen, pruned)
+        return f"{n} layers corrected" if n else None
+
+    def refit():
+        refits.extend(refit_layers(chosen, pruned, run.data, limit=cal.batches, seed=cal.seed))
+        done = [r for r in refits if r.lam is not None]
+        return f"{len(done)} of {len(refits)} layers refit" if done else None
+
+    def estimate():
+        ran["batches"] = recalibrate_bn(pruned, run.data, limit=cal.batches)
+        return f"{ran['batches']} batches" if ran["batches"] else None
+
+    if cal.compensate and chosen.removed.any():
+        run.step("correcting biases for the removed channels")
+        judge.step("bias correction", pruned, correct)
+    if cal.reconstruct and chosen.removed.any():
+        run.step("refitting the layers that lost inputs (least squares on the data)")
+        judge.step("refit", pruned, refit)
+    kept = False
+    if cal.recalibrate and (chosen.removed.any() or blocks_removed):
+        run.step("re-estimating BatchNorm statistics on the data")
+        kept = judge.step("BatchNorm re-estimation", pruned, estimate)
+    return refits, ran["batches"] if kept else 0
+
+
+def _floor(run: _Run, graph, opts: PlanOptions, chosen: Plan, pruned, trials: dict) -> tuple:
+    """(plan, model, record): the better on the selection slice of the result and the L2 plan at the
+    same budget with BatchNorm re-estimated (where that helps)."""
+    from graphprune.importance import score
+
+    base = trials.get("l2")
+    if base is None:
+        l2 = dataclasses.replace(opts, criterion="l2")
+        base = decide.trial(graph, l2, score(graph, "l2"), run.data, run.calibration.batches, run.judge)
+    mine = run.judge.loss(pruned)
+    used = base.loss < mine
+    record = {"criterion": "l2", "steps": "BatchNorm re-estimated (where it helps)", "loss": base.loss,
+              "result_loss": mine, "used": used}
+    return (base.plan, base.model, record) if used else (chosen, pruned, record)
+
+
+def _fidelity(run: _Run, pruned, original_out, floor) -> dict:
+    """The report's `fidelity`: held-out figures (test slice), the choices made on the selection
+    slice, and how far outputs moved on the example input."""
+    out = {"data": "none" if run.data is None else run.data.description,
+           "example": on_example(original_out, verify.run(pruned, run.args, run.kwargs))}
+    if run.held_note:
+        out["note"] = run.held_note
+    judge = run.judge
+    if judge is None:
+        return out
+    final = judge.final(pruned)
+    if final is not None:
+        out["held_out"] = final.to_dict() | {"slice": judge.test.description}
+        out["selection"] = {"slice": judge.selection.description, "samples": judge.selection.samples}
+    out["steps"] = [r.to_dict() for r in judge.records]
+    if floor is not None:
+        out["floor"] = floor
+    return out
+
+
+def _report(run: _Run, chosen: Plan, graph: DependencyGraph, pruned, macs_before: int, checks: list, scores,
+            calibration_info: dict, recalibrated: int, searched, allocation: list, refits: list, blocks: tuple) -> Report:
+    run.step("counting MACs")
+    opts = run.opts
+    params = (count_params(run.model), count_params(pruned))
+    # the captured graph, not the eager model: eager modules may take fused fast paths
+    # (nn.TransformerEncoder) that the FLOP counter cannot see
+    macs = (macs_before, count_macs(pruned, run.args, run.kwargs))
+    options = {k: v for k, v in opts.__dict__.items() if v is not None}
+    if scores is not None:
+        options["criterion"] = "user scores"
+    return Report(
+        params_before=params[0], params_after=params[1], macs_before=macs[0], macs_after=macs[1],
+        ratio=opts.ratio, options=options, decisions=chosen.decisions, unknown_ops=graph.unknown,
+        dynamic_batch=graph.captured.dynamic_batch, dynamic_sequence=graph.captured.dynamic_sequence,
+        verified=checks[0]["detail"], seconds={**run.seconds, "total": time.perf_counter() - run.t0},
+        search=searched[1].to_dict() if searched else None,
+        calibration=calibration_info | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
+        checks=tuple(checks), budget=_budget(opts, params, macs),
+        blocks=tuple(dataclasses.asdict(b) for b in blocks),
+        allocation=tuple(allocation), reconstruction=tuple(dataclasses.asdict(r) for r in refits),
+    )
+
+
+def _budget(opts: PlanOptions, params: tuple, macs: tuple) -> dict | None:
+    """The budget asked for and the fraction of the original reached, from (before, after) counts."""
+    if opts.budget is None:
+        return None
+    kind, target = opts.budget
+    before, after = macs if kind == "macs" else params
+    return {"kind": kind, "target": target, "achieved": after / before if before else 1.0}
