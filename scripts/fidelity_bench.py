@@ -34,8 +34,10 @@ import torch.nn.functional as F  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import graphprune  # noqa: E402
-from graphprune import compensate  # noqa: E402
 from graphprune.data import load_data  # noqa: E402
+from graphprune.data.options import CalibrationOptions  # noqa: E402
+from graphprune.plan.types import PlanOptions  # noqa: E402
+from graphprune.rewrite import compensate  # noqa: E402
 from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section  # noqa: E402
 
 SECTION = "fidelity_bench"
@@ -155,7 +157,7 @@ def tp_effnet(model, example, target: float, data) -> torch.nn.Module:
 
     import torch_pruning as tp
 
-    from graphprune.cost import count_macs
+    from graphprune.cost.macs import count_macs
 
     base = count_macs(model, (example,), {})
     lo, hi, best = 0.0, 0.9, None
@@ -188,21 +190,24 @@ def tp_effnet(model, example, target: float, data) -> torch.nn.Module:
 
 
 def variants(model_name: str, quick: bool) -> list[tuple[str, dict]]:
-    """(label, shrink options) per variant; 'data': False runs without --data."""
+    """(label, shrink options) per variant; 'data': False runs without --data; --quick keeps the first
+    two criteria and drops the runs without the bias correction and re-estimation."""
     rows = [("no data (l2)", {"data": False}), ("no data, no bias correction", {"data": False, "compensate": False})]
-    rows += [(f"{c}", {"criterion": c}) for c in (CRITERIA[:2] if quick else CRITERIA)]
-    rows += [("auto", {}), ("auto --no-reconstruct", {"reconstruct": False}),
-             ("auto --no-bias-correction", {"compensate": False})]
     if model_name == "effnet":
-        rows += [("auto --no-recalibrate", {"recalibrate": False}),
-                 ("no data, bias + variance correction", {"data": False, "variance": True})]
+        rows += [("no data, bias + variance correction", {"data": False, "variance": True})]
+    rows += [(f"{c}", {"criterion": c}) for c in (CRITERIA[:2] if quick else CRITERIA)]
+    rows += [("auto", {}), ("auto --no-reconstruct", {"reconstruct": False})]
+    if not quick:
+        rows += [("auto --no-bias-correction", {"compensate": False})]
+        if model_name == "effnet":
+            rows += [("auto --no-recalibrate", {"recalibrate": False})]
     return rows
 
 
 def run_model(name: str, budgets: list[float], quick: bool, finetune: int, tmp: Path) -> list[dict]:
     setup, measure, budget_key = ((minilm_setup, minilm_measure, "target_params") if name == "minilm"
                                   else (effnet_setup, effnet_measure, "target_macs"))
-    model, example, data, held = setup(tmp, 96 if quick else 160)
+    model, example, data, held = setup(tmp, 64 if quick else 160)
     results = []
     for target in budgets:
         for label, opts in variants(name, quick):
@@ -211,8 +216,9 @@ def run_model(name: str, budgets: list[float], quick: bool, finetune: int, tmp: 
             compensate.VARIANCE = opts.pop("variance", False)
             say(f"{name} {budget_key} {target}: {label}")
             t0 = time.perf_counter()
-            pruned, report = graphprune.shrink(model, example, data=data if use_data else None,
-                                               **{budget_key: target}, **opts)
+            plan = PlanOptions(criterion=opts.pop("criterion", "auto" if use_data else "l2"), **{budget_key: target})
+            pruned, report = graphprune.shrink(model, example, data=data if use_data else None, plan=plan,
+                                               calibration=CalibrationOptions(**opts))
             compensate.VARIANCE = False
             row = {"model": name, "budget": target, "variant": label, "seconds": time.perf_counter() - t0,
                    "macs": report.macs_ratio, "params": report.params_ratio, **measure(model, pruned, held),
@@ -225,7 +231,7 @@ def run_model(name: str, budgets: list[float], quick: bool, finetune: int, tmp: 
         if name == "effnet":
             say(f"effnet {target}: Torch-Pruning")
             tp_model = tp_effnet(model, example, target, data)
-            from graphprune.cost import count_macs
+            from graphprune.cost.macs import count_macs
 
             frac = count_macs(tp_model, (example,), {}) / count_macs(model, (example,), {})
             results.append({"model": name, "budget": target, "variant": "Torch-Pruning l2, BN re-estimated",
