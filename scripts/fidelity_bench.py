@@ -204,13 +204,16 @@ def variants(model_name: str, quick: bool) -> list[tuple[str, dict]]:
     return rows
 
 
-def run_model(name: str, budgets: list[float], quick: bool, finetune: int, tmp: Path) -> list[dict]:
+def run_model(name: str, budgets: list[float], quick: bool, finetune: int, tmp: Path, only: list[str] | None,
+              save) -> list[dict]:
     setup, measure, budget_key = ((minilm_setup, minilm_measure, "target_params") if name == "minilm"
                                   else (effnet_setup, effnet_measure, "target_macs"))
     model, example, data, held = setup(tmp, 64 if quick else 160)
     results = []
     for target in budgets:
         for label, opts in variants(name, quick):
+            if only and label not in only:
+                continue
             opts = dict(opts)
             use_data = opts.pop("data", True)
             compensate.VARIANCE = opts.pop("variance", False)
@@ -225,10 +228,11 @@ def run_model(name: str, budgets: list[float], quick: bool, finetune: int, tmp: 
                    "criterion": report.calibration.get("criterion"), "fidelity": report.fidelity,
                    "auto": report.calibration.get("auto")}
             results.append(row)
+            save(results)
             say(f"  -> {({k: row[k] for k in ('macs', 'params', 'criterion')})} {measure(model, pruned, held)}")
             if label == "auto" and finetune:
                 results.append(_finetuned(name, target, model, pruned, data, finetune, measure, held))
-        if name == "effnet":
+        if name == "effnet" and (not only or "Torch-Pruning" in only):
             say(f"effnet {target}: Torch-Pruning")
             tp_model = tp_effnet(model, example, target, data)
             from graphprune.cost.macs import count_macs
@@ -312,18 +316,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--effnet-budgets", type=float, nargs="+", default=[0.7, 0.5])
     p.add_argument("--finetune-epochs", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="fewer criteria and calibration samples")
+    p.add_argument("--variants", nargs="+", help="run only these variants (labels as in the table; Torch-Pruning)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     p.add_argument("--json", type=Path, default=ROOT / "docs" / "benchmarks" / "fidelity_bench.json")
     opts = p.parse_args(argv)
     torch.set_num_threads(2)
-    t0, results = time.perf_counter(), []
+    t0 = time.perf_counter()
+    done: list[dict] = []
+
+    def save(rows: list[dict]) -> dict:
+        data = {"argv": argv, "seconds": time.perf_counter() - t0, "results": done + rows}
+        opts.json.parent.mkdir(parents=True, exist_ok=True)
+        opts.json.write_text(json.dumps(data, indent=1, default=str) + "\n")
+        return data
+
     with tempfile.TemporaryDirectory(prefix="fidelity_bench.") as tmp:
         for name in opts.models:
             budgets = opts.minilm_budgets if name == "minilm" else opts.effnet_budgets
-            results += run_model(name, budgets, opts.quick, opts.finetune_epochs, Path(tmp))
-            data = {"argv": argv, "seconds": time.perf_counter() - t0, "results": results}
-            opts.json.parent.mkdir(parents=True, exist_ok=True)
-            opts.json.write_text(json.dumps(data, indent=1, default=str) + "\n")
+            done += run_model(name, budgets, opts.quick, opts.finetune_epochs, Path(tmp), opts.variants, save)
+    data = save([])
     write_section(opts.out, SECTION, render(data), BENCHMARKS_HEADER)
     say(f"wrote {opts.out} and {opts.json}")
     return 0
