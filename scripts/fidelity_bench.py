@@ -317,9 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-epochs", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="fewer criteria and calibration samples")
     p.add_argument("--variants", nargs="+", help="run only these variants (labels as in the table; Torch-Pruning)")
+    p.add_argument("--render", type=Path, nargs="+", help="write the section from these JSON results (runs nothing)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     p.add_argument("--json", type=Path, default=ROOT / "docs" / "benchmarks" / "fidelity_bench.json")
     opts = p.parse_args(argv)
+    if opts.render:
+        parts = [json.loads(path.read_text()) for path in opts.render]
+        data = {"argv": [" ; ".join(" ".join(d["argv"]) for d in parts)], "seconds": sum(d["seconds"] for d in parts),
+                "results": [r for d in parts for r in d["results"]]}
+        write_section(opts.out, SECTION, render(data), BENCHMARKS_HEADER)
+        return 0
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     done: list[dict] = []
