@@ -1,7 +1,7 @@
 """Write docs/ERRORS.md: what the `graphprune` CLI prints for every input it must refuse.
 
-    python scripts/errors_table.py                    # writes docs/ERRORS.md
-    python scripts/errors_table.py --out /tmp/errors.md
+    python -m scripts.errors_table                    # writes docs/ERRORS.md
+    python -m scripts.errors_table --out /tmp/errors.md
 
 The cases are tests/cli_cases.py, the list tests/test_cli.py checks. Each one runs as a new
 user would run it: `graphprune ARGS` (through typer's CliRunner) inside a fresh temporary
@@ -27,11 +27,9 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from graphprune.cli import app  # noqa: E402
-from tests.cli_cases import CASES, TEST, Case, make_files  # noqa: E402
+from fixtures.cli_cases import CASES, TEST, Case, make_files
+from graphprune.cli import app
+from scripts.common import ROOT
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -127,7 +125,7 @@ def test_cell(case: Case, node: str) -> str:
 def markdown(rows: list[tuple[Case, Outcome, str]]) -> str:
     broken = [(c, o) for c, o, _ in rows if o.problems]
     lines = [
-        "`python scripts/errors_table.py` wrote this file; run it again rather than editing it.",
+        "`python -m scripts.errors_table` wrote this file; run it again rather than editing it.",
         "",
         "# What graphprune says when it refuses an input",
         "",

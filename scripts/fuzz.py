@@ -1,6 +1,6 @@
 """Fuzz graphprune on random tiny architectures and save every failure as a regression test.
 
-    python scripts/fuzz.py --examples 300 --seed 1
+    python -m scripts.fuzz --examples 300 --seed 1
 
 Two Hypothesis runs over tests/fuzz_models.py's `cases()`, both seeded with --seed:
 
@@ -34,10 +34,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.internal.conjecture import engine
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from fuzz_models import FuzzFailure, cases, check  # noqa: E402 - needs tests/ on the path
+from fixtures.fuzz_models import FuzzFailure, cases, check
+from scripts.common import ROOT
 
 REGRESSIONS = ROOT / "tests" / "regressions"
 
