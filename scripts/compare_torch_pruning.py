@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"FAILED {error_line(exc)}")
                 records.append({"model": name, "error": error_line(exc), "variants": [], "bench_settings": None})
     data = {
-        "command": "python " + shlex.join(["scripts/compare_torch_pruning.py", *argv]),
+        "command": "python -m " + shlex.join(["scripts.compare_torch_pruning", *argv]),
         "machine": machine(opts.threads, ("torchvision", "torch-pruning")),
         "settings": {"ratio": opts.ratio, "gp_round_to": opts.gp_round_to, "batch_sizes": list(opts.batch),
                      "repeats": opts.repeats, "warmup": opts.warmup, "threads": opts.threads, "provider": CPU},

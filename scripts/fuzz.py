@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     known = known_signatures(args.out)
     new = set(first) - known
     minimal = {} if args.no_shrink or not new else shrink(args.examples, args.seed, args.max_blocks, new)
-    found_by = f"scripts/fuzz.py --seed {args.seed} --max-blocks {args.max_blocks}"
+    found_by = f"python -m scripts.fuzz --seed {args.seed} --max-blocks {args.max_blocks}"
     saved = [save(args.out, *minimal.get(sig, first[sig]), sig, found_by) for sig in sorted(new)]
 
     print(f"examples run: {counts['run']} in {surveyed:.0f}s (seed {args.seed}); "

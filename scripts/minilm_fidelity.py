@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         result = run(opts, workdir)
     data = {
-        "command": "python " + shlex.join(["scripts/minilm_fidelity.py", *argv]),
+        "command": "python -m " + shlex.join(["scripts.minilm_fidelity", *argv]),
         "machine": machine(opts.threads, ("transformers", "torch-pruning"), load_average=True),
         "settings": {"graphprune_defaults": _defaults(), "ratios": opts.ratios, "seq_len": opts.seq_len,
                      "batch_sizes": list(opts.batch),
