@@ -3,7 +3,7 @@
     python -m scripts.errors_table                    # writes docs/ERRORS.md
     python -m scripts.errors_table --out /tmp/errors.md
 
-The cases are tests/cli_cases.py, the list tests/test_cli.py checks. Each one runs as a new
+The cases are fixtures/cli_cases.py, the list tests/test_cli.py checks. Each one runs as a new
 user would run it: `graphprune ARGS` (through typer's CliRunner) inside a fresh temporary
 folder holding the files `make_files` writes. Every exit code and message in the table is
 what that run printed; nothing is typed by hand. The test column is the pytest node id,
@@ -135,7 +135,7 @@ def markdown(rows: list[tuple[Case, Outcome, str]]) -> str:
         "`m.pt2` (`torch.export.save`), `notes.txt`, a pickled list, truncated and corrupted copies, an unreadable "
         "copy, a model whose forward branches on a tensor value, small ONNX files (`m.onnx`, the token model "
         "`tokens.onnx`, `bad_op.onnx` with an op no runtime has), `wrong_keys.pt` (inputs under a name no model "
-        "takes) and `stale.onnx.data` (the weights file of an earlier export) (tests/cli_cases.py `make_files`). "
+        "takes) and `stale.onnx.data` (the weights file of an earlier export) (fixtures/cli_cases.py `make_files`). "
         "The message is the line printed, as printed.",
         "",
         "The rule (tests/test_cli.py): exit code 2, one `error:` line that names the cause and the fix, no "

@@ -2,7 +2,7 @@
 
     python -m scripts.fuzz --examples 300 --seed 1
 
-Two Hypothesis runs over tests/fuzz_models.py's `cases()`, both seeded with --seed:
+Two Hypothesis runs over fixtures/fuzz_models.py's `cases()`, both seeded with --seed:
 
 1. survey: --examples draws, generation only; every outcome is counted (verified,
    refused per error type, failures per signature) and nothing stops the run;
