@@ -20,6 +20,7 @@ from graphprune import allocate, depth, verify
 from graphprune.capture import capture, normalize_inputs
 from graphprune.cost import count_macs, count_params
 from graphprune.data import check_labels
+from graphprune.data.progress import Stages, count, stages_of
 from graphprune.depgraph import DependencyGraph, build
 from graphprune.errors import InputError, TraceError, VerificationError, first_line
 from graphprune.oracle import dead_channel_check
@@ -76,12 +77,23 @@ def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
         ) from exc
 
 
-def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int):
-    """(scores per channel, calibration info) from a criterion name, a user's array or a callable."""
+def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int, step: Stages):
+    """(scores per channel, calibration info) from a criterion name, a user's array or a callable;
+    a criterion that reads data is the counted stage "score" of `step`."""
+    from graphprune.importance import CRITERIA
+
+    if data is None or not isinstance(criterion, str) or not CRITERIA[criterion].needs_data:
+        step(f"scoring channels ({criterion if isinstance(criterion, str) else 'user scores'})")
+        return _score(graph, criterion, data, calib_batches, seed, None)
+    with step.stage("score", count(calib_batches, data), f"scoring channels ({criterion}) on calibration data") as tick:
+        return _score(graph, criterion, data, calib_batches, seed, tick)
+
+
+def _score(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int, tick):
     from graphprune.importance import LOSSES, Calibration, score
 
     if isinstance(criterion, str):
-        calibration = Calibration(data=data, limit=calib_batches, seed=seed)
+        calibration = Calibration(data=data, limit=calib_batches, seed=seed, tick=tick)
         scores = score(graph, criterion, calibration=calibration)
         info = {"criterion": criterion, "notes": calibration.notes}
         if calibration.loss:
@@ -136,7 +148,8 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     name = criterion if isinstance(criterion, str) else "l2"
     opts = PlanOptions(ratio=ratio, criterion=name, **options)
     opts.check()
-    step = progress or (lambda text: None)
+    step = stages_of(progress)
+    counted = dict(step.seconds)  # the stages' seconds before this run (a Stages may serve several)
     seconds = {}
     t0 = time.perf_counter()
     step("capturing the model with torch.export")
@@ -160,8 +173,7 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
         reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
     graph = build(captured, attention=attention)
     seconds["analyze"] = time.perf_counter() - t0
-    step(f"scoring channels ({name})" + (" on calibration data" if data is not None else ""))
-    scores, calibration = _scores(graph, criterion, data, calib_batches, seed)
+    scores, calibration = _scores(graph, criterion, data, calib_batches, seed, step)
     seconds["score"] = time.perf_counter() - t0 - seconds["analyze"]
     step("planning")
     searched = None if search is None else search.run(graph, progress=step, scores=scores, data=data,
@@ -180,14 +192,15 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
     refits = []
     if data is not None and reconstruct and chosen.removed.any():
-        step("refitting the layers that lost inputs (least squares on the data)")
-        refits = refit_layers(chosen, pruned, data, limit=calib_batches, seed=seed)
+        refits = refit_layers(chosen, pruned, data, limit=calib_batches, seed=seed, progress=step)
     recalibrated = 0
     if data is not None and recalibrate and (chosen.removed.any() or blocks):
-        step("re-estimating BatchNorm statistics on the data")
-        recalibrated = recalibrate_bn(pruned, data, limit=calib_batches)
+        with step.stage("recalibrate", count(calib_batches, data), "re-estimating BatchNorm statistics on the data") as tick:
+            recalibrated = recalibrate_bn(pruned, data, limit=calib_batches, tick=tick)
     pruned.train(model.training)  # the original's mode: a model saved for inference stays in eval
-    seconds["plan_rewrite"] = time.perf_counter() - t0 - sum(seconds.values())
+    stages = {k: v - counted.get(k, 0.0) for k, v in step.seconds.items() if k not in seconds and v > counted.get(k, 0.0)}
+    seconds["plan_rewrite"] = time.perf_counter() - t0 - sum(seconds.values()) - sum(stages.values())
+    seconds |= stages  # the data stages: allocate, refit, recalibrate
     step("counting MACs")
     params = (count_params(model), count_params(pruned))
     macs = (macs_before, count_macs(pruned, args, kwargs))

@@ -23,7 +23,7 @@ import typer
 from graphprune import cli_options, io
 from graphprune.errors import InputError
 from graphprune.recovery.options import TrainOptions
-from graphprune.recovery.progress import Bar
+from graphprune.recovery.progress import Bar, StageBar
 
 log = logging.getLogger(__name__)
 _cli = None  # graphprune.cli, set by register(): its console, _fail and _guard (no import cycle, works under -m)
@@ -217,7 +217,7 @@ def shrink_and_recover(run_shrink, original, example, ratio: float, shrink_kwarg
         train, val = recovery.data_sets(example, shrink_kwargs.get("data"))
     if opts is not None:
         check_checkpoint(opts.checkpoint, recovery, force)
-    say = status.update if status is not None else None
+    say = StageBar(_cli.console, status)  # step names on the spinner, data stages as bars with an estimate
     if steps > 1:
         kwargs = {k: v for k, v in shrink_kwargs.items() if k != "data"}
         pruned, report, rows = shrink_in_steps(original, example, steps, ratio=ratio, data=train, val=val,

@@ -26,6 +26,7 @@ import torch
 
 from graphprune.capture import normalize_inputs
 from graphprune.cost import count_macs, count_params
+from graphprune.data.progress import within
 from graphprune.errors import InputError
 from graphprune.recovery.loop import finetune
 from graphprune.recovery.options import TrainOptions
@@ -92,7 +93,7 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, ratio: 
         kind = budget[0] if budget else "params"
         fraction = getattr(rows[-1], kind) / base[kind] if rows else 1.0
         step_ratio, extra = _step_options(k, aims, budget, ratio, fraction)
-        say = (lambda text, k=k: progress(f"step {k + 1} of {steps}: {text}")) if progress is not None else None
+        say = within(progress, f"step {k + 1} of {steps}: ")
         first = {"remove_blocks": blocks} if k == 0 and blocks else {}
         current, report = shrink(current, example, step_ratio, data=data, progress=say, **rest, **extra, **first)
         removed_blocks = removed_blocks or report.blocks
