@@ -144,6 +144,10 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     rule sharing widths between groups is chosen by calibration loss (graphprune.allocate;
     report `allocation`), and with `reconstruct` the layers that lost inputs are refit by least
     squares to the original's outputs (graphprune.reconstruct; report `reconstruction`).
+
+    `progress` hears the steps: a callable taking step names, or a graphprune.data.progress.Stages,
+    which also counts the stages that read data (score, allocate, refit, recalibrate); their seconds
+    are in the report's `seconds` either way.
     """
     name = criterion if isinstance(criterion, str) else "l2"
     opts = PlanOptions(ratio=ratio, criterion=name, **options)

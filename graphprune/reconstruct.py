@@ -178,7 +178,9 @@ def _rows(node: fx.Node, args: tuple, y: torch.Tensor, weight_shape, gen: torch.
         x, y = x.unsqueeze(2), y.unsqueeze(2)
         stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
     kernel = tuple(weight_shape[2:]) if conv2d else (1, *weight_shape[2:])
-    cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # [N, k, L]
+    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(padding)
+    # a 1x1 convolution's patches are its input's positions: no copy before the rows are picked
+    cols = x.flatten(2) if pointwise else F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # [N, k, L]
     ys = y.flatten(2)  # [N, m, L]
     if cols.shape[-1] > ROWS:
         pick = torch.randperm(cols.shape[-1], generator=gen)[:ROWS]
