@@ -67,14 +67,18 @@ def shrink_cli(paths: dict, out: Path) -> tuple[float, dict]:
 
 def refit_before_after(paths: dict, batches: int) -> dict:
     """Refit seconds with the passes restarted per layer (before) and shared (after), same plan and data."""
+    import importlib
+
     import graphprune
-    from graphprune import reconstruct as rc
     from graphprune.data import load_data
+    from graphprune.plan.types import PlanOptions
+
+    rc = importlib.import_module("graphprune.rewrite.reconstruct")  # graphprune.rewrite is also a function
 
     model = torch.load(paths["model"], weights_only=False)
     example = torch.load(paths["example"])
     data = load_data(str(paths["calib"]), example, batch_size=32)
-    plan = graphprune.plan(graphprune.analyze(model, example), target_macs=0.7)
+    plan = graphprune.plan(graphprune.analyze(model, example), PlanOptions(target_macs=0.7))
     out, memory = {}, rc.MEMORY
     try:
         for name, limit in (("after", memory), ("before", 0)):

@@ -14,7 +14,9 @@ from torch import nn
 
 import graphprune
 from graphprune.data import Data, load_data
+from graphprune.data.options import CalibrationOptions
 from graphprune.data.progress import Stages
+from graphprune.plan.types import PlanOptions
 from graphprune.recovery.progress import StageBar
 
 
@@ -62,8 +64,8 @@ def data(tmp_path):
 
 def test_every_data_stage_counted_bounded_and_timed(data):
     stages = _Counted()
-    _, report = graphprune.shrink(_model(), torch.randn(2, 3, 8, 8), data=data, criterion="taylor", target_macs=0.5,
-                                  calib_batches=2, progress=stages)
+    _, report = graphprune.shrink(_model(), torch.randn(2, 3, 8, 8), plan=PlanOptions(criterion="taylor", target_macs=0.5),
+                                  data=data, calibration=CalibrationOptions(batches=2), progress=stages)
     assert {"score", "allocate", "refit", "recalibrate"} <= set(stages.totals)
     assert stages.ticked == stages.totals  # every unit announced is done, no more
     assert stages.totals["score"] == 2 and stages.totals["recalibrate"] == 2
@@ -76,7 +78,7 @@ def test_every_data_stage_counted_bounded_and_timed(data):
 
 def test_no_data_no_counted_stage():
     stages = _Counted()
-    _, report = graphprune.shrink(_model(), torch.randn(2, 3, 8, 8), ratio=0.5, progress=stages)
+    _, report = graphprune.shrink(_model(), torch.randn(2, 3, 8, 8), plan=PlanOptions(ratio=0.5), progress=stages)
     assert stages.totals == {} and not {"allocate", "refit", "recalibrate"} & set(report.seconds)
 
 

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-import graphprune.export as export
+import graphprune.onnx.export as export
 from graphprune.errors import ExportError, InputError
-from graphprune.export import export_onnx
+from graphprune.onnx.export import export_onnx
 
 
 class ConvNet(nn.Module):
@@ -191,7 +191,7 @@ def test_simplifier_failure_keeps_the_unsimplified_model(
         raise RuntimeError("simplifier bug")
 
     monkeypatch.setattr(onnxsim, "simplify", broken)
-    with caplog.at_level(logging.WARNING, logger="graphprune.export"):
+    with caplog.at_level(logging.WARNING, logger="graphprune.onnx.export"):
         result = export_onnx(net, (torch.randn(2, 3, 16, 16),), None, tmp_path / "net.onnx", exporters=("torchscript",))
     assert result.simplified is False and result.path.is_file()
     assert "simplifier bug" in caplog.text

@@ -22,8 +22,8 @@ from conftest import call
 from typer.testing import CliRunner
 
 import graphprune
-from graphprune import export
 from graphprune.cli import app
+from graphprune.onnx import export
 from models.text_classifier import TextClassifier
 from models.text_classifier import example as text_example
 from tests.archs import build
@@ -104,7 +104,7 @@ def test_shrink_writes_a_program_that_runs_at_another_batch(folder):
 
 
 def test_program_of_a_token_model_keeps_batch_and_sequence_dynamic(tmp_path):
-    from graphprune.program import export_program
+    from graphprune.io.program import export_program
 
     pruned, _ = graphprune.shrink(small_text(), text_example(1, 8), 0.3)
     program = export_program(pruned, (), text_example(1, 8))

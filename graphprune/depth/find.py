@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from graphprune.capture import Captured
+from graphprune.capture.trace import Captured
 from graphprune.depth.graphs import (
     Scope,
     alias_chain,

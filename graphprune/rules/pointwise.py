@@ -71,7 +71,7 @@ def _targets(spec: str) -> list:
 rule(*_targets(UNARY + BINARY), operator.add, operator.mul, operator.sub, operator.truediv)(
     _broadcast
 )
-# dropout(x, p, train): element-wise; `train` follows the pruned module's mode (graphprune.trainable)
+# dropout(x, p, train): element-wise; `train` follows the pruned module's mode (graphprune.rewrite.trainable)
 rule(aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default,
      aten.feature_alpha_dropout.default, train_arg=2)(_broadcast)
 rule(aten.dropout_.default, aten.feature_dropout_.default, aten.alpha_dropout_.default,

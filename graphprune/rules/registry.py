@@ -19,7 +19,7 @@ import torch.fx as fx
 
 from graphprune.errors import describe
 from graphprune.reasons import Cause, Reason
-from graphprune.spaces import Space, Spaces, Value, composite, int_size, shape_of, tensor_values
+from graphprune.rules.spaces import Space, Spaces, Value, composite, int_size, shape_of, tensor_values
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,10 @@ class Rule:
     name: str
     couple: Callable[[RuleContext], None]
     rewrite: Callable[[RewriteContext], None] | None = None
-    # position of the op's `training` argument (dropout, batch norm): graphprune.trainable makes it
+    # position of the op's `training` argument (dropout, batch norm): graphprune.rewrite.trainable makes it
     # follow the pruned module's train()/eval() mode
     train_arg: int | None = None
-    # MACs of one call from the (new) shapes of its values: graphprune.cost.plan_macs
+    # MACs of one call from the (new) shapes of its values: graphprune.cost.macs.plan_macs
     cost: Callable | None = None
 
 
@@ -77,7 +77,7 @@ class RuleContext:
     def choose_factor(self, value: Value, dims: list[int], sizes: list[int]) -> int:
         """Which of several factor dims a reshape relates to the merged dim (index into dims).
 
-        Without hints: the largest factor. With hints from a first pass (graphprune.depgraph):
+        Without hints: the largest factor. With hints from a first pass (graphprune.capture.depgraph):
         factors frozen for other reasons are avoided, and attention-head factors are preferred
         or avoided as the options ask.
         """
