@@ -92,3 +92,17 @@ def test_stage_bar_drawn_only_on_a_terminal(terminal):
     text = out.getvalue()
     assert ("refitting 3 layers" in text and "3/3" in text) if terminal else text == ""
     assert bar.seconds["refit"] >= 0
+
+
+def test_kept_reads_the_calibration_batches_once(data):
+    from graphprune.data import Kept
+
+    kept = Kept(data, 2)
+    first = [b.args[0] for b in kept.batches(limit=2)]
+    again = [b.args[0] for b in kept.batches(limit=1)]
+    assert data.passes == [2]  # read once, served twice
+    assert torch.equal(first[0], again[0]) and first[0] is not again[0]  # copies: writes do not carry over
+    first[0].zero_()
+    assert not torch.equal(next(kept.batches(limit=1)).args[0], first[0])
+    assert len(list(kept.batches(limit=3))) == 3 and data.passes == [2, 3]  # past the limit: read from the data
+    assert kept.has_labels is False and len(kept) == 6

@@ -25,7 +25,7 @@ from graphprune.capture.trace import Captured, capture, normalize_inputs
 from graphprune.check import verify
 from graphprune.check.oracle import dead_channel_check
 from graphprune.cost.macs import count_macs, count_params
-from graphprune.data import check_labels
+from graphprune.data import Kept, check_labels
 from graphprune.data.options import CalibrationOptions
 from graphprune.data.progress import Stages, count, stages_of
 from graphprune.depth.options import DepthOptions
@@ -169,6 +169,8 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     opts, cal, depth = plan or PlanOptions(), calibration or CalibrationOptions(), depth or DepthOptions()
     check(opts, cal, depth, has_data=data is not None, has_scores=scores is not None)
     args, kwargs = normalize_inputs(example)
+    if data is not None:
+        data = Kept(data, cal.batches)  # every data stage reads the same batches: read them once
     run = _Run(model, args, kwargs, opts, cal, data, stages_of(progress))
     run.step("capturing the model with torch.export")
     reference = run_original(model, args, kwargs)
