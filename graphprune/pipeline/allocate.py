@@ -60,7 +60,7 @@ def choose(graph, opts: PlanOptions, scores, data, calib_batches: int | None, pr
     rules = _rules(opts)
     tried = []
     with stages_of(progress).stage("allocate", len(batches) * (1 + 2 * len(rules)),
-                                   f"choosing how widths are shared: {len(rules)} rules on {len(batches)} batches") as tick:
+                                   f"allocation: {len(rules)} rules x {len(batches)} batches") as tick:
         teacher = [_run(graph.captured.module, b, tick) for b in batches]
         objective = losses.choose(data.has_labels, True, teacher[0], "auto", 0.5, 2.0)
         for i, rule in enumerate(rules):

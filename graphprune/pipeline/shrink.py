@@ -84,7 +84,7 @@ def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, 
     if data is None or not isinstance(criterion, str) or not CRITERIA[criterion].needs_data:
         step(f"scoring channels ({name})")
         return _score(graph, criterion, data, calib_batches, seed, None)
-    with step.stage("score", count(calib_batches, data), f"scoring channels ({name}) on calibration data") as tick:
+    with step.stage("score", count(calib_batches, data), f"scoring ({name})") as tick:
         return _score(graph, criterion, data, calib_batches, seed, tick)
 
 
@@ -230,7 +230,7 @@ def _build(run: _Run, chosen: Plan, reference, check_dead_channels: bool, blocks
     if run.data is not None and cal.reconstruct and chosen.removed.any():
         refits = refit_layers(chosen, pruned, run.data, limit=cal.batches, seed=cal.seed, progress=run.step)
     if run.data is not None and cal.recalibrate and (chosen.removed.any() or blocks_removed):
-        with run.step.stage("recalibrate", count(cal.batches, run.data), "re-estimating BatchNorm statistics on the data") as tick:
+        with run.step.stage("recalibrate", count(cal.batches, run.data), "BatchNorm re-estimation") as tick:
             recalibrated = recalibrate_bn(pruned, run.data, limit=cal.batches, tick=tick)
     pruned.train(run.model.training)  # the original's mode: a model saved for inference stays in eval
     run.lap("plan_rewrite")

@@ -60,7 +60,7 @@ class StageBar(Stages):
             return
         if self.status is not None:
             self.status.stop()  # one live display at a time
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=False)
         self.bar.start()
         self.task = self.bar.add_task(text, total=max(total, 1))

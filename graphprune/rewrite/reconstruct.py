@@ -261,7 +261,7 @@ def reconstruct(plan, pruned: fx.GraphModule, data, limit: int | None = 16, seed
     layers = _layers(plan, original, pruned)
     walk, done = _Walk(original, pruned, batches), []
     with stages_of(progress).stage("refit", len(layers) * len(batches),
-                                   f"refitting {len(layers)} layers that lost inputs on {len(batches)} batches") as tick:
+                                   f"refit: {len(layers)} layers x {len(batches)} batches") as tick:
         for layer in layers:
             fit, held = _normal_equations(walk, layer, seed, tick)
             done.append(_refit(layer, fit, held))
