@@ -106,3 +106,19 @@ def test_kept_reads_the_calibration_batches_once(data):
     assert not torch.equal(next(kept.batches(limit=1)).args[0], first[0])
     assert len(list(kept.batches(limit=3))) == 3 and data.passes == [2, 3]  # past the limit: read from the data
     assert kept.has_labels is False and len(kept) == 6
+
+
+def test_nested_stage_timed_not_drawn_and_prefixed_steps():
+    from graphprune.data.progress import within
+
+    outer = _Counted()
+    said = []
+    outer.say = said.append
+    inner = within(outer, "step 1 of 2: ")
+    with inner.stage("allocate", 4, "allocation") as tick:
+        with inner.stage("recalibrate", 2) as inner_tick:
+            inner_tick(2)  # not the outer stage's units
+        tick(4)
+    assert outer.totals == {"allocate": 4} and outer.ticked == {"allocate": 4}
+    assert said == ["step 1 of 2: allocation"]
+    assert set(inner.seconds) == {"allocate", "recalibrate"} and outer.seconds == {}
