@@ -120,6 +120,7 @@ class _Walk:
         self.cursors: list[list[_Cursor | None]] = [[None, None] for _ in batches]
         self.index = tuple({n: i for i, n in enumerate(m.graph.nodes)} for m in self.modules)
         self.restarts = 0
+        self.peak = 0  # most bytes the kept cursors held after a layer
 
     def _cursor(self, i: int, which: int, node: fx.Node) -> _Cursor:
         c = self.cursors[i][which]
@@ -140,9 +141,12 @@ class _Walk:
         for pair in self.cursors:
             for which, c in enumerate(pair):
                 if c is not None:
-                    held += c.bytes()
-                    if held > MEMORY:
+                    size = c.bytes()
+                    if held + size > MEMORY:
                         pair[which] = None
+                    else:
+                        held += size
+        self.peak = max(self.peak, held)
 
 
 def _weight_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:
@@ -267,8 +271,8 @@ def reconstruct(plan, pruned: fx.GraphModule, data, limit: int | None = 16, seed
             done.append(_refit(layer, fit, held))
             walk.bound()
             log.info("reconstructed %s: held-out error %.4f -> %.4f", layer.target, done[-1].before, done[-1].after)
-    if walk.restarts:
-        log.info("refit: %d passes restarted from the inputs to stay under %d bytes", walk.restarts, MEMORY)
+    log.info("refit: paused passes held at most %.1f MiB; %d restarted from the inputs to stay under %d bytes",
+             walk.peak / 2**20, walk.restarts, MEMORY)
     return done
 
 
