@@ -38,7 +38,8 @@ def export(
 ) -> None:
     """Export MODEL to ONNX (dynamic batch), simplify it, and check parity in ONNX Runtime."""
     from graphprune.capture.trace import normalize_inputs
-    from graphprune.onnx.export import data_path, export_onnx
+    from graphprune.onnx.export import export_onnx
+    from graphprune.onnx.files import data_path
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or default_out(model, ".onnx")

@@ -109,7 +109,7 @@ def shrink(
     ONNX Runtime; a plot of the search is written beside the report."""
     from graphprune.capture.trace import normalize_inputs
     from graphprune.io.program import save_model
-    from graphprune.onnx.export import data_path, stage_onnx
+    from graphprune.onnx.files import data_path, stage_onnx
     from graphprune.search.command import check_extras as check_search_extras
     from graphprune.search.command import request_from_options
 

@@ -49,8 +49,8 @@ from rich.table import Table
 
 from graphprune.cost.onnx_macs import count_onnx_macs
 from graphprune.errors import InputError, first_line
-from graphprune.onnx.export import onnx_size_bytes
 from graphprune.onnx.feeds import check_fillable, graph_inputs, make_feeds
+from graphprune.onnx.files import onnx_size_bytes
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ def check_fillable(path: Path, given: Mapping[str, np.ndarray] | None) -> None:
 def example_arrays(example: Any, paths: list[Path]) -> dict[str, np.ndarray]:
     """The example's tensors as arrays named after the inputs of every model in `paths`."""
     from graphprune.capture.trace import normalize_inputs
-    from graphprune.onnx.export import input_names
+    from graphprune.onnx.signature import input_names
 
     args, kwargs = normalize_inputs(example)
     tensors = [x for x in pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]

@@ -35,15 +35,16 @@ from torch import fx
 from torch.fx._pytree import tree_flatten_spec
 from torch.utils import _pytree as pytree
 
+from graphprune.rules.registry import Role, has_role
+
 log = logging.getLogger(__name__)
 
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 HOLD = 4  # every 4th calibration batch is held out to choose lam (the last one, with fewer)
 ROWS = 1024  # convolution: patches sampled per sample
 GAIN = 0.01  # a refit is kept only if it lowers the held-out error by 1% or more
-MEMORY = 2 << 30  # bytes of activations the paused cursors may hold (graphprune.reconstruct._Walk)
-_LINEAR = (torch.ops.aten.linear.default,)
-_CONV = (torch.ops.aten.conv2d.default, torch.ops.aten.conv1d.default)
+MEMORY = 2 << 30  # bytes of activations the paused cursors may hold (graphprune.rewrite.reconstruct._Walk)
+_LINEAR = (torch.ops.aten.linear.default,)  # the refit targets (Role.REFIT) that are not convolutions: rows = last dim
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _weight_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:
     """weight name -> its linear/conv op node, for weights read by exactly one op."""
     uses: dict[str, list[fx.Node]] = {}
     for n in gm.graph.nodes:
-        if n.op == "call_function" and n.target in _LINEAR + _CONV and len(n.args) > 1:
+        if has_role(n, Role.REFIT) and len(n.args) > 1:
             w = n.args[1]
             if isinstance(w, fx.Node) and w.op == "get_attr":
                 uses.setdefault(w.target, []).append(n)
@@ -282,7 +283,7 @@ def _layers(plan, original: fx.GraphModule, pruned: fx.GraphModule) -> list[_Lay
     out = []
     for target, node in _weight_nodes(pruned).items():
         ref = before.get(target)
-        if ref is None or (node.target in _CONV and not _conv_ok(node)):
+        if ref is None or (node.target not in _LINEAR and not _conv_ok(node)):
             continue
         weight, full = _param(pruned, target), _param(original, target)
         if weight.dim() < 2 or weight.shape[1] == full.shape[1]:
