@@ -122,3 +122,16 @@ def test_nested_stage_timed_not_drawn_and_prefixed_steps():
     assert outer.totals == {"allocate": 4} and outer.ticked == {"allocate": 4}
     assert said == ["step 1 of 2: allocation"]
     assert set(inner.seconds) == {"allocate", "recalibrate"} and outer.seconds == {}
+
+
+def test_block_ranking_counted_and_bounded(data):
+    from graphprune.depth.options import DepthOptions
+    from tests.depth_archs import TinyResNet
+
+    stages = _Counted()
+    torch.manual_seed(7)
+    _, report = graphprune.shrink(TinyResNet().eval(), torch.randn(2, 3, 8, 8), plan=PlanOptions(ratio=0.0), data=data,
+                                  calibration=CalibrationOptions(batches=2), depth=DepthOptions(blocks=1), progress=stages)
+    assert len(report.blocks) == 1 and stages.ticked["blocks"] == stages.totals["blocks"]
+    assert stages.totals["blocks"] % 2 == 0 and stages.totals["blocks"] >= 2 * 3  # (1 + blocks found) runs of 2 batches
+    assert max(data.passes) <= 2 and report.seconds["blocks"] > 0

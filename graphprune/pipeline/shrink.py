@@ -187,9 +187,8 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     macs_before = count_macs(captured.module, args, kwargs)
     plan_opts, removed_blocks = opts, ()
     if depth.blocks:
-        run.step(f"ranking blocks ({depth.criterion}) on calibration data")
         captured, removed_blocks, plan_opts = blocks_api.blocks_first(captured, data, depth.blocks, depth.criterion,
-                                                                      cal.batches, opts)
+                                                                      cal.batches, opts, progress=run.step)
         reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
     chosen, graph, calibration_info, searched, allocation = _decide(run, captured, plan_opts, scores, search)
     pruned, checks, refits, recalibrated = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
