@@ -43,9 +43,13 @@ class Calibration:
     notes: list = field(default_factory=list)
     loss: str = ""  # key of LOSSES, set once gradients are taken
     cache: dict = field(default_factory=dict)
+    tick: object = None  # called after each batch a criterion reads (graphprune.data.progress)
 
     def batches(self):
-        return self.data.batches(limit=self.limit)
+        for batch in self.data.batches(limit=self.limit):
+            yield batch
+            if self.tick is not None:
+                self.tick()
 
 
 def first_output(out) -> torch.Tensor:
