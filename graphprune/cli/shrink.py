@@ -229,7 +229,7 @@ def _export_pair(original, pruned, example, onnx_path: Path, bench: bool, macs: 
         import tempfile
 
         from graphprune.onnx.bench import bench as run_bench
-        from graphprune.onnx.bench import render as render_bench
+        from graphprune.onnx.bench_table import render as render_bench
         from graphprune.onnx.feeds import example_arrays
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -26,8 +26,9 @@ from graphprune.capture.trace import Captured, capture, normalize_inputs
 from graphprune.check import verify
 from graphprune.check.oracle import dead_channel_check
 from graphprune.cost.macs import count_macs, count_params
-from graphprune.data import check_labels
+from graphprune.data import Kept, check_labels
 from graphprune.data.options import CalibrationOptions
+from graphprune.data.progress import Stages, count, stages_of
 from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError, TraceError, VerificationError, first_line
 from graphprune.measure.fidelity import on_example
@@ -77,12 +78,24 @@ def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
         ) from exc
 
 
-def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int):
-    """(scores per channel, calibration info) from a criterion name, a user's array or a callable."""
+def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int, step: Stages):
+    """(scores per channel, calibration info) from a criterion name, a user's array or a callable;
+    a criterion that reads data is the counted stage "score" of `step`."""
+    from graphprune.importance import CRITERIA
+
+    name = criterion if isinstance(criterion, str) else "user scores"
+    if data is None or not isinstance(criterion, str) or not CRITERIA[criterion].needs_data:
+        step(f"scoring channels ({name})")
+        return _score(graph, criterion, data, calib_batches, seed, None)
+    with step.stage("score", count(calib_batches, data), f"scoring ({name})") as tick:
+        return _score(graph, criterion, data, calib_batches, seed, tick)
+
+
+def _score(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int, tick):
     from graphprune.importance import LOSSES, Calibration, score
 
     if isinstance(criterion, str):
-        calibration = Calibration(data=data, limit=calib_batches, seed=seed)
+        calibration = Calibration(data=data, limit=calib_batches, seed=seed, tick=tick)
         scores = score(graph, criterion, calibration=calibration)
         info = {"criterion": criterion, "notes": calibration.notes}
         if calibration.loss:
@@ -123,14 +136,23 @@ class _Run:
     opts: PlanOptions
     calibration: CalibrationOptions
     data: Any
-    step: Any
+    step: Stages
     judge: Any = None  # graphprune.pipeline.decide.Judge, with data
     held_note: str = ""  # why there is no held-out slice
     t0: float = dataclasses.field(default_factory=time.perf_counter)
     seconds: dict = dataclasses.field(default_factory=dict)
+    counted: dict = dataclasses.field(default_factory=dict)  # step.seconds when this run began
+
+    def __post_init__(self):
+        self.counted = dict(self.step.seconds)  # a Stages may serve several runs (--steps)
 
     def lap(self, name: str) -> None:
-        self.seconds[name] = time.perf_counter() - self.t0 - sum(self.seconds.values())
+        """Seconds since the last lap as `name`, less the counted stages (allocate, refit, recalibrate)
+        run since, which are given apart."""
+        stages = {k: v - self.counted.get(k, 0.0) for k, v in self.step.seconds.items()
+                  if k not in self.seconds and k != "score" and v > self.counted.get(k, 0.0)}
+        self.seconds[name] = time.perf_counter() - self.t0 - sum(self.seconds.values()) - sum(stages.values())
+        self.seconds |= stages
 
 
 def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = None, data=None,
@@ -146,6 +168,10 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     from the original. `search` (a graphprune.search.SearchRequest) replaces the cut options by a search
     of per-group widths under a latency budget measured in ONNX Runtime; the report's `search` logs it.
 
+    `progress` hears the steps: a callable taking step names, or a graphprune.data.progress.Stages,
+    which also counts the stages that read data (score, allocate, refit, recalibrate); the report's
+    `seconds` gives each of them either way.
+
     With `data`, part of it (or `held_out`, a Data) is held out (graphprune.pipeline.decide): every
     choice is judged on a selection slice and the report's `fidelity` comes from a test slice nothing
     was chosen on. Criterion 'auto' tries several on it; the bias correction, the refit and BatchNorm
@@ -156,8 +182,13 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     check(opts, cal, depth, has_data=data is not None, has_scores=scores is not None)
     if opts.criterion == "auto" and (data is None or scores is not None or search is not None):
         opts = dataclasses.replace(opts, criterion="l2")  # nothing to judge candidates on, or nothing to choose
+    held, held_note = None, ""
+    if data is not None:  # split before anything reads the data: the held-out slices are never calibration
+        data, held, held_note = decide.split(data, held_out, seed=cal.seed)
     args, kwargs = normalize_inputs(example)
-    run = _Run(model, args, kwargs, opts, cal, data, progress or (lambda text: None))
+    if data is not None:
+        data = Kept(data, cal.batches)  # every data stage reads the same batches: read them once
+    run = _Run(model, args, kwargs, opts, cal, data, stages_of(progress))
     run.step("capturing the model with torch.export")
     reference = original_out = run_original(model, args, kwargs)
     if data is not None:
@@ -173,13 +204,11 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     macs_before = count_macs(captured.module, args, kwargs)
     if data is not None:
         run.step("holding out data to judge every choice on")
-        run.data, held, run.held_note = decide.split(data, held_out, seed=cal.seed)
-        run.judge = decide.Judge(captured.module, held, cal.batches)
+        run.judge, run.held_note = decide.Judge(captured.module, held, cal.batches), held_note
     plan_opts, removed_blocks = opts, ()
     if depth.blocks:
-        run.step(f"ranking blocks ({depth.criterion}) on calibration data")
-        captured, removed_blocks, plan_opts = blocks_api.blocks_first(captured, run.data, depth.blocks,
-                                                                      depth.criterion, cal.batches, opts)
+        captured, removed_blocks, plan_opts = blocks_api.blocks_first(captured, data, depth.blocks, depth.criterion,
+                                                                      cal.batches, opts, progress=run.step)
         reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
     chosen, graph, calibration_info, searched, allocation, trials = _decide(run, captured, plan_opts, scores, search)
     pruned, checks, refits, recalibrated = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
@@ -206,14 +235,14 @@ def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, searc
     run.lap("analyze")
     trials = {}
     if plan_opts.criterion == "auto" and scores is None:
+        run.step("criterion auto: every criterion's plan judged on held-out data")
         values, calibration_info, trials = decide.auto(graph, plan_opts, run.data, run.calibration.batches,
                                                        run.calibration.seed, run.judge, run.step)
         plan_opts = dataclasses.replace(plan_opts, criterion=calibration_info["criterion"])
     else:
         criterion = plan_opts.criterion if scores is None else scores
-        name = criterion if isinstance(criterion, str) else "user scores"
-        run.step(f"scoring channels ({name})" + (" on calibration data" if run.data is not None else ""))
-        values, calibration_info = _scores(graph, criterion, run.data, run.calibration.batches, run.calibration.seed)
+        values, calibration_info = _scores(graph, criterion, run.data, run.calibration.batches, run.calibration.seed,
+                                           run.step)
     run.lap("score")
     run.step("planning")
     searched = None if search is None else search.run(graph, progress=run.step, scores=values, data=run.data,
@@ -258,23 +287,22 @@ def _data_steps(run: _Run, chosen: Plan, pruned, blocks_removed: bool) -> tuple[
         return f"{n} layers corrected" if n else None
 
     def refit():
-        refits.extend(refit_layers(chosen, pruned, run.data, limit=cal.batches, seed=cal.seed))
+        refits.extend(refit_layers(chosen, pruned, run.data, limit=cal.batches, seed=cal.seed, progress=run.step))
         done = [r for r in refits if r.lam is not None]
         return f"{len(done)} of {len(refits)} layers refit" if done else None
 
     def estimate():
-        ran["batches"] = recalibrate_bn(pruned, run.data, limit=cal.batches)
+        with run.step.stage("recalibrate", count(cal.batches, run.data), "BatchNorm re-estimation") as tick:
+            ran["batches"] = recalibrate_bn(pruned, run.data, limit=cal.batches, tick=tick)
         return f"{ran['batches']} batches" if ran["batches"] else None
 
     if cal.compensate and chosen.removed.any():
         run.step("correcting biases for the removed channels")
         judge.step("bias correction", pruned, correct)
     if cal.reconstruct and chosen.removed.any():
-        run.step("refitting the layers that lost inputs (least squares on the data)")
         judge.step("refit", pruned, refit)
     kept = False
     if cal.recalibrate and (chosen.removed.any() or blocks_removed):
-        run.step("re-estimating BatchNorm statistics on the data")
         kept = judge.step("BatchNorm re-estimation", pruned, estimate)
     return refits, ran["batches"] if kept else 0
 
