@@ -205,10 +205,11 @@ def run_model(name: str, budgets: list[float], quick: bool, finetune: int, tmp: 
     model, example, data, held = setup(tmp, 64 if quick else 160)
     results = []
     for target in budgets:
-        for label, opts in variants(name, quick):
-            if only and label not in only:
+        table = dict(variants(name, quick))
+        for label in only or list(table):  # in the order asked for
+            if label not in table:
                 continue
-            opts = dict(opts)
+            opts = dict(table[label])
             use_data = opts.pop("data", True)
             compensate.VARIANCE = opts.pop("variance", False)
             say(f"{name} {budget_key} {target}: {label}")
