@@ -54,7 +54,7 @@ def say(text: str) -> None:
 def minilm_setup(tmp: Path, calib_sentences: int):
     import transformers
 
-    from scripts.minilm_fidelity import model_dir
+    from scripts.minilm import model_dir
     from scripts.sentence_gen import sentences
 
     path = model_dir()
