@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -299,7 +300,10 @@ def render(data: dict) -> str:
             cands = ", ".join(f"{c['criterion']} {c['loss']:.4g}" for c in r["auto"] if c.get("loss") is not None)
             lines.append(f"\n{model} {r['budget']} auto candidates (selection-slice loss, lower is better): {cands}")
         lines.append("")
-    lines += [produced_by("scripts/fidelity_bench.py", data["argv"]) + f" Run took {data['seconds'] / 60:.0f} min."]
+    runs = data.get("runs") or [data["argv"]]
+    lines += ["Produced by " + "; ".join(f"`python scripts/fidelity_bench.py {shlex.join(a)}`" for a in runs[:-1])
+              + ("; and " if len(runs) > 1 else "") + produced_by("scripts/fidelity_bench.py", runs[-1])[len("Produced by "):]
+              + f" Runs took {data['seconds'] / 60:.0f} min in all; the machine was shared with other jobs."]
     return "\n".join(lines) + "\n"
 
 
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = p.parse_args(argv)
     if opts.render:
         parts = [json.loads(path.read_text()) for path in opts.render]
-        data = {"argv": [" ; ".join(" ".join(d["argv"]) for d in parts)], "seconds": sum(d["seconds"] for d in parts),
+        data = {"runs": [d["argv"] for d in parts], "seconds": sum(d["seconds"] for d in parts),
                 "results": [r for d in parts for r in d["results"]]}
         write_section(opts.out, SECTION, render(data), BENCHMARKS_HEADER)
         return 0
