@@ -12,8 +12,9 @@ Every figure is computed by this script from the two models' outputs (not read f
 report); the report's own held-out figure (`fidelity.held_out`, a test slice of the calibration
 file) is listed beside it as `report`.
 
-    python scripts/fidelity_bench.py                       # both models, writes docs/BENCHMARKS.md
-    python scripts/fidelity_bench.py --models minilm --quick --out /tmp/b.md --json /tmp/b.json
+    python -m scripts.fidelity_bench                       # both models, writes docs/BENCHMARKS.md
+    python -m scripts.fidelity_bench --models minilm --quick --out /tmp/b.md --json /tmp/b.json
+    python -m scripts.fidelity_bench --render a.json b.json   # the section from saved runs
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 import graphprune  # noqa: E402
 from graphprune.data import load_data  # noqa: E402
 from graphprune.data.options import CalibrationOptions  # noqa: E402
@@ -301,8 +301,8 @@ def render(data: dict) -> str:
             lines.append(f"\n{model} {r['budget']} auto candidates (selection-slice loss, lower is better): {cands}")
         lines.append("")
     runs = data.get("runs") or [data["argv"]]
-    lines += ["Produced by " + "; ".join(f"`python scripts/fidelity_bench.py {shlex.join(a)}`" for a in runs[:-1])
-              + ("; and " if len(runs) > 1 else "") + produced_by("scripts/fidelity_bench.py", runs[-1])[len("Produced by "):]
+    lines += ["Produced by " + "; ".join(f"`python -m scripts.fidelity_bench {shlex.join(a)}`" for a in runs[:-1])
+              + ("; and " if len(runs) > 1 else "") + produced_by("scripts.fidelity_bench", runs[-1])[len("Produced by "):]
               + f" Runs took {data['seconds'] / 60:.0f} min in all; the machine was shared with other jobs."]
     return "\n".join(lines) + "\n"
 
