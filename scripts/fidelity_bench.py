@@ -39,6 +39,7 @@ from graphprune.data import load_data  # noqa: E402
 from graphprune.data.options import CalibrationOptions  # noqa: E402
 from graphprune.plan.types import PlanOptions  # noqa: E402
 from graphprune.rewrite import compensate  # noqa: E402
+from scripts.common import ROOT  # noqa: E402
 from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section  # noqa: E402
 
 SECTION = "fidelity_bench"
