@@ -33,7 +33,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 import graphprune  # noqa: E402
 from graphprune.data import load_data  # noqa: E402
 from graphprune.data.options import CalibrationOptions  # noqa: E402
