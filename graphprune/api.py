@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -18,11 +19,11 @@ import torch
 
 from graphprune import allocate, depth, verify
 from graphprune.capture import capture, normalize_inputs
-from graphprune.cost import count_macs, count_params
+from graphprune.cost import count_macs, count_params, graph_macs
 from graphprune.data import check_labels
 from graphprune.depgraph import DependencyGraph, build
 from graphprune.errors import InputError, TraceError, VerificationError, first_line
-from graphprune.oracle import dead_channel_check
+from graphprune.oracle import dead_channel_check, zeroed_outputs
 from graphprune.planner import Plan, PlanOptions
 from graphprune.planner import plan as make_plan
 from graphprune.recalibrate import recalibrate as recalibrate_bn
@@ -54,10 +55,12 @@ def rewrite(plan: Plan) -> torch.nn.Module:
     return make_model(plan)
 
 
-def verified(plan: Plan, pruned: torch.nn.Module, reference) -> str:
-    """Run the pruned model on the example input and check it against the original."""
+def verified(plan: Plan, pruned: torch.nn.Module, reference, got=None) -> str:
+    """Run the pruned model on the example input (unless its outputs `got` are given) and check it
+    against the original's outputs `reference`."""
     captured = plan.graph.captured
-    got = verify.run(pruned, captured.args, captured.kwargs)
+    if got is None:
+        got = verify.run(pruned, captured.args, captured.kwargs)
     if plan.removed.any():
         verify.check_structure(reference, got)
         return "output structure and shapes match the original"
@@ -93,23 +96,58 @@ def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, 
     return np.asarray(values, dtype=np.float64), {"criterion": "user scores"}
 
 
-def _checks(chosen: Plan, pruned, reference, dead_channels: bool) -> list[dict]:
-    """Run the product's checks on a pruned model; each is {check, passed, detail}; raise on failure."""
+def _checks(chosen: Plan, pruned, reference, dead_channels: bool, clock: Clock) -> list[dict]:
+    """Run the product's checks on a pruned model; each is {check, passed, detail}; raise on failure.
+
+    `reference()` gives the original's outputs on the example. The pruned model runs once: its outputs
+    serve both checks. With the dead-channel oracle, the original's run with the removed channels zeroed
+    stands for the original's run in the structure check (zeroing values changes no output's structure,
+    shape or dtype), so the original runs only where nothing is zeroed.
+    """
     checks = []
+    oracle = dead_channels and chosen.exact().removed.any()
+    zeroed = None
+    if oracle:
+        with clock("oracle"):
+            zeroed = zeroed_outputs(chosen)
     try:
-        checks.append({"check": "runs", "passed": True, "detail": verified(chosen, pruned, reference)})
+        with clock("verify"):
+            got = verify.run(pruned, chosen.graph.captured.args, chosen.graph.captured.kwargs)
+            expected = zeroed[1] if zeroed is not None and chosen.removed.any() else reference()
+            checks.append({"check": "runs", "passed": True, "detail": verified(chosen, pruned, expected, got)})
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to run is a verification failure
         raise VerificationError(f"the pruned model does not run: {first_line(exc)}") from exc
-    if dead_channels and chosen.exact().removed.any():
+    if oracle:
         try:
-            dead_channel_check(chosen)
+            with clock("oracle"):
+                dead_channel_check(chosen, built=(pruned, got), zeroed=zeroed)
         except VerificationError as exc:
             raise VerificationError(f"dead-channel check failed ({exc}); this is a graphprune bug, please report it") from exc
         checks.append({"check": "dead channels", "passed": True,
                        "detail": "zeroing the removed channels and pruning them left the outputs equal"})
     return checks
+
+
+class Clock:
+    """Wall seconds per stage (the report's `seconds`): `with clock("capture"): ...`; a stage met
+    twice adds up."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t
+
+    def report(self) -> dict:
+        return {**self.seconds, "total": time.perf_counter() - self.start}
 
 
 def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=None, criterion="l2",
@@ -137,70 +175,74 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     opts = PlanOptions(ratio=ratio, criterion=name, **options)
     opts.check()
     step = progress or (lambda text: None)
-    seconds = {}
-    t0 = time.perf_counter()
+    clock = Clock()
     step("capturing the model with torch.export")
     args, kwargs = normalize_inputs(example)
-    reference = run_original(model, args, kwargs)
+    original_outputs = _lazy(lambda: run_original(model, args, kwargs), clock)
     if data is not None:
-        check_labels(data, reference, limit=calib_batches)
+        check_labels(data, original_outputs(), limit=calib_batches)
     try:
-        captured = capture(model, args, kwargs)
+        with clock("capture"):
+            captured = capture(model, args, kwargs)
     except TraceError as exc:  # e.g. detection models: prune the submodules that do capture
+        reference = original_outputs()  # a model that rejects the input fails here, with the input named
         if data is not None or not isinstance(criterion, str):
             raise TraceError(f"{exc}; pruning it part by part takes a weight criterion and no --data") from exc
         from graphprune import parts
 
         return parts.shrink(model, args, kwargs, reference, opts, attention, str(exc), step)
-    macs_before = count_macs(captured.module, args, kwargs)
-    plan_opts, blocks = opts, ()
+    reference = original_outputs
+    plan_opts, blocks, original = opts, (), captured
     if remove_blocks:
         step(f"ranking blocks ({block_criterion}) on calibration data")
-        captured, blocks, plan_opts = depth.blocks_first(captured, data, remove_blocks, block_criterion, calib_batches, opts)
-        reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
-    graph = build(captured, attention=attention)
-    seconds["analyze"] = time.perf_counter() - t0
+        with clock("blocks"):
+            captured, blocks, plan_opts = depth.blocks_first(captured, data, remove_blocks, block_criterion, calib_batches, opts)
+            # channels are checked against the model without the blocks
+            reference = _lazy(lambda: verify.run(captured.module, args, kwargs), clock)
+    with clock("graph"):
+        graph = build(captured, attention=attention)
     step(f"scoring channels ({name})" + (" on calibration data" if data is not None else ""))
-    scores, calibration = _scores(graph, criterion, data, calib_batches, seed)
-    seconds["score"] = time.perf_counter() - t0 - seconds["analyze"]
+    with clock("score"):
+        scores, calibration = _scores(graph, criterion, data, calib_batches, seed)
     step("planning")
-    searched = None if search is None else search.run(graph, progress=step, scores=scores, data=data,
-                                                      calib_batches=calib_batches, recalibrate=recalibrate)
-    allocation = []
-    if searched:
-        chosen = searched[0]
-    elif data is not None and allocate.applies(plan_opts):
-        chosen, allocation = allocate.choose(graph, plan_opts, scores, data, calib_batches, step)
-    else:
-        chosen = make_plan(graph, plan_opts, scores=scores)
+    with clock("plan"):
+        searched = None if search is None else search.run(graph, progress=step, scores=scores, data=data,
+                                                          calib_batches=calib_batches, recalibrate=recalibrate)
+        allocation = []
+        if searched:
+            chosen = searched[0]
+        elif data is not None and allocate.applies(plan_opts):
+            chosen, allocation = allocate.choose(graph, plan_opts, scores, data, calib_batches, step)
+        else:
+            chosen = make_plan(graph, plan_opts, scores=scores)
     step("rewriting")
-    pruned = make_model(chosen)
+    with clock("rewrite"):
+        pruned = make_model(chosen)
     step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
-    checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
+    checks = _checks(chosen, pruned, reference, check_dead_channels, clock)  # the oracle checks the plan itself
     refits = []
     if data is not None and reconstruct and chosen.removed.any():
         step("refitting the layers that lost inputs (least squares on the data)")
-        refits = refit_layers(chosen, pruned, data, limit=calib_batches, seed=seed)
+        with clock("refit"):
+            refits = refit_layers(chosen, pruned, data, limit=calib_batches, seed=seed)
     recalibrated = 0
     if data is not None and recalibrate and (chosen.removed.any() or blocks):
         step("re-estimating BatchNorm statistics on the data")
-        recalibrated = recalibrate_bn(pruned, data, limit=calib_batches)
+        with clock("recalibrate"):
+            recalibrated = recalibrate_bn(pruned, data, limit=calib_batches)
     pruned.train(model.training)  # the original's mode: a model saved for inference stays in eval
-    seconds["plan_rewrite"] = time.perf_counter() - t0 - sum(seconds.values())
     step("counting MACs")
-    params = (count_params(model), count_params(pruned))
-    macs = (macs_before, count_macs(pruned, args, kwargs))
+    with clock("macs"):
+        params = (count_params(model), count_params(pruned))
+        macs = _macs(chosen, original, pruned)
     report = Report(
-        params_before=params[0], params_after=params[1],
-        # the captured graph, not the eager model: eager modules may take fused fast paths
-        # (nn.TransformerEncoder) that the FLOP counter cannot see
-        macs_before=macs[0], macs_after=macs[1],
+        params_before=params[0], params_after=params[1], macs_before=macs[0], macs_after=macs[1],
         ratio=ratio, options={k: v for k, v in opts.__dict__.items() if v is not None},
         decisions=chosen.decisions, unknown_ops=graph.unknown,
         dynamic_batch=graph.captured.dynamic_batch,
         dynamic_sequence=graph.captured.dynamic_sequence, verified=checks[0]["detail"],
-        seconds={**seconds, "total": time.perf_counter() - t0},
+        seconds=clock.report(),
         search=searched[1].to_dict() if searched else None,
         calibration=calibration | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
         checks=tuple(checks), budget=_budget(opts, params, macs),
@@ -208,6 +250,33 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
         allocation=tuple(allocation), reconstruction=tuple(dataclasses.asdict(r) for r in refits),
     )
     return pruned, report
+
+
+def _lazy(run, clock: Clock):
+    """`run()` on first call (timed as the 'reference' stage), its result after."""
+    done = []
+
+    def outputs():
+        if not done:
+            with clock("reference"):
+                done.append(run())
+        return done[0]
+
+    return outputs
+
+
+def _macs(chosen: Plan, original, pruned: torch.nn.Module) -> tuple[int, int]:
+    """(MACs before, after) on the captured graph (graphprune.cost.graph_macs), else by counting forward passes.
+
+    Counted on the captured graph, not the eager model: eager modules may take fused fast paths
+    (nn.TransformerEncoder) that the FLOP counter cannot see. With blocks removed, `before` is the
+    original captured model's (the plan's graph is the one without the blocks)."""
+    counted = graph_macs(chosen)
+    args, kwargs = chosen.graph.captured.args, chosen.graph.captured.kwargs
+    if counted is not None and original is chosen.graph.captured:
+        return counted
+    before = count_macs(original.module, args, kwargs)
+    return before, counted[1] if counted is not None else count_macs(pruned, args, kwargs)
 
 
 def _budget(opts: PlanOptions, params: tuple, macs: tuple) -> dict | None:
