@@ -170,7 +170,6 @@ def shrink(
     ONNX Runtime; a plot of the search is written beside the report."""
     from graphprune.api import shrink as run_shrink
     from graphprune.capture import normalize_inputs
-    from graphprune.export import data_path, stage_onnx
     from graphprune.program import save_model
     from graphprune.search.command import check_extras as check_search_extras
     from graphprune.search.command import request_from_options
@@ -187,6 +186,8 @@ def shrink(
     io.check_output(out, [model, example_input], force)
     io.check_output(report_path, [model, example_input], force)
     if onnx:
+        from graphprune.export import data_path  # onnx and onnxruntime load only for --onnx
+
         for file in (onnx_path, data_path(onnx_path)):
             io.check_output(file, [model, example_input], force)
     if request:
@@ -246,6 +247,8 @@ def shrink(
             save_model(pruned, *normalize_inputs(example), stage(out), out.suffix)
             stage(report_path).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
             if staged:
+                from graphprune.export import stage_onnx
+
                 stage_onnx(Path(staged), onnx_path, stage)
             if request:
                 from graphprune.search.plot import plot_search
