@@ -3,7 +3,7 @@
 For each torchvision model (random init after torch.manual_seed(0), eval mode, input 1x3x224x224),
 in one process, alternating the two tools within every repeat:
 
-* graphprune: `graphprune.shrink(model, x, ratio)` with its defaults (L2, round_to 8), every check
+* graphprune: `graphprune.shrink(model, x, plan=PlanOptions(ratio=ratio))` with its defaults (L2, round_to 8), every check
   included (the pruned model's run against the original, the dead-channel oracle); the stages are
   the report's `seconds` (capture, dependency graph, scoring, plan, rewrite, verify, oracle, MACs ...);
 * Torch-Pruning (TP): `tp.pruner.MetaPruner` (`GroupMagnitudeImportance(p=2)`, local ranking,
@@ -44,7 +44,7 @@ STAGES = ("reference", "capture", "graph", "score", "plan", "rewrite", "verify",
 
 def time_graphprune(model: torch.nn.Module, x: torch.Tensor, ratio: float) -> dict:
     t = time.perf_counter()
-    _, report = graphprune.shrink(model, x, ratio)
+    _, report = graphprune.shrink(model, x, plan=graphprune.PlanOptions(ratio=ratio))
     wall = time.perf_counter() - t
     return {**report.seconds, "wall": wall, "checks": [c["check"] for c in report.checks]}
 

@@ -10,9 +10,9 @@ import torchvision
 from torch import nn
 
 import graphprune
-from graphprune import api
-from graphprune.cost import count_macs, graph_macs
+from graphprune.cost.macs import count_macs, graph_macs
 from graphprune.errors import VerificationError
+from graphprune.pipeline import shrink as pipeline
 
 
 class Mixer(nn.Module):
@@ -65,7 +65,7 @@ def test_graph_macs_equal_the_flop_counter_on_a_forward_pass(name, ratio):
 def test_shrink_reports_the_forward_pass_counts_and_every_stage():
     torch.manual_seed(0)
     model, args = _cases()["mixer"]
-    pruned, report = graphprune.shrink(model, args, 0.4, round_to=1)
+    pruned, report = graphprune.shrink(model, args, plan=graphprune.PlanOptions(ratio=0.4, round_to=1))
     assert (report.macs_before, report.macs_after) == (count_macs(model, args), count_macs(pruned, args))
     assert report.macs_after < report.macs_before
     assert [c["check"] for c in report.checks] == ["runs", "dead channels"]
@@ -75,7 +75,7 @@ def test_shrink_reports_the_forward_pass_counts_and_every_stage():
 def test_the_oracle_checks_the_model_shrink_returns(monkeypatch):
     """A kept weight changed after the rewrite (as a wrong slice would) fails the dead-channel check, though
     the oracle no longer rewrites the plan a second time."""
-    real = api.make_model
+    real = pipeline.make_model
 
     def wrong(plan):
         pruned = real(plan)
@@ -83,13 +83,13 @@ def test_the_oracle_checks_the_model_shrink_returns(monkeypatch):
             next(p for p in pruned.parameters() if p.dim() == 2).mul_(-1.0)
         return pruned
 
-    monkeypatch.setattr(api, "make_model", wrong)
+    monkeypatch.setattr(pipeline, "make_model", wrong)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
     with pytest.raises(VerificationError, match="dead-channel check failed"):
-        graphprune.shrink(model, torch.randn(2, 8), 0.5, round_to=1)
+        graphprune.shrink(model, torch.randn(2, 8), plan=graphprune.PlanOptions(ratio=0.5, round_to=1))
 
 
 def test_a_model_that_rejects_the_input_is_named_before_capture_is_blamed():
     model = nn.Sequential(nn.Conv2d(3, 8, 3)).eval()
     with pytest.raises(graphprune.GraphPruneError, match="rejects the example input"):
-        graphprune.shrink(model, torch.randn(1, 4, 8, 8), 0.4)
+        graphprune.shrink(model, torch.randn(1, 4, 8, 8))
