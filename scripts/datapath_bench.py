@@ -111,7 +111,7 @@ def section(unit: float, batches: int, wall: float, report: dict, refit: dict, r
               f"both graphs are interpreted from the inputs to each layer (as before), {refit['after']:.1f} s with one pass "
               f"per batch paused at each layer ({refit['before'] / refit['after']:.1f}x); the same layers to the bit: "
               f"{'yes' if refit['same'] else 'NO'}. The machine was shared with other jobs: compare within a run.", "",
-              docsection.produced_by("scripts/datapath_bench.py", argv)]
+              docsection.produced_by("scripts.datapath_bench", argv)]
     return "\n".join(lines) + "\n"
 
 

@@ -31,13 +31,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 import graphprune  # noqa: E402
 from graphprune.data import load_data  # noqa: E402
 from graphprune.data.options import CalibrationOptions  # noqa: E402
 from graphprune.plan.types import PlanOptions  # noqa: E402
 from graphprune.rewrite import compensate  # noqa: E402
+from scripts.common import ROOT  # noqa: E402
 from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section  # noqa: E402
 
 SECTION = "fidelity_bench"
@@ -54,7 +53,7 @@ def say(text: str) -> None:
 def minilm_setup(tmp: Path, calib_sentences: int):
     import transformers
 
-    from scripts.minilm_fidelity import model_dir
+    from scripts.minilm import model_dir
     from scripts.sentence_gen import sentences
 
     path = model_dir()
@@ -298,7 +297,7 @@ def render(data: dict) -> str:
             cands = ", ".join(f"{c['criterion']} {c['loss']:.4g}" for c in r["auto"] if c.get("loss") is not None)
             lines.append(f"\n{model} {r['budget']} auto candidates (selection-slice loss, lower is better): {cands}")
         lines.append("")
-    lines += [produced_by("scripts/fidelity_bench.py", data["argv"]) + f" Run took {data['seconds'] / 60:.0f} min."]
+    lines += [produced_by("scripts.fidelity_bench", data["argv"]) + f" Run took {data['seconds'] / 60:.0f} min."]
     return "\n".join(lines) + "\n"
 
 
