@@ -2,7 +2,7 @@
 
 Usage: python scripts/datapath_bench.py [--folder out/effnet] [--calib-batches 8] [--refit-batch-size 8] [--write]
 
-1. The model and 256 calibration views of scripts/effnet_data.py (written to --folder if missing).
+1. The model and 256 calibration views of scripts/effnet.py (written to --folder if missing).
 2. One forward pass of the original over --calib-batches batches of 32 (all 8 by default): the unit
    the stages are given in ("passes").
 3. `graphprune shrink effnet.pt --data effnet_calib.npz --target-macs 0.7 --calib-batches N` through
@@ -25,11 +25,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from scripts import docsection, effnet_data  # noqa: E402
+from scripts import docsection, effnet
+from scripts.common import ROOT
 
 SECTION = "datapath"
 
@@ -38,7 +35,7 @@ def prepare(folder: Path) -> dict[str, Path]:
     names = {"model": "effnet.pt", "example": "effnet_example.pt", "calib": "effnet_calib.npz"}
     paths = {k: folder / v for k, v in names.items()}
     if not all(p.exists() for p in paths.values()):
-        effnet_data.write(folder)
+        effnet.write(folder)
     return paths
 
 
@@ -102,7 +99,7 @@ def section(unit: float, batches: int, wall: float, report: dict, refit: dict, r
     rows = [(k, s[k]) for k in ("analyze", "score", "allocate", "plan_rewrite", "refit", "recalibrate") if k in s]
     lines = ["## Data passes: `shrink --data` on pretrained EfficientNet-Lite0, stage by stage", "",
              f"`graphprune shrink effnet.pt --data effnet_calib.npz --target-macs 0.7 --calib-batches {batches}` (views of "
-             f"skimage.data photos from scripts/effnet_data.py, {batches} batches of 32 = {32 * batches} images; default "
+             f"skimage.data photos from scripts/effnet.py, {batches} batches of 32 = {32 * batches} images; default "
              f"criterion l2, refit and BatchNorm re-estimation on): "
              f"**{wall:.0f} s** of wall time for the command; the JSON report's stages below. One forward pass of the "
              f"original over the same batches took {unit:.1f} s in the same run (the unit of the last column).", "",
@@ -113,7 +110,7 @@ def section(unit: float, batches: int, wall: float, report: dict, refit: dict, r
               f"both graphs are interpreted from the inputs to each layer (as before), {refit['after']:.1f} s with one pass "
               f"per batch paused at each layer ({refit['before'] / refit['after']:.1f}x); the same layers to the bit: "
               f"{'yes' if refit['same'] else 'NO'}. The machine was shared with other jobs: compare within a run.", "",
-              docsection.produced_by("scripts/datapath_bench.py", argv)]
+              docsection.produced_by("scripts.datapath_bench", argv)]
     return "\n".join(lines) + "\n"
 
 

@@ -212,7 +212,7 @@ def shrink_and_recover(original, example, shrink_options: dict, recovery: Recove
         check_checkpoint(opts.checkpoint, recovery, force)
     say = StageBar(console, status)  # step names on the spinner, data stages as bars with an estimate
     if steps > 1:
-        kwargs = {k: v for k, v in shrink_options.items() if k not in ("data", "search")}
+        kwargs = {k: v for k, v in shrink_options.items() if k not in ("data", "search", "held_out")}
         pruned, report, rows = shrink_in_steps(original, example, steps, data=train, val=val,
                                                train_options=opts, progress=say,
                                                bar=lambda k: Bar(console, f"step {k} of {steps}: recovering", status),

@@ -1,6 +1,6 @@
 """Depth before width: pick the K least important blocks, remove them, and say what each cost.
 
-`shrink(..., remove_blocks=K)` calls `remove_ranked` on the captured graph before it builds
+`shrink(..., depth=DepthOptions(blocks=K))` calls `remove_ranked` on the captured graph before it builds
 the dependency graph, so channels, neurons and heads are planned on the model without those
 blocks. K is a count (an int >= 1) or a fraction in (0, 1) of the blocks found (rounded,
 at least one). Ranking needs calibration data: without it the request is refused rather

@@ -14,7 +14,9 @@ the rows' leading dims, else 1, so padding does not count. Normal equations accu
 
 lam is chosen on held-out calibration batches (every HOLD-th): from LAMBDAS (times the mean of
 diag(G)), the one with the least held-out error, and the layer is left as it was unless the refit
-lowers that error by GAIN or more. The report gives each refit layer's relative error before and after, held out.
+lowers that error by GAIN or more. A layer whose fitting rows are fewer than its unknowns per output
+(input width, plus one with a bias) is refused: the fit would be decided by lam, not by the data.
+The report gives each refit layer's relative error before and after, held out.
 
 Cost: each layer's rows need the pruned model's input to it with the earlier layers already refit, so
 the layers are visited in graph order, all batches at each layer. The original and the pruned graph
@@ -26,6 +28,7 @@ Ops with shared (tied) weights, grouped convolutions and layers that lost no inp
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass
 
@@ -47,6 +50,14 @@ MEMORY = 2 << 30  # bytes of activations the paused cursors may hold (graphprune
 _LINEAR = (torch.ops.aten.linear.default,)  # the refit targets (Role.REFIT) that are not convolutions: rows = last dim
 
 
+class Verdict(enum.StrEnum):
+    """What the refit did to one layer; the value is the JSON report's spelling."""
+
+    REFIT = "refit"
+    NO_GAIN = "left alone: no gain on held-out rows"
+    FEW_ROWS = "refused: fewer rows than inputs"
+
+
 @dataclass(frozen=True)
 class Refit:
     layer: str  # the weight's name
@@ -54,6 +65,8 @@ class Refit:
     before: float  # held-out relative squared error of the pruned layer as cut
     after: float  # ... after the refit (equal to before when left alone)
     lam: float | None  # None: left alone
+    verdict: Verdict = Verdict.REFIT
+    rows: int = 0  # rows the fit had (positive weight)
 
 
 class _Cursor(fx.Interpreter):
@@ -206,6 +219,7 @@ class _Normal:
     def __init__(self):
         self.G = self.C = None
         self.s = 0.0
+        self.rows = 0
 
     def add(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, bias: bool) -> None:
         x = x.double()
@@ -215,6 +229,7 @@ class _Normal:
         g, c = wx.T @ x, wx.T @ y
         self.G, self.C = (g, c) if self.G is None else (self.G + g, self.C + c)
         self.s += float((w[:, None] * y * y).sum())
+        self.rows += int((w > 0).sum())
 
     def error(self, theta: torch.Tensor) -> float:
         """Relative squared error of the rows under theta [k(+1), m]."""
@@ -316,6 +331,9 @@ def _refit(layer: _Layer, fit: _Normal, held: _Normal) -> Refit:
     """Solve for each lam, keep the best on held-out rows if it gains GAIN or more; write it in place."""
     theta0 = _theta(layer.weight, layer.bias)
     before = err = held.error(theta0)
+    shape = (layer.full_inputs, int(layer.weight.shape[1]))
+    if fit.rows < len(theta0):
+        return Refit(layer.target, shape, before, before, None, Verdict.FEW_ROWS, fit.rows)
     best, lam = theta0, None
     for candidate in LAMBDAS:
         theta = _solve(fit, theta0, candidate)
@@ -328,4 +346,4 @@ def _refit(layer: _Layer, fit: _Normal, held: _Normal) -> Refit:
             layer.weight.copy_(best[:k].T.reshape(layer.weight.shape).to(layer.weight.dtype))
             if layer.bias is not None:
                 layer.bias.copy_(best[k].to(layer.bias.dtype))
-    return Refit(layer.target, (layer.full_inputs, int(layer.weight.shape[1])), before, err, lam)
+    return Refit(layer.target, shape, before, err, lam, Verdict.REFIT if lam is not None else Verdict.NO_GAIN, fit.rows)
