@@ -23,6 +23,7 @@ Criteria, fine-tuning, search and explain never read files themselves; they take
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -69,9 +70,8 @@ class Data:
 
     def batches(self, limit: int | None = None, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
         """Up to `limit` batches (all by default); shuffled reproducibly from `seed` if asked."""
-        for k, (inputs, labels) in enumerate(self._source.batches(self.batch_size, shuffle, seed)):
-            if limit is not None and k >= limit:
-                return
+        source = self._source.batches(self.batch_size, shuffle, seed)
+        for inputs, labels in source if limit is None else itertools.islice(source, limit):  # no batch past limit is read
             args, kwargs = self.signature.fit(inputs)
             yield Batch(args, kwargs, labels)
 
