@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphprune import allocate, depth, verify
+from graphprune import allocate, depth, inputspec, verify
 from graphprune.capture import capture, normalize_inputs
 from graphprune.cost import count_macs, count_params
 from graphprune.data import check_labels
@@ -175,6 +175,7 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
         chosen = make_plan(graph, plan_opts, scores=scores)
     step("rewriting")
     pruned = make_model(chosen)
+    inputspec.attach(pruned, example)  # later commands (finetune, eval, explain) need not ask for it again
     step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
     checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
@@ -203,17 +204,19 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
         seconds={**seconds, "total": time.perf_counter() - t0},
         search=searched[1].to_dict() if searched else None,
         calibration=calibration | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
-        checks=tuple(checks), budget=_budget(opts, params, macs),
+        checks=tuple(checks), budget=_budget(opts, params, macs, chosen.budget),
         blocks=tuple(dataclasses.asdict(b) for b in blocks),
         allocation=tuple(allocation), reconstruction=tuple(dataclasses.asdict(r) for r in refits),
     )
     return pruned, report
 
 
-def _budget(opts: PlanOptions, params: tuple, macs: tuple) -> dict | None:
-    """The budget asked for and the fraction of the original reached, from (before, after) counts."""
+def _budget(opts: PlanOptions, params: tuple, macs: tuple, outcome=None) -> dict | None:
+    """The budget asked for and what was reached, from (before, after) counts (graphprune.budget.verdict)."""
+    from graphprune.budget import verdict
+
     if opts.budget is None:
         return None
     kind, target = opts.budget
     before, after = macs if kind == "macs" else params
-    return {"kind": kind, "target": target, "achieved": after / before if before else 1.0}
+    return verdict(kind, target, after / before if before else 1.0, opts.tolerance, outcome)

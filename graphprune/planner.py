@@ -9,7 +9,8 @@ How many channels go (graphprune.cuts holds the rules):
 * threshold ('mean', 'percentile:P', 'sigma:K'): channels scoring below the threshold go,
   per group or (global) over every group's normalised scores.
 * budget (target_macs / target_params, fractions of the original): cost-aware global ranking
-  (graphprune.budget) chooses every group's width so the exact cost lands on the target.
+  (graphprune.budget) chooses every group's width so the exact cost lands at most on the target
+  and within `tolerance` under it; `Plan.budget` says what it reached, and why when it missed.
 * widths: an explicit kept width per group name (the search's knob).
 
 Constraints, applied per group after the choice: every space keeps at least one
@@ -98,6 +99,7 @@ class Decision:
     removed: int
     note: str
     cause: Reason | None = None  # why the group's frozen channels are frozen, as data (graphprune.reasons)
+    structural: bool = False  # a dim no rule claims (a kernel's spatial dims): not a width, never reported frozen
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +108,7 @@ class Plan:
     options: PlanOptions
     removed: np.ndarray  # channel id -> removed?
     decisions: tuple
+    budget: object = None  # graphprune.budget.Outcome under a budget: what it reached, why it missed if it did
 
     def exact(self) -> Plan:
         """This plan without its inexact removals (channels whose removal changes values even
@@ -207,7 +210,8 @@ def finalize(graph: DependencyGraph, picks: dict, scores: np.ndarray, opts: Plan
             note = "; ".join(x for x in (note, f"{g.frozen_channels} channels frozen: {g.reason}") if x)
         if g.inexact and final:
             note = "; ".join(x for x in (note, f"inexact: {g.inexact}") if x)
-        decisions.append(Decision(g.name, g.width, after, len(g.channels), len(final), note, g.cause))
+        decisions.append(Decision(g.name, g.width, after, len(g.channels), len(final), note, g.cause,
+                                  g.structural))
     return removed, tuple(decisions)
 
 
@@ -240,13 +244,14 @@ def plan(graph: DependencyGraph, options: PlanOptions | None = None, scores: np.
         raise PlanError(f"scores have shape {scores.shape}; one score per channel ({graph.num_channels}) is needed")
     if not opts.prune_hidden:
         graph = _exact_only(graph)
+    outcome = None
     if opts.widths is not None:
         removed, decisions = finalize(graph, cuts.widths_choice(graph, scores, opts.widths), scores, opts, rounding=False)
     elif opts.budget is not None:
-        removed, decisions = budget.choose(graph, scores, opts, allocation=_allocation(graph, opts))
+        removed, decisions, outcome = budget.choose(graph, scores, opts, allocation=_allocation(graph, opts))
     elif opts.global_ranking and (allocation := _allocation(graph, opts)) is not None:
         counts = {gi: len(c) for gi, c in cuts.choose(graph, allocation, opts).items()}
         removed, decisions = finalize(graph, cuts.lowest(graph, scores, counts), scores, opts)
     else:
         removed, decisions = finalize(graph, cuts.choose(graph, scores, opts), scores, opts)
-    return Plan(full, opts, removed, decisions)
+    return Plan(full, opts, removed, decisions, outcome)

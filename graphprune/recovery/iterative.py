@@ -24,9 +24,11 @@ from typing import Any
 
 import torch
 
+from graphprune.budget import verdict
 from graphprune.capture import normalize_inputs
 from graphprune.cost import count_macs, count_params
 from graphprune.errors import InputError
+from graphprune.planner import PlanOptions
 from graphprune.recovery.loop import finetune
 from graphprune.recovery.options import TrainOptions
 
@@ -109,6 +111,7 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, ratio: 
     final = replace(report, params_before=base["params"], macs_before=base["macs"], params_after=rows[-1].params,
                     macs_after=rows[-1].macs, ratio=ratio, blocks=removed_blocks)
     if budget is not None:  # the last step's budget was relative to the step before; state it for the original
-        final = replace(final, budget={"kind": budget[0], "target": budget[1],
-                                       "achieved": getattr(rows[-1], budget[0]) / base[budget[0]]})
+        achieved = getattr(rows[-1], budget[0]) / base[budget[0]]
+        final = replace(final, budget=verdict(budget[0], budget[1], achieved,
+                                               shrink_options.get("tolerance", PlanOptions.tolerance)))
     return current, final, rows
