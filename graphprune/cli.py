@@ -459,8 +459,9 @@ def eval_(
     if input_shape or example_input:
         example = io.load_example(example_input, input_shape)
     else:
-        example = next((stored for _, stored in loaded if stored is not None), None) or \
-            infer_example(data, str(tokenizer) if tokenizer else None)
+        example = next((stored for _, stored in loaded if stored is not None), None)  # a tensor: no `or`
+        if example is None:
+            example = infer_example(data, str(tokenizer) if tokenizer else None)
     if example is None:
         raise io.InputError(f"cannot tell the model's input from --data {data}; pass --input-shape or --example-input")
     batches = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size, mean=mean, std=std)
