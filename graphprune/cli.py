@@ -204,6 +204,10 @@ def shrink(
         raise io.InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
     _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches)
     blocks = _check_blocks(remove_blocks, block_criterion, data)
+    _check_applies(ratio=ratio, budget=target_macs is not None or target_params is not None, threshold=threshold,
+                   search=request, bench=bench, onnx=onnx, out=out,
+                   unsearched={"--provider": provider != "cpu", "--latency-batch": latency_batch is not None,
+                               "--threads": threads is not None}, samples=samples, strategy=search)
     module, example = _load(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
@@ -268,7 +272,33 @@ def _check_blocks(remove_blocks: str, criterion: str, data) -> float:
         raise io.InputError(f"unknown --block-criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
     if count and data is None:
         raise io.InputError("--remove-blocks ranks blocks on calibration data; pass --data FILE (inputs, labels optional)")
+    if not count and criterion != "loss":
+        raise io.InputError(f"--block-criterion ranks the blocks --remove-blocks removes; add --remove-blocks K or drop "
+                            f"--block-criterion {criterion}")
     return count
+
+
+def _check_applies(*, ratio: float, budget: bool, threshold, search, bench: bool, onnx: bool, out: Path,
+                   unsearched: dict, samples: int, strategy: str | None) -> None:
+    """Options that another option overrides, or that apply only with one not given, are refused, never ignored."""
+    rules = [name for name, on in (("--target-macs/--target-params", budget), ("--threshold", threshold is not None),
+                                   ("--speedup/--target-latency", search is not None)) if on]
+    if len(rules) > 1:
+        raise io.InputError(f"{' and '.join(rules)} both decide what goes; pass one")
+    if rules and ratio != 0.4:
+        raise io.InputError(f"--ratio and {rules[0]} both decide how much goes; pass one")
+    if bench and not onnx:
+        raise io.InputError("--bench times the ONNX export of both models; add --onnx")
+    given = [flag for flag, on in unsearched.items() if on]
+    if given and search is None:
+        raise io.InputError(f"{' and '.join(given)} set how a latency search measures; add --speedup X or "
+                            f"--target-latency F, or drop {' and '.join(given)}")
+    if samples != 16 and (search is None or (strategy or "greedy") != "random"):
+        raise io.InputError("--samples is how many configurations --search random tries; add --search random "
+                            "(with --speedup X) or drop --samples")
+    if out.suffix == ".onnx":
+        raise io.InputError(f"-o {out} would hold the pruned PyTorch model, not ONNX; name it .pt or .pt2 and add "
+                            "--onnx, which writes the ONNX file beside it")
 
 
 def _check_targets(target_macs, target_params, threshold, criterion, data, calib_batches) -> None:
@@ -337,12 +367,13 @@ def inspect(
     """Print the prunable groups of MODEL and what froze the others, without pruning."""
     from rich.table import Table
 
-    from graphprune.api import analyze
+    from graphprune.api import analyze, check_models
     from graphprune.planner import PlanOptions, plan
     from graphprune.report import interesting
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     module, example = _load(model, arch, safe, example_input, input_shape)
+    check_models([(str(model), module)], example, same_outputs=False)
     with console.status("capturing and analysing"):
         graph = analyze(module, example)
         decisions = plan(graph, PlanOptions(ratio=0.0)).decisions
@@ -380,14 +411,18 @@ def export(
     verbose: bool = VerboseOpt,
 ) -> None:
     """Export MODEL to ONNX (dynamic batch), simplify it, and check parity in ONNX Runtime."""
+    from graphprune.api import check_models
     from graphprune.capture import normalize_inputs
     from graphprune.export import data_path, export_onnx
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or _default_out(model, ".onnx")
+    if out.suffix != ".onnx":
+        raise io.InputError(f"-o {out}: export writes an ONNX model; name it .onnx (shrink -o writes PyTorch models)")
     for file in (out, data_path(out)):
         io.check_output(file, [model, example_input], force)
     module, example = _load(model, arch, safe, example_input, input_shape)
+    check_models([(str(model), module)], example, same_outputs=False)
     args, kwargs = normalize_inputs(example)
     with console.status("exporting"):
         result = export_onnx(module, args, kwargs, out)
@@ -449,7 +484,8 @@ def eval_(
 ) -> None:
     """Accuracy, macro F1, precision, recall and loss (with labels), agreement with the first model,
     params and MACs of every MODEL on DATA."""
-    from graphprune.data import infer_example
+    from graphprune.api import check_data, check_models
+    from graphprune.data import infer_example, taken_by
     from graphprune.evaluate import evaluate, render
 
     if json_out is not None:
@@ -460,11 +496,13 @@ def eval_(
         example = io.load_example(example_input, input_shape)
     else:
         example = next((stored for _, stored in loaded if stored is not None), None)  # a tensor: no `or`
-        if example is None:
-            example = infer_example(data, str(tokenizer) if tokenizer else None)
+        if example is None:  # one sample of the data, keeping the inputs the first model's forward takes
+            example = taken_by(loaded[0][0], infer_example(data, str(tokenizer) if tokenizer else None))
     if example is None:
         raise io.InputError(f"cannot tell the model's input from --data {data}; pass --input-shape or --example-input")
+    check_models([(str(m), module) for m, (module, _) in zip(models, loaded, strict=True)], example)
     batches = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size, mean=mean, std=std)
+    check_data([(str(m), module) for m, (module, _) in zip(models, loaded, strict=True)], batches)
     with console.status("evaluating"):
         rows = evaluate([(str(m), module) for m, (module, _) in zip(models, loaded, strict=True)], batches)
     render(rows, out_console)
