@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from tests.archs import build
+from tests.archs import TinyClassifier, build
 
 SHAPE = ("--input-shape", "1,3,8,8")
+FT = ("finetune", "pruned_cls.pt", "--data", "cls.npz")  # a pruned classifier (it carries its example) and its data
 TEST = "tests/test_cli.py::test_bad_input_exits_2_with_one_line_and_writes_nothing"
 
 
@@ -147,6 +148,78 @@ CASES: tuple[Case, ...] = (
          ("explain", "m.pt", "m.pt", "--data", "nope.npz", "-o", "m.pt", "--force"), ("refusing to overwrite the input",)),
     Case("explain_no_example", "`explain` with data that does not tell the input layout",
          ("explain", "m.pt", "m.pt", "--data", "notes.txt"), ("--example-input", "--input-shape")),
+    Case("finetune_teacher_mismatch", "`finetune --teacher` a model whose outputs are not the student's (10 classes, not 4)",
+         (*FT, "--teacher", "cls10.pt"), ("teacher's outputs", "do not match", "--teacher")),
+    Case("finetune_mean_with_npz", "`finetune --mean` with .npz data (it normalises image folders only)",
+         (*FT, "--mean", "0.5,0.5,0.5"), ("--mean", "image folder", "drop --mean")),
+    Case("finetune_tokenizer_with_npz", "`finetune --tokenizer` with .npz data", (*FT, "--tokenizer", "nodir"),
+         ("--tokenizer", "text file", "drop --tokenizer")),
+    Case("finetune_distill_without_teacher", "`finetune --distill-loss kl` without --teacher",
+         (*FT, "--distill-loss", "kl"), ("--distill-loss", "--teacher")),
+    Case("finetune_arch_without_teacher", "`finetune --arch` (it builds the teacher) without --teacher",
+         (*FT, "--arch", "tests.archs:build"), ("--arch", "--teacher")),
+    Case("finetune_example_dtype", "`finetune --example-input` of float64 for a float32 model",
+         (*FT, "--example-input", "f64.pt"), ("rejects the example input", "dtype")),
+    Case("finetune_nan_data", "`finetune` on data holding NaN", ("finetune", "pruned_cls.pt", "--data", "nan.npz"),
+         ("nan.npz", "NaN")),
+    Case("finetune_labels_out_of_range", "`finetune` on labels beyond the model's classes",
+         ("finetune", "pruned_cls.pt", "--data", "oob.npz"), ("label 13", "outside", "4 classes")),
+    Case("finetune_empty_data", "`finetune` on an empty data set", ("finetune", "pruned_cls.pt", "--data", "empty.npz"),
+         ("no samples",)),
+    Case("finetune_wrong_shape_data", "`finetune` on images of another size", ("finetune", "pruned_cls.pt", "--data",
+         "big.npz"), ("size 16 on dim 2", "takes 8")),
+    Case("finetune_missing_teacher", "`finetune --teacher` naming no file", (*FT, "--teacher", "nope.pt"),
+         ("no such file", "nope.pt")),
+    Case("finetune_output_exists", "`finetune -o` onto an existing file, no --force", (*FT, "-o", "notes.txt"),
+         ("exists", "--force")),
+    Case("eval_mismatched_models", "`eval` of two models whose outputs differ (4 and 10 classes)",
+         ("eval", "cls.pt", "cls10.pt", "--data", "cls.npz"), ("cls10.pt gives outputs", "same outputs")),
+    Case("eval_labels_out_of_range", "`eval` on labels beyond the model's classes", ("eval", "cls.pt", "--data", "oob.npz"),
+         ("label 13", "outside", "4 classes")),
+    Case("eval_example_dtype", "`eval --example-input` of float64 for a float32 model",
+         ("eval", "cls.pt", "--data", "cls.npz", "--example-input", "f64.pt"), ("cls.pt rejects the example input",)),
+    Case("eval_mean_with_npz", "`eval --std` with .npz data", ("eval", "cls.pt", "--data", "cls.npz", "--std", "0.5"),
+         ("--std", "image folder")),
+    Case("eval_json_exists", "`eval --json` onto an existing file, no --force",
+         ("eval", "cls.pt", "--data", "cls.npz", "--json", "notes.txt"), ("exists", "--force")),
+    Case("eval_missing_model", "`eval` of a file that does not exist", ("eval", "nope.pt", "--data", "cls.npz"),
+         ("no such file", "nope.pt")),
+    Case("explain_mismatched_models", "`explain` of two models whose outputs differ",
+         ("explain", "cls.pt", "cls10.pt", "--data", "cls.npz"), ("cls10.pt gives outputs", "same outputs")),
+    Case("explain_labels_out_of_range", "`explain` on labels beyond the model's classes",
+         ("explain", "cls.pt", "pruned_cls.pt", "--data", "oob.npz"), ("label 13", "outside")),
+    Case("explain_image_size_with_npz", "`explain --image-size` with .npz data",
+         ("explain", "cls.pt", "pruned_cls.pt", "--data", "cls.npz", "--image-size", "8"), ("--image-size", "image folder")),
+    Case("inspect_example_dtype", "`inspect --example-input` of float64 for a float32 model",
+         ("inspect", "cls.pt", "--example-input", "f64.pt"), ("cls.pt rejects the example input", "dtype")),
+    Case("export_example_dtype", "`export --example-input` of float64 for a float32 model",
+         ("export", "cls.pt", "--example-input", "f64.pt"), ("cls.pt rejects the example input",)),
+    Case("export_not_onnx_name", "`export -o out.pt` (export writes ONNX)", ("export", "m.pt", *SHAPE, "-o", "out.pt"),
+         ("writes an ONNX model", ".onnx")),
+    Case("shrink_onnx_name", "`shrink -o out.onnx` (shrink writes a PyTorch model)",
+         ("shrink", "m.pt", *SHAPE, "-o", "out.onnx"), ("not ONNX", "--onnx")),
+    Case("shrink_mean_without_data", "`shrink --mean` without --data", ("shrink", "m.pt", *SHAPE, "--mean", "0.5"),
+         ("--mean", "no --data")),
+    Case("shrink_ratio_and_budget", "`shrink --ratio 0.3 --target-macs 0.5` (two rules for how much goes)",
+         ("shrink", "m.pt", *SHAPE, "--ratio", "0.3", "--target-macs", "0.5"), ("--ratio", "--target-macs", "pass one")),
+    Case("shrink_budget_and_speedup", "`shrink --target-macs 0.5 --speedup 2`",
+         ("shrink", "m.pt", *SHAPE, "--target-macs", "0.5", "--speedup", "2"), ("--target-macs", "--speedup", "pass one")),
+    Case("shrink_bench_without_onnx", "`shrink --bench` without --onnx", ("shrink", "m.pt", *SHAPE, "--bench"),
+         ("--bench", "--onnx")),
+    Case("shrink_training_option_without_recovery", "`shrink --lr 0.1` without --finetune-epochs",
+         ("shrink", "m.pt", *SHAPE, "--lr", "0.1"), ("--lr", "--finetune-epochs")),
+    Case("shrink_provider_without_search", "`shrink --provider cuda` without a latency budget",
+         ("shrink", "m.pt", *SHAPE, "--provider", "cuda"), ("--provider", "--speedup")),
+    Case("shrink_samples_without_random", "`shrink --speedup 2 --samples 3` (greedy search samples nothing)",
+         ("shrink", "m.pt", *SHAPE, "--speedup", "2", "--samples", "3"), ("--samples", "--search random")),
+    Case("depth_block_criterion_without_blocks", "`shrink --block-criterion influence` without --remove-blocks",
+         ("shrink", "m.pt", *SHAPE, "--block-criterion", "influence"), ("--block-criterion", "--remove-blocks")),
+    Case("depth_no_blocks", "`shrink --remove-blocks 1` of a model without removable blocks",
+         ("shrink", "cls.pt", *SHAPE, "--remove-blocks", "1", "--data", "cls.npz"), ("no removable blocks",)),
+    Case("shrink_labels_out_of_range", "`shrink --data` with labels beyond the model's classes",
+         ("shrink", "cls.pt", *SHAPE, "--criterion", "taylor", "--data", "oob.npz"), ("label 13", "outside")),
+    Case("text_without_tokenizer", "text --data without --tokenizer", ("shrink", "cls.pt", *SHAPE, "--data", "notes.txt"),
+         ("notes.txt", "text file", "--tokenizer")),
 )
 BAD = {case.name: case for case in CASES}
 
@@ -196,6 +269,41 @@ def _onnx_files(folder: Path) -> None:
     _onnx_model(folder / "tokens.onnx", [helper.make_node("Gather", ["E", "input_ids"], ["out"])], [ids], [out], [table])
 
 
+@functools.cache
+def _classifier_bytes() -> tuple[bytes, bytes, bytes]:
+    """TinyClassifier (4 classes), one of 10 classes, and the 4-class one pruned by graphprune (which
+    carries its example input), pickled once per process."""
+    import io
+
+    import graphprune
+
+    torch.manual_seed(0)
+    cls, cls10 = TinyClassifier().eval(), TinyClassifier(10).eval()
+    pruned, _ = graphprune.shrink(cls, torch.randn(1, 3, 8, 8), 0.5)
+    out = []
+    for model in (cls, cls10, pruned):
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        out.append(buf.getvalue())
+    return tuple(out)
+
+
+def _classifier_files(folder: Path) -> None:
+    """cls.pt, cls10.pt, pruned_cls.pt, its data (cls.npz) and the data it must refuse, f64.pt."""
+    import numpy as np
+
+    for name, data in zip(("cls.pt", "cls10.pt", "pruned_cls.pt"), _classifier_bytes(), strict=True):
+        (folder / name).write_bytes(data)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((24, 3, 8, 8)).astype(np.float32), rng.integers(0, 4, 24)
+    np.savez(folder / "cls.npz", x=x, y=y)
+    np.savez(folder / "oob.npz", x=x, y=y + 10)
+    np.savez(folder / "nan.npz", x=x * np.nan, y=y)
+    np.savez(folder / "empty.npz", x=x[:0], y=y[:0])
+    np.savez(folder / "big.npz", x=rng.standard_normal((24, 3, 16, 16)).astype(np.float32), y=y)
+    torch.save(torch.randn(1, 3, 8, 8, dtype=torch.float64), folder / "f64.pt")
+
+
 def make_files(folder: Path) -> Path:
     """Write into `folder` a tiny conv model in every format the CLI reads, and the files it must refuse."""
     torch.manual_seed(0)
@@ -219,4 +327,5 @@ def make_files(folder: Path) -> Path:
     _onnx_files(folder)
     torch.save({"pixels": torch.zeros(1, 4, dtype=torch.long)}, folder / "wrong_keys.pt")
     (folder / "stale.onnx.data").write_bytes(b"weights of another model")
+    _classifier_files(folder)
     return folder
