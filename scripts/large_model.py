@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import graphprune  # noqa: E402
-from graphprune.cost import count_params  # noqa: E402
+from graphprune.cost.macs import count_params  # noqa: E402
 from scripts.docsection import write_section  # noqa: E402
 
 

@@ -14,10 +14,10 @@ import torchvision
 from torch import nn
 
 import graphprune
-from graphprune.cost import count_macs, count_params, plan_macs, plan_params
+from graphprune.cost.macs import count_macs, count_params, plan_macs, plan_params
 from graphprune.errors import GraphPruneError
 from graphprune.importance import score
-from graphprune.planner import PlanOptions
+from graphprune.plan.types import PlanOptions
 
 
 def _models():
@@ -100,7 +100,7 @@ def test_the_report_and_its_summary_say_why_a_budget_was_missed():
 
     from rich.console import Console
 
-    from graphprune.report import render
+    from graphprune.report.report import render
     from models.tabular import DigitsMLP
 
     model, x = DigitsMLP().eval(), torch.randn(1, 64)

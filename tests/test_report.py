@@ -16,7 +16,7 @@ from torch import nn
 
 import graphprune
 from graphprune.reasons import Cause
-from graphprune.report import render
+from graphprune.report.report import render
 
 
 class Cumsum(nn.Module):

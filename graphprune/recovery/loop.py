@@ -23,7 +23,8 @@ import torch
 
 from graphprune.data import Data, check_labels
 from graphprune.errors import InputError, first_line
-from graphprune.recovery import checkpoint, distributed, losses, schedule
+from graphprune.measure import objective as losses
+from graphprune.recovery import checkpoint, distributed, schedule
 from graphprune.recovery.features import FeatureMatch
 from graphprune.recovery.options import TrainOptions
 
