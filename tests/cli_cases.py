@@ -279,7 +279,7 @@ def _classifier_bytes() -> tuple[bytes, bytes, bytes]:
 
     torch.manual_seed(0)
     cls, cls10 = TinyClassifier().eval(), TinyClassifier(10).eval()
-    pruned, _ = graphprune.shrink(cls, torch.randn(1, 3, 8, 8), 0.5)
+    pruned, _ = graphprune.shrink(cls, torch.randn(1, 3, 8, 8), plan=graphprune.PlanOptions(ratio=0.5))
     out = []
     for model in (cls, cls10, pruned):
         buf = io.BytesIO()

@@ -70,7 +70,7 @@ def test_a_budget_is_a_ceiling_or_says_why(graphs, name, kind, global_ranking):
     rounding that stops it (and without rounding it lands)."""
     graph, _, _ = graphs[name]
     measure = plan_macs if kind == "macs" else plan_params
-    full = measure(graphprune.plan(graph, ratio=0.0))
+    full = measure(graphprune.plan(graph, PlanOptions(ratio=0.0)))
     for target in (0.3, 0.5, 0.7):
         for round_to in (8, 1):
             opts = PlanOptions(**{f"target_{kind}": target}, global_ranking=global_ranking, round_to=round_to)
@@ -88,7 +88,7 @@ def test_a_budget_is_a_ceiling_or_says_why(graphs, name, kind, global_ranking):
 def test_a_budget_below_what_the_options_allow_says_so(graphs):
     graph, _, _ = graphs["mlp"]
     plan = graphprune.plan(graph, PlanOptions(target_params=0.01))
-    full = plan_params(graphprune.plan(graph, ratio=0.0))
+    full = plan_params(graphprune.plan(graph, PlanOptions(ratio=0.0)))
     outcome = plan.budget
     assert not outcome.met and outcome.limit == "floor"
     assert outcome.floor == pytest.approx(plan_params(plan) / full) and outcome.floor > 0.01
@@ -104,13 +104,13 @@ def test_the_report_and_its_summary_say_why_a_budget_was_missed():
     from models.tabular import DigitsMLP
 
     model, x = DigitsMLP().eval(), torch.randn(1, 64)
-    _, report = graphprune.shrink(model, x, target_params=0.01)
+    _, report = graphprune.shrink(model, x, plan=PlanOptions(target_params=0.01))
     budget = report.to_dict()["budget"]
     assert budget["met"] is False and "smallest plan" in budget["why"]
     out = StringIO()
     render(report, Console(file=out, width=200))
     assert "NOT met" in out.getvalue() and "smallest plan" in out.getvalue()
-    _, report = graphprune.shrink(model, x, target_params=0.5, round_to=1)
+    _, report = graphprune.shrink(model, x, plan=PlanOptions(target_params=0.5, round_to=1))
     assert report.budget["met"] is True and report.budget["why"] == ""
     assert 0.49 <= report.budget["achieved"] <= 0.5
 

@@ -137,7 +137,7 @@ def test_shrink_steps_reports_every_step(folder):
 def test_finetune_takes_the_example_the_pruned_model_carries(folder):
     """A model from shrink carries its example input's spec: finetune, and finetune of its output,
     need no --example-input; the spec's shape, dtype and dynamic batch come back on load."""
-    from graphprune import io
+    from graphprune.io import files as io
 
     _, stored = io.load_model(folder / "pruned.pt")
     assert stored.shape == (2, 1, 8, 8) and stored.dtype == torch.float32

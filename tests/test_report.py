@@ -15,6 +15,7 @@ from rich.console import Console
 from torch import nn
 
 import graphprune
+from graphprune.plan.types import PlanOptions
 from graphprune.reasons import Cause
 from graphprune.report.report import render
 
@@ -32,7 +33,7 @@ class Cumsum(nn.Module):
 
 def test_kernel_dims_are_structural_not_frozen():
     model = torchvision.models.resnet18().eval()
-    _, report = graphprune.shrink(model, torch.randn(1, 3, 32, 32), ratio=0.3)
+    _, report = graphprune.shrink(model, torch.randn(1, 3, 32, 32), plan=PlanOptions(ratio=0.3))
     data = report.to_dict()
     assert all(r["cause"] != Cause.UNMAPPED.value for r in data["frozen_by_cause"])
     convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -45,7 +46,7 @@ def test_kernel_dims_are_structural_not_frozen():
 
 
 def test_a_channel_frozen_by_an_op_that_does_not_map_it_is_reported_frozen():
-    _, report = graphprune.shrink(Cumsum().eval(), torch.randn(1, 3, 16, 16), ratio=0.5)
+    _, report = graphprune.shrink(Cumsum().eval(), torch.randn(1, 3, 16, 16), plan=PlanOptions(ratio=0.5))
     rows = report.to_dict()["frozen_by_cause"]
     unmapped = [r for r in rows if r["cause"] == Cause.UNMAPPED.value]
     assert unmapped and unmapped[0]["op"] == "aten.cumsum.default" and unmapped[0]["channels"] == 32
@@ -53,7 +54,7 @@ def test_a_channel_frozen_by_an_op_that_does_not_map_it_is_reported_frozen():
 
 
 def test_the_frozen_table_reads_at_80_columns():
-    _, report = graphprune.shrink(Cumsum().eval(), torch.randn(1, 3, 16, 16), ratio=0.5)
+    _, report = graphprune.shrink(Cumsum().eval(), torch.randn(1, 3, 16, 16), plan=PlanOptions(ratio=0.5))
     out = StringIO()
     render(report, Console(file=out, width=80))
     lines = out.getvalue().splitlines()
