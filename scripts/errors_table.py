@@ -1,9 +1,9 @@
 """Write docs/ERRORS.md: what the `graphprune` CLI prints for every input it must refuse.
 
-    python scripts/errors_table.py                    # writes docs/ERRORS.md
-    python scripts/errors_table.py --out /tmp/errors.md
+    python -m scripts.errors_table                    # writes docs/ERRORS.md
+    python -m scripts.errors_table --out /tmp/errors.md
 
-The cases are tests/cli_cases.py, the list tests/test_cli.py checks. Each one runs as a new
+The cases are fixtures/cli_cases.py, the list tests/test_cli.py checks. Each one runs as a new
 user would run it: `graphprune ARGS` (through typer's CliRunner) inside a fresh temporary
 folder holding the files `make_files` writes. Every exit code and message in the table is
 what that run printed; nothing is typed by hand. The test column is the pytest node id,
@@ -27,11 +27,9 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from graphprune.cli import app  # noqa: E402
-from tests.cli_cases import CASES, TEST, Case, make_files  # noqa: E402
+from fixtures.cli_cases import CASES, TEST, Case, make_files
+from graphprune.cli import app
+from scripts.common import ROOT
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -127,7 +125,7 @@ def test_cell(case: Case, node: str) -> str:
 def markdown(rows: list[tuple[Case, Outcome, str]]) -> str:
     broken = [(c, o) for c, o, _ in rows if o.problems]
     lines = [
-        "`python scripts/errors_table.py` wrote this file; run it again rather than editing it.",
+        "`python -m scripts.errors_table` wrote this file; run it again rather than editing it.",
         "",
         "# What graphprune says when it refuses an input",
         "",
@@ -141,7 +139,7 @@ def markdown(rows: list[tuple[Case, Outcome, str]]) -> str:
         "one of 10 classes `cls10.pt`, `pruned_cls.pt` (`cls.pt` pruned by graphprune, carrying its example input), "
         "its data `cls.npz` and the data it must refuse (`oob.npz` labels beyond its classes, `nan.npz`, "
         "`empty.npz`, `big.npz` images of another size) and `f64.pt` (a float64 example input) "
-        "(tests/cli_cases.py `make_files`). "
+        "(fixtures/cli_cases.py `make_files`). "
         "The message is the line printed, as printed.",
         "",
         "The rule (tests/test_cli.py): exit code 2, one `error:` line that names the cause and the fix, no "
