@@ -145,6 +145,11 @@ def shrink(
     options = _shrink_options(ratio, global_ranking, round_to, criterion, threshold, target_macs, target_params,
                               prune_hidden, prune_heads, prune_head_dim, calib_batches, recalibrate, reconstruct, seed,
                               remove_blocks, block_criterion, has_data=data is not None, compensate=bias_correction)
+    _check_applies(ratio=ratio, budget=target_macs is not None or target_params is not None, threshold=threshold,
+                   search=request, bench=bench, onnx=onnx, out=out, blocks=options["depth"].blocks,
+                   block_criterion=block_criterion,
+                   unsearched={"--provider": provider != "cpu", "--latency-batch": latency_batch is not None,
+                               "--threads": threads is not None}, samples=samples, strategy=search)
     module, example = load_inputs(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
@@ -195,6 +200,32 @@ def shrink(
                 stage_explanation(explained, explain_path, stage, sources=(str(model), str(out)))
     out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else "")
                       + (f" and {explain_path}" if explain else "") + (f" and {plot_path}" if request else ""))
+
+
+def _check_applies(*, ratio: float, budget: bool, threshold, search, bench: bool, onnx: bool, out: Path, blocks,
+                   block_criterion: str, unsearched: dict, samples: int, strategy: str | None) -> None:
+    """Options that another option overrides, or that apply only with one not given, are refused, never ignored."""
+    rules = [name for name, on in (("--target-macs/--target-params", budget), ("--threshold", threshold is not None),
+                                   ("--speedup/--target-latency", search is not None)) if on]
+    if len(rules) > 1:
+        raise io.InputError(f"{' and '.join(rules)} both decide what goes; pass one")
+    if rules and ratio != 0.4:
+        raise io.InputError(f"--ratio and {rules[0]} both decide how much goes; pass one")
+    if bench and not onnx:
+        raise io.InputError("--bench times the ONNX export of both models; add --onnx")
+    if not blocks and block_criterion != "loss":
+        raise io.InputError(f"--block-criterion ranks the blocks --remove-blocks removes; add --remove-blocks K or drop "
+                            f"--block-criterion {block_criterion}")
+    given = [flag for flag, on in unsearched.items() if on]
+    if given and search is None:
+        raise io.InputError(f"{' and '.join(given)} set how a latency search measures; add --speedup X or "
+                            f"--target-latency F, or drop {' and '.join(given)}")
+    if samples != 16 and (search is None or (strategy or "greedy") != "random"):
+        raise io.InputError("--samples is how many configurations --search random tries; add --search random "
+                            "(with --speedup X) or drop --samples")
+    if out.suffix == ".onnx":
+        raise io.InputError(f"-o {out} would hold the pruned PyTorch model, not ONNX; name it .pt or .pt2 and add "
+                            "--onnx, which writes the ONNX file beside it")
 
 
 def _shrink_options(ratio, global_ranking, round_to, criterion, threshold, target_macs, target_params, prune_hidden,

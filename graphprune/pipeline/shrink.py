@@ -25,6 +25,7 @@ from graphprune import depth as blocks_api
 from graphprune.capture.depgraph import DependencyGraph, build
 from graphprune.capture.trace import Captured, capture, normalize_inputs
 from graphprune.check import verify
+from graphprune.check.inputs import check_data
 from graphprune.check.oracle import dead_channel_check
 from graphprune.cost.macs import count_macs, count_params, graph_macs
 from graphprune.data import Kept, check_labels
@@ -32,8 +33,10 @@ from graphprune.data.options import CalibrationOptions
 from graphprune.data.progress import Stages, count, stages_of
 from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError, TraceError, VerificationError, first_line
+from graphprune.io import inputspec
 from graphprune.measure.fidelity import on_example
 from graphprune.pipeline import allocate, decide
+from graphprune.plan.budget import verdict
 from graphprune.plan.planner import plan as make_plan
 from graphprune.plan.types import Plan, PlanOptions
 from graphprune.report.report import Report
@@ -208,6 +211,7 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     with run.clock("reference"):
         reference = original_out = run_original(model, args, kwargs)
     if data is not None:
+        check_data([("the model", model)], data)
         check_labels(data, reference, limit=cal.batches)
     try:
         with run.clock("capture"):
@@ -285,6 +289,7 @@ def _build(run: _Run, chosen: Plan, reference, check_dead_channels: bool, blocks
     run.step("rewriting")
     with run.clock("rewrite"):
         pruned = make_model(chosen)
+    inputspec.attach(pruned, run.args, run.kwargs)  # later commands (finetune, eval, explain) need not ask again
     run.step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
     checks = _checks(chosen, pruned, reference, check_dead_channels, run.clock)  # the oracle checks the plan itself
@@ -381,7 +386,7 @@ def _report(run: _Run, chosen: Plan, graph: DependencyGraph, pruned, original: C
         verified=checks[0]["detail"], seconds=run.timings(),
         search=searched[1].to_dict() if searched else None,
         calibration=calibration_info | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
-        checks=tuple(checks), budget=_budget(opts, params, macs),
+        checks=tuple(checks), budget=_budget(opts, params, macs, chosen.budget),
         blocks=tuple(dataclasses.asdict(b) for b in blocks),
         allocation=tuple(allocation), reconstruction=tuple(dataclasses.asdict(r) for r in refits),
     )
@@ -401,10 +406,10 @@ def _macs(chosen: Plan, original: Captured, pruned: torch.nn.Module) -> tuple[in
     return before, counted[1] if counted is not None else count_macs(pruned, args, kwargs)
 
 
-def _budget(opts: PlanOptions, params: tuple, macs: tuple) -> dict | None:
-    """The budget asked for and the fraction of the original reached, from (before, after) counts."""
+def _budget(opts: PlanOptions, params: tuple, macs: tuple, outcome=None) -> dict | None:
+    """The budget asked for and what was reached, from (before, after) counts (graphprune.plan.budget.verdict)."""
     if opts.budget is None:
         return None
     kind, target = opts.budget
     before, after = macs if kind == "macs" else params
-    return {"kind": kind, "target": target, "achieved": after / before if before else 1.0}
+    return verdict(kind, target, after / before if before else 1.0, opts.tolerance, outcome)
