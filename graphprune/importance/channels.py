@@ -48,9 +48,11 @@ def per_channel(graph, quantity: Callable[[str, torch.Tensor], torch.Tensor]) ->
     """s(c) = sum over the parameter slices of c of quantity(target, W) reduced to the slice's index."""
     scores = np.zeros(graph.num_channels, dtype=np.float64)
     module = graph.captured.module
+    last = None  # (target, its quantity): a tensor's dims come one after another, computed once for all
     for target, dim, channels in parameter_spaces(graph):
-        q = quantity(target, parameter(module, target).detach().float())
-        np.add.at(scores, channels, reduce_to(q, dim))
+        if last is None or last[0] != target:
+            last = (target, quantity(target, parameter(module, target).detach().float()))
+        np.add.at(scores, channels, reduce_to(last[1], dim))
     return scores
 
 
