@@ -30,6 +30,7 @@ from torch.export import Dim
 from torch.utils import _pytree as pytree
 
 from graphprune.errors import TraceError, first_line
+from graphprune.pytrees import register_for_model
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,8 @@ def capture(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     kwargs = dict(kwargs or {})
     from graphprune.verify import eval_mode
+
+    register_for_model(model)  # e.g. transformers' DynamicCache, returned by causal LMs as loaded
 
     with eval_mode(model):
         try:

@@ -12,11 +12,14 @@ runs on `plan.exact()`. `shrink` runs it on every model it returns.
 from __future__ import annotations
 
 import torch
+import torch.fx as fx
 from torch.func import functional_call
+from torch.utils import _pytree as pytree
 
 from graphprune import verify
 from graphprune.importance import parameter
 from graphprune.planner import Plan
+from graphprune.pytrees import state_leaves
 from graphprune.rewriter import rewrite
 
 
@@ -69,5 +72,21 @@ def dead_channel_check(plan: Plan, atol: float = 1e-4, rtol: float = 1e-4) -> to
     with torch.no_grad():
         reference = functional_call(captured.module, zeroed, captured.args, captured.kwargs, strict=False)
     pruned = rewrite(plan, tensors=zeroed)
+    reference = _narrowed(plan, reference)
     verify.check_equal(reference, verify.run(pruned, captured.args, captured.kwargs), atol=atol, rtol=rtol, scaled=True)
     return pruned
+
+
+def _narrowed(plan: Plan, reference):
+    """The zeroed model's outputs with the kept indices of every output dim that may narrow (a KV
+    cache, graphprune.pytrees): the pruned model must return exactly those."""
+    leaves, spec = pytree.tree_flatten(reference)
+    outputs = next(n for n in plan.graph.captured.graph.nodes if n.op == "output").args[0]
+    for i, inside in enumerate(state_leaves(spec)):
+        if not inside or not isinstance(leaves[i], torch.Tensor) or not isinstance(outputs[i], fx.Node):
+            continue
+        for dim in range(leaves[i].dim()):
+            keep = plan.kept(((outputs[i], None), dim))
+            if keep is not None:
+                leaves[i] = leaves[i].index_select(dim, torch.as_tensor(keep, dtype=torch.long))
+    return pytree.tree_unflatten(leaves, spec)

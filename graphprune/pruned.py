@@ -140,6 +140,9 @@ class PrunedModule(fx.GraphModule):
 def _reload(body: dict[str, Any], import_block: str) -> PrunedModule:
     """Unpickle: torch rebuilds a plain GraphModule from the saved code; it becomes a PrunedModule
     holding the same submodules, tensors and attributes (`meta` too, which torch drops)."""
+    from graphprune.pytrees import register_for_spec
+
+    register_for_spec(body.get("_out_spec"))  # e.g. a causal LM's DynamicCache, in a fresh process
     meta = body.get("meta", {})
     module = as_pruned(reduce_graph_module(body, import_block))
     module.meta = meta
