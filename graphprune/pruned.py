@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch.fx.graph_module import reduce_graph_module
+from torch.utils import _pytree as pytree
 
 log = logging.getLogger(__name__)
 _SYMBOLIC = (torch.SymInt, torch.SymFloat, torch.SymBool)
@@ -97,6 +98,18 @@ class ReloadTracer(fx.Tracer):
     so the code may index or call methods of them with sizes read at run time."""
 
     proxy_buffer_attributes = True
+
+    def create_arg(self, a: Any) -> Any:
+        """An output container fx cannot write (a Hugging Face ModelOutput, which fx would turn into a
+        plain dict, or its DynamicCache: graphprune.pytrees) but pytree knows becomes one node
+        rebuilding it from its leaves, with the spec it was flattened by held by the module."""
+        if type(a) in (tuple, list, dict) or hasattr(a, "_fields") or type(a) not in pytree.SUPPORTED_NODES:
+            return super().create_arg(a)
+        leaves, spec = pytree.tree_flatten(a)
+        name = f"_graphprune_state_spec_{sum(k.startswith('_graphprune_state_spec_') for k in vars(self.root))}"
+        setattr(self.root, name, spec)
+        holder = self.create_proxy("get_attr", name, (), {})
+        return self.create_node("call_function", pytree.tree_unflatten, (self.create_arg(leaves), holder.node), {})
 
 
 class _ValueName:

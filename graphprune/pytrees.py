@@ -76,7 +76,7 @@ def register_for_spec(spec: pytree.TreeSpec | None) -> None:
         register = _LIBRARIES.get(_library(node.type)) if node.type is not None else None
         if register is not None:
             register()
-        stack.extend(node.children_specs)
+        stack.extend(node.children())
 
 
 def state_leaves(spec: pytree.TreeSpec) -> list[bool]:
@@ -87,8 +87,9 @@ def state_leaves(spec: pytree.TreeSpec) -> list[bool]:
         inside = inside or (node.type is not None and any(issubclass(node.type, t) for t in STATE_TYPES))
         if node.is_leaf():
             out.append(inside)
-        for child in node.children_specs:
+        for child in node.children():
             visit(child, inside)
 
     visit(spec, False)
     return out
+

@@ -1,0 +1,165 @@
+"""Causal LMs as users load them, and half precision end to end.
+
+Invariants checked:
+
+* `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM` and `GPT2LMHeadModel` with their
+  default configs (`use_cache=True`: a `DynamicCache` among the outputs), in float32 and bfloat16,
+  prune at ratio 0.3: the pruned model returns the same output class with a `DynamicCache`, logits
+  of the original's shape and dtype, a cache whose KV heads are the pruned key projection's (the
+  cache narrows with the model), fewer parameters, and the user's model is unchanged.
+* ONNX: the pruned model exports and matches PyTorch in ONNX Runtime, cache outputs included; a
+  bfloat16 model is exported as float32 and the result says so (`source_dtype`, a note).
+* A pickled pruned causal LM loads in a fresh process (which knows nothing of DynamicCache yet)
+  and returns its cache.
+* Half precision (bfloat16, float16): shrink, fine-tune and evaluation keep the model's dtype, and
+  the `.pt2` program computes in it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import graphprune
+from graphprune.export import export_onnx
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import transformers as hf  # noqa: E402 - after HF_HUB_OFFLINE
+from transformers.cache_utils import DynamicCache  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+             num_key_value_heads=2)
+KINDS = ("llama", "mistral", "qwen2", "gpt2")
+
+
+def causal_lm(kind: str, dtype: torch.dtype) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        cfg = hf.GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=4, n_positions=32, bos_token_id=0, eos_token_id=0)
+        model = hf.GPT2LMHeadModel(cfg)
+    else:
+        cls, config = {"llama": (hf.LlamaForCausalLM, hf.LlamaConfig), "mistral": (hf.MistralForCausalLM, hf.MistralConfig),
+                       "qwen2": (hf.Qwen2ForCausalLM, hf.Qwen2Config)}[kind]
+        model = cls(config(**SMALL))
+    assert model.config.use_cache  # the default: the cache is returned
+    return model.to(dtype).eval()
+
+
+def _ids() -> torch.Tensor:
+    return torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(1))
+
+
+def _key_rows(pruned: torch.nn.Module, kind: str) -> int:
+    """Rows of layer 0's key projection (GPT-2: the key third of c_attn's columns)."""
+    state = pruned.state_dict()
+    if kind == "gpt2":
+        return state["transformer.h.0.attn.c_attn.weight"].shape[1] // 3
+    return state["model.layers.0.self_attn.k_proj.weight"].shape[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_causal_lm_prunes_as_loaded(kind, dtype):
+    model = causal_lm(kind, dtype)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = _ids()
+    ref = model(input_ids=ids)
+    pruned, report = graphprune.shrink(model, {"input_ids": ids}, 0.3)
+    out = pruned(input_ids=ids)
+    assert type(out) is type(ref) and isinstance(out.past_key_values, DynamicCache)
+    assert out.logits.shape == ref.logits.shape and out.logits.dtype == dtype
+    keys = out.past_key_values.layers[0].keys
+    assert keys.dtype == dtype and keys.shape[1] * keys.shape[3] == _key_rows(pruned, kind)
+    assert report.params_after < report.params_before
+    assert all(p.dtype == dtype for p in pruned.parameters() if p.is_floating_point())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_kv_heads_narrow_with_the_cache():
+    """GQA: pruning removes whole KV groups, and the returned cache has exactly the kept KV heads."""
+    model = causal_lm("llama", torch.float32)
+    pruned, _ = graphprune.shrink(model, {"input_ids": _ids()}, 0.5)
+    keys = pruned(input_ids=_ids()).past_key_values.layers[0].keys
+    assert keys.shape[1] == 1 < model.config.num_key_value_heads
+
+
+FAST_ONNX = {("llama", "bfloat16"), ("gpt2", "float32")}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_causal_lm_onnx(kind, dtype, tmp_path, request):
+    if (kind, dtype) not in FAST_ONNX and "slow" not in (request.config.getoption("-m") or ""):
+        pytest.skip("the other six pairs run with -m slow")
+    model = causal_lm(kind, getattr(torch, dtype))
+    ids = _ids()
+    pruned, _ = graphprune.shrink(model, {"input_ids": ids}, 0.3)
+    result = export_onnx(pruned, (), {"input_ids": ids}, tmp_path / "m.onnx")
+    assert len(result.output_names) == 1 + 2 * 1  # logits, one layer's keys and values
+    assert result.max_rel_error < 1e-4
+    if dtype == "bfloat16":
+        assert result.source_dtype == "bfloat16" and "float32" in result.notes[0]
+    else:
+        assert result.source_dtype == ""
+
+
+def test_pickled_causal_lm_loads_in_a_fresh_process(tmp_path):
+    model = causal_lm("llama", torch.float32)
+    ids = _ids()
+    pruned, _ = graphprune.shrink(model, {"input_ids": ids}, 0.3)
+    torch.save(pruned, tmp_path / "p.pt")
+    torch.save(ids, tmp_path / "ids.pt")
+    expected = pruned(input_ids=ids).logits
+    torch.save(expected, tmp_path / "expected.pt")
+    code = (f"import torch; m = torch.load({str(tmp_path / 'p.pt')!r}, weights_only=False); "
+            f"ids = torch.load({str(tmp_path / 'ids.pt')!r}); out = m(input_ids=ids); "
+            f"assert type(out.past_key_values).__name__ == 'DynamicCache'; "
+            f"assert torch.equal(out.logits, torch.load({str(tmp_path / 'expected.pt')!r}))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- half precision end to end
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(8, 32)
+        self.b = torch.nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_half_precision_end_to_end(dtype, tmp_path):
+    from graphprune.data import load_data
+    from graphprune.evaluate import evaluate
+    from graphprune.program import save_model
+    from graphprune.recovery import TrainOptions, finetune
+
+    torch.manual_seed(0)
+    model = Net().to(dtype).eval()
+    x = torch.randn(2, 8).to(dtype)
+    pruned, _ = graphprune.shrink(model, x, 0.5)
+    assert {p.dtype for p in pruned.parameters()} == {dtype} and pruned(x).dtype == dtype
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((32, 8)).astype(np.float32), y=rng.integers(0, 4, 32))
+    data = load_data(str(tmp_path / "d.npz"), x, batch_size=8)
+    tuned = finetune(pruned, data, options=TrainOptions(epochs=1)).model
+    assert {p.dtype for p in tuned.parameters()} == {dtype}
+    scores = evaluate([("pruned", tuned)], data)
+    assert 0.0 <= scores[0].accuracy <= 1.0 and scores[0].loss is not None
+    save_model(tuned, (x,), {}, tmp_path / "p.pt2", ".pt2")
+    program = torch.export.load(tmp_path / "p.pt2").module()
+    assert program(x).dtype == dtype
+    assert torch.allclose(program(x).float(), tuned.eval()(x).float(), atol=1e-2)
