@@ -1,10 +1,11 @@
 """The dead-channel oracle: pruning channels that contribute nothing changes nothing.
 
-For a plan, every parameter slice that belongs to a removed channel is set to zero in copies of
-those tensors (neither the captured module nor the user's model is touched). Those channels are
+For a plan, every parameter slice that belongs to a removed channel is set to zero (`killed`
+makes zeroed copies; the check itself zeroes them as the model runs, graphprune.lazy, so that a
+large model is not copied; neither the captured module nor the user's model is touched). Those channels are
 then dead: a zero weight column reads nothing from them, zero rows and norm affine parameters
-write nothing into them. Pruning them must leave every output equal to the zeroed model's, which
-is run with the zeroed copies through `torch.func.functional_call`. Channels whose removal is
+write nothing into them. Pruning them must leave every output equal to the zeroed model's; the
+pruned model of the check slices the captured tensors as it runs (`rewrite(plan, lazy=True)`). Channels whose removal is
 inexact by nature (LayerNorm statistics, sums after a nonlinearity) are left out of the check: it
 runs on `plan.exact()`. `shrink` runs it on every model it returns.
 """
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import torch
 import torch.fx as fx
-from torch.func import functional_call
 from torch.utils import _pytree as pytree
 
 from graphprune import verify
 from graphprune.importance import parameter
+from graphprune.lazy import zeroed_module
 from graphprune.planner import Plan
 from graphprune.pytrees import state_leaves
 from graphprune.rewriter import rewrite
@@ -59,19 +60,19 @@ def _names_by_tensor(module: torch.nn.Module) -> dict[int, list[str]]:
     return names
 
 
-def dead_channel_check(plan: Plan, atol: float = 1e-4, rtol: float = 1e-4) -> torch.nn.Module:
+def dead_channel_check(plan: Plan, atol: float = 1e-4, rtol: float = 1e-4, lazy: bool = False) -> torch.nn.Module:
     """Zero the plan's exact channels, prune them, and assert the outputs did not change: within
     `atol` of each output's largest magnitude (a 6-layer transformer in float32 drifts by about
     1e-5 of it when widths change; a wrong index moves outputs by their own size), plus `rtol`.
 
-    Returns the pruned model (of the exact part of the plan). Raises VerificationError.
+    Returns the pruned model (of the exact part of the plan); `lazy`: one that slices the captured
+    tensors as it runs (no copy of the weights; `shrink` checks this way). Raises VerificationError.
     """
     plan = plan.exact()
     captured = plan.graph.captured
-    zeroed = killed(plan)
-    with torch.no_grad():
-        reference = functional_call(captured.module, zeroed, captured.args, captured.kwargs, strict=False)
-    pruned = rewrite(plan, tensors=zeroed)
+    with torch.no_grad():  # both read the captured module's tensors, zeroing or slicing them as they run
+        reference = zeroed_module(plan)(*captured.args, **captured.kwargs)
+    pruned = rewrite(plan, lazy=lazy)  # the kept slices of the zeroed tensors are the original's
     reference = _narrowed(plan, reference)
     verify.check_equal(reference, verify.run(pruned, captured.args, captured.kwargs), atol=atol, rtol=rtol, scaled=True)
     return pruned

@@ -21,6 +21,7 @@ import torch.fx as fx
 
 from graphprune.errors import RewriteError, describe
 from graphprune.importance import parameter
+from graphprune.lazy import lazy_module as _lazy
 from graphprune.planner import Plan
 from graphprune.pruned import as_pruned
 from graphprune.rules import RewriteContext, lookup
@@ -112,8 +113,11 @@ def _new_root(plan: Plan, gm: fx.GraphModule, tensors: dict) -> torch.nn.Module:
     return root
 
 
-def rewrite(plan: Plan, tensors: dict | None = None) -> fx.GraphModule:
+def rewrite(plan: Plan, tensors: dict | None = None, lazy: bool = False) -> fx.GraphModule:
     """Build the pruned model described by `plan`.
+
+    `lazy`: a model that slices the captured module's own tensors when it runs (graphprune.lazy),
+    for checks that must not hold a second copy of a large model's weights.
 
     `tensors` (name -> tensor) stands in for the captured module's parameters and buffers of those
     names (the dead-channel oracle passes zeroed copies): the captured module is never changed.
@@ -142,6 +146,8 @@ def rewrite(plan: Plan, tensors: dict | None = None) -> fx.GraphModule:
             found.rewrite(RewriteContext(node, val_map[node], new_shape, plan.kept, val_map, constants))
         except Exception as exc:  # noqa: BLE001 - re-raised with the node named
             raise RewriteError(f"cannot rewrite {describe(node)} for the pruned shapes: {exc}") from exc
+    if lazy:
+        return _lazy(plan, old, graph, val_map, constants)
     root = _new_root(plan, old, tensors or {})
     for name, tensor in constants.items():
         root.register_buffer(name, tensor)
