@@ -102,20 +102,28 @@ def _checks(chosen: Plan, pruned, reference, dead_channels: bool) -> list[dict]:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to run is a verification failure
         raise VerificationError(f"the pruned model does not run: {first_line(exc)}") from exc
-    if dead_channels and chosen.exact().removed.any():
-        try:
-            dead_channel_check(chosen, lazy=True)  # no second copy of the weights
-        except VerificationError as exc:
-            raise VerificationError(f"dead-channel check failed ({exc}); this is a graphprune bug, please report it") from exc
-        checks.append({"check": "dead channels", "passed": True,
-                       "detail": "zeroing the removed channels and pruning them left the outputs equal"})
+    if dead_channels:
+        checks.extend(_oracle(chosen))
     return checks
+
+
+def _oracle(chosen: Plan) -> list[dict]:
+    """The dead-channel check of a plan as a list of zero or one check entries; raises on failure."""
+    if not chosen.exact().removed.any():
+        return []
+    try:
+        dead_channel_check(chosen, lazy=True)  # no second copy of the weights
+    except VerificationError as exc:
+        raise VerificationError(f"dead-channel check failed ({exc}); this is a graphprune bug, please report it") from exc
+    return [{"check": "dead channels", "passed": True,
+             "detail": "zeroing the removed channels and pruning them left the outputs equal"}]
 
 
 def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=None, criterion="l2",
            calib_batches: int | None = 16, recalibrate: bool = True, check_dead_channels: bool = True, seed: int = 0,
            progress=None, attention: str = "heads", remove_blocks: float = 0, block_criterion: str = "loss",
-           search=None, reconstruct: bool = True, **options) -> tuple[torch.nn.Module, Report]:
+           search=None, reconstruct: bool = True, release_model: bool = False,
+           **options) -> tuple[torch.nn.Module, Report]:
     """Prune `model` and return (pruned model, report). The user's model is not changed.
 
     `criterion` is a name (graphprune.importance.CRITERIA), an array of scores per channel, or a
@@ -132,7 +140,15 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     rule sharing widths between groups is chosen by calibration loss (graphprune.allocate;
     report `allocation`), and with `reconstruct` the layers that lost inputs are refit by least
     squares to the original's outputs (graphprune.reconstruct; report `reconstruction`).
+
+    `release_model`: hand the model's memory over to the pruned one. Each of its tensors is freed as
+    soon as its slice is made (tensors that lose nothing are shared), so the peak stays near the
+    model's own size (docs/BENCHMARKS.md, "Large model"); the model is unusable afterwards (its
+    tensors hold no storage). The checks run as without it, the dead-channel oracle before the rewrite.
     """
+    if release_model and data is not None:
+        raise InputError("release_model frees the original's weights, which pruning with data reads after the "
+                         "rewrite (refit, BatchNorm re-estimation); pass release_model=False with data")
     name = criterion if isinstance(criterion, str) else "l2"
     opts = PlanOptions(ratio=ratio, criterion=name, **options)
     opts.check()
@@ -152,7 +168,7 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
         from graphprune import parts
 
         return parts.shrink(model, args, kwargs, reference, opts, attention, str(exc), step)
-    macs_before = count_macs(captured.module, args, kwargs)
+    macs_before, params_before = count_macs(captured.module, args, kwargs), count_params(model)
     plan_opts, blocks = opts, ()
     if remove_blocks:
         step(f"ranking blocks ({block_criterion}) on calibration data")
@@ -173,11 +189,13 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
         chosen, allocation = allocate.choose(graph, plan_opts, scores, data, calib_batches, step)
     else:
         chosen = make_plan(graph, plan_opts, scores=scores)
-    step("rewriting")
-    pruned = make_model(chosen)
+    # release_model: the oracle reads the original's tensors, so it runs before they are freed
+    early = _oracle(chosen) if release_model and check_dead_channels else []
+    step("rewriting" + (" (releasing the original's tensors)" if release_model else ""))
+    pruned = make_model(chosen, release=release_model)
     step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
-    checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
+    checks = _checks(chosen, pruned, reference, check_dead_channels and not release_model) + early
     refits = []
     if data is not None and reconstruct and chosen.removed.any():
         step("refitting the layers that lost inputs (least squares on the data)")
@@ -189,7 +207,7 @@ def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=Non
     pruned.train(model.training)  # the original's mode: a model saved for inference stays in eval
     seconds["plan_rewrite"] = time.perf_counter() - t0 - sum(seconds.values())
     step("counting MACs")
-    params = (count_params(model), count_params(pruned))
+    params = (params_before, count_params(pruned))
     macs = (macs_before, count_macs(pruned, args, kwargs))
     report = Report(
         params_before=params[0], params_after=params[1],

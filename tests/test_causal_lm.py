@@ -163,3 +163,22 @@ def test_half_precision_end_to_end(dtype, tmp_path):
     program = torch.export.load(tmp_path / "p.pt2").module()
     assert program(x).dtype == dtype
     assert torch.allclose(program(x).float(), tuned.eval()(x).float(), atol=1e-2)
+
+
+def test_release_model_builds_the_pruned_model_in_the_originals_memory():
+    """release_model: the same pruned model, and every tensor of the original is freed or handed over."""
+    import copy
+
+    model = causal_lm("llama", torch.float32)
+    given = copy.deepcopy(model)
+    ids = _ids()
+    kept, _ = graphprune.shrink(model, {"input_ids": ids}, 0.3)
+    pruned, report = graphprune.shrink(given, {"input_ids": ids}, 0.3, release_model=True)
+    assert torch.equal(pruned(input_ids=ids).logits, kept(input_ids=ids).logits)
+    assert [c["check"] for c in report.checks] == ["runs", "dead channels"]
+    mine = {t.untyped_storage().data_ptr() for t in pruned.state_dict().values()}
+    for name, tensor in given.state_dict().items():
+        storage = tensor.untyped_storage()
+        assert storage.nbytes() == 0 or storage.data_ptr() in mine, name
+    with pytest.raises(graphprune.errors.InputError):
+        graphprune.shrink(causal_lm("llama", torch.float32), {"input_ids": ids}, 0.3, release_model=True, data=object())
