@@ -9,7 +9,8 @@ copied) with one op inserted after each `get_attr` that needs it:
     zeroed:  w' = index_fill(w, d, removed_d, 0)      for every dim d of w that loses indices
     pruned:  w' = index_select(w, d, kept_d)           (the rewriter's `_sliced`, done at run time)
 
-so a run holds one layer's sliced or zeroed weights at a time (fx frees a value after its last use).
+placed just before the weight's first use, so a run holds one layer's sliced or zeroed weights at a
+time (fx frees a value after its last use).
 The pruned graph is the rewriter's own (node rewrites included); only where its weights come from
 differs, so the oracle still checks what `rewrite` builds.
 """
@@ -33,10 +34,14 @@ def _rebuild(old: fx.GraphModule, graph: fx.Graph, tensors: dict) -> fx.GraphMod
 
 
 def _insert(graph: fx.Graph, node: fx.Node, op, dim: int, index: str, extra: tuple = ()) -> fx.Node:
-    """Replace every use of `node` by op(node, dim, <index buffer>, *extra); return the new node."""
-    with graph.inserting_after(node):
+    """Replace every use of `node` by op(node, dim, <index buffer>, *extra), placed just before the first
+    use (export puts every get_attr at the top: ops placed there would all hold their copies at once)."""
+    if not node.users:
+        return node
+    order = {n: k for k, n in enumerate(graph.nodes)}
+    first = min(node.users, key=order.__getitem__)
+    with graph.inserting_before(first):
         holder = graph.get_attr(index)
-    with graph.inserting_after(holder):
         new = graph.call_function(op, (node, dim, holder, *extra))
     node.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
     return new

@@ -91,9 +91,11 @@ def main() -> int:
           f"({t_build:.0f} s)", flush=True)
     ids = torch.randint(0, 32000, (1, args.seq), generator=torch.Generator().manual_seed(0))
     t1 = time.perf_counter()
+    def progress(text: str) -> None:
+        print(f"  {time.perf_counter() - t1:7.1f}s peak {status_gib('VmHWM'):.2f} GiB: {text}", flush=True)
+
     pruned, report = graphprune.shrink(model, {"input_ids": ids}, args.ratio, release_model=not args.keep_original,
-                                       progress=lambda s: print(f"  {time.perf_counter() - t1:7.1f}s "
-                                                                                f"peak {status_gib('VmHWM'):.2f} GiB: {s}", flush=True))
+                                       progress=progress)
     t_shrink = time.perf_counter() - t1
     peak = status_gib("VmHWM")
     out = pruned(input_ids=ids)
