@@ -11,12 +11,12 @@ For each torchvision model (random init after torch.manual_seed(0), eval mode, i
   default `round_to=None` and once with `round_to=8`.
 
 Every variant is pruned from its own deep copy, must run with the original's output shape,
-and is exported with `graphprune.export.export_onnx` (checked against PyTorch in ONNX
-Runtime). One `graphprune.bench.bench` call per model then times all its variants
-interleaved on the CPU provider, and `graphprune.bench.ratio_table` gives, per batch:
+and is exported with `graphprune.onnx.export.export_onnx` (checked against PyTorch in ONNX
+Runtime). One `graphprune.onnx.bench.bench` call per model then times all its variants
+interleaved on the CPU provider, and `graphprune.onnx.bench.ratio_table` gives, per batch:
 
     speed-up = original median / median
-    MACs reduction = original MACs / MACs          (MACs: graphprune.cost.count_macs, batch 1)
+    MACs reduction = original MACs / MACs          (MACs: graphprune.cost.macs.count_macs, batch 1)
     eta = speed-up / MACs reduction                 (1.0: latency falls as fast as MACs)
 
 A failure (pruning, forward, export) is one line in the variant's row; a model that fails
@@ -51,9 +51,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import graphprune  # noqa: E402
-from graphprune.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
-from graphprune.cost import count_macs, count_params  # noqa: E402
-from graphprune.export import export_onnx  # noqa: E402
+from graphprune.cost.macs import count_macs, count_params  # noqa: E402
+from graphprune.onnx.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
+from graphprune.onnx.export import export_onnx  # noqa: E402
 from scripts.docsection import BENCHMARKS_HEADER, write_section  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "densenet121", "convnext_tiny", "regnet_y_800mf", "shufflenet_v2_x1_0")
@@ -278,9 +278,9 @@ def render_section(data: dict) -> str:
         "defaults; TP is `MetaPruner` with `ignored_layers=[final Linear]`, `round_to` None or 8.",
         "",
         "Columns: *params* = count (ratio to the original); *MACs ratio* = MACs / original MACs at batch 1 "
-        "(`graphprune.cost.count_macs`); *prune s* = wall time of the pruning call (graphprune's includes "
+        "(`graphprune.cost.macs.count_macs`); *prune s* = wall time of the pruning call (graphprune's includes "
         "its own verification and MAC count); latency = median of the interleaved runs of the ONNX file "
-        "(exported and parity-checked by `graphprune.export.export_onnx`); *speed-up* = original ms / ms; "
+        "(exported and parity-checked by `graphprune.onnx.export.export_onnx`); *speed-up* = original ms / ms; "
         "*η* = speed-up / (original MACs / MACs), 1.0 when latency falls as fast as MACs.",
         "",
         *lines,

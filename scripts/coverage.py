@@ -215,7 +215,7 @@ def _shorter(example):
     """The example with its token inputs cut to 3/4 of their length; None if it has none."""
     from torch.utils import _pytree as pytree
 
-    from graphprune.capture import is_token_input
+    from graphprune.capture.trace import is_token_input
 
     if not any(is_token_input(t) for t in pytree.tree_leaves(example)):
         return None
@@ -245,7 +245,7 @@ def check(name: str, ratio: float, onnx: bool, baseline: bool = False) -> dict:
     again = _outputs(_call(torch.load(buf, weights_only=False), x))
     row["reload"] = all(torch.allclose(a, b) for a, b in zip(again, y, strict=True))
     if onnx:
-        from graphprune.export import export_onnx
+        from graphprune.onnx.export import export_onnx
 
         args, kwargs = ((), x) if isinstance(x, dict) else ((x,), {})
         with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import graphprune  # noqa: E402
-from graphprune.cost import count_macs  # noqa: E402
+from graphprune.cost.macs import count_macs  # noqa: E402
 from graphprune.data import load_data  # noqa: E402
 from graphprune.importance import CRITERIA  # noqa: E402
 from models.digits import accuracy, load_split  # noqa: E402
@@ -184,8 +184,8 @@ def run_sweep(target: float, tmp: Path) -> str:
     batches shrink uses); each cell is then plan -> rewrite -> BatchNorm re-estimation -> accuracy.
     """
     from graphprune.importance import Calibration, score
-    from graphprune.planner import PlanOptions
-    from graphprune.recalibrate import recalibrate
+    from graphprune.plan.types import PlanOptions
+    from graphprune.rewrite.recalibrate import recalibrate
 
     names = ("l2", "taylor", "fisher", "gradient", "act-var")
     lines = ["| model | allocate | normalize | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
@@ -207,7 +207,7 @@ def run_sweep(target: float, tmp: Path) -> str:
             f"Command: `python scripts/criteria.py --sweep`. Held-out accuracy before fine-tuning at "
             f"`--target-macs {target}`, BatchNorm re-estimated on the data. *allocate*: whose scores set each "
             "group's width (the criterion's own, or L2 magnitudes with the criterion choosing the channels inside "
-            "each group); *normalize*: how groups' scores are made comparable (graphprune/cuts.py).\n\n"
+            "each group); *normalize*: how groups' scores are made comparable (graphprune/plan/cuts.py).\n\n"
             + "\n".join(lines))
 
 

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import graphprune  # noqa: E402
-from graphprune.capture import capture  # noqa: E402
-from graphprune.cost import count_macs, count_params  # noqa: E402
+from graphprune.capture.trace import capture  # noqa: E402
+from graphprune.cost.macs import count_macs, count_params  # noqa: E402
 from graphprune.data import load_data  # noqa: E402
 from graphprune.depth import block_macs, find_blocks, rank_blocks, remove_blocks  # noqa: E402
 from models.digits import accuracy, load_split  # noqa: E402

@@ -50,7 +50,7 @@ class _RuleFallbacks(logging.Handler):
         self.seen: collections.Counter = collections.Counter()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name == "graphprune.depgraph" and "failed on" in str(record.msg):
+        if record.name == "graphprune.capture.depgraph" and "failed on" in str(record.msg):
             args = record.args if isinstance(record.args, tuple) and len(record.args) == 3 else None
             text = f"rule {args[0]}: {args[2]}" if args else record.getMessage()
             self.seen[text.splitlines()[0][:160]] += 1

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import graphprune  # noqa: E402
-from graphprune.cost import count_params  # noqa: E402
+from graphprune.cost.macs import count_params  # noqa: E402
 from scripts.docsection import produced_by, write_section  # noqa: E402
 
 SIZES = {  # TinyLlama-1.1B's and LLaMA-2-7B's shapes

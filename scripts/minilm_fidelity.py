@@ -16,9 +16,9 @@ Torch-Pruning (TP) `tp.pruner.MetaPruner` at the same ratios with the same crite
 outcome is recorded.
 
 Per variant: cosine similarity of each sentence's embedding to the original's (mean, min),
-parameters, MACs at batch 1 (`graphprune.cost.count_macs`), and ONNX Runtime CPU latency of
-the ONNX export (`graphprune.export.export_onnx`, parity-checked), all variants timed
-interleaved by one `graphprune.bench.bench` call. The section between the minilm_fidelity
+parameters, MACs at batch 1 (`graphprune.cost.macs.count_macs`), and ONNX Runtime CPU latency of
+the ONNX export (`graphprune.onnx.export.export_onnx`, parity-checked), all variants timed
+interleaved by one `graphprune.onnx.bench.bench` call. The section between the minilm_fidelity
 markers of --out is replaced (the rest of the file is kept); --json gets the raw numbers.
 
     python scripts/minilm_fidelity.py
@@ -53,9 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import graphprune  # noqa: E402
-from graphprune.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
-from graphprune.cost import count_macs, count_params  # noqa: E402
-from graphprune.export import export_onnx  # noqa: E402
+from graphprune.cost.macs import count_macs, count_params  # noqa: E402
+from graphprune.onnx.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
+from graphprune.onnx.export import export_onnx  # noqa: E402
 from scripts.docsection import BENCHMARKS_HEADER, write_section  # noqa: E402
 
 SECTION = "minilm_fidelity"  # docs section this script owns
@@ -383,10 +383,10 @@ def render_section(data: dict) -> str:
         "TP 1.6.1 removes ceil(ratio x 12) heads per layer (`math.ceil` in its local head ranking), so at ratios "
         "0.1 and 0.2 it drops one head more than graphprune.",
         "",
-        "*MACs b1* = `graphprune.cost.count_macs` at batch 1 (torch's FlopCounterMode on the captured graph, "
+        "*MACs b1* = `graphprune.cost.macs.count_macs` at batch 1 (torch's FlopCounterMode on the captured graph, "
         "attention's QK^T and AV products included); latency = median of the interleaved ONNX Runtime runs of "
         "each variant's ONNX export "
-        "(`graphprune.export.export_onnx`, parity-checked against PyTorch); *speed-up* = original ms / ms. "
+        "(`graphprune.onnx.export.export_onnx`, parity-checked against PyTorch); *speed-up* = original ms / ms. "
         f"{_nodes_note(variants)}",
         "",
         *lines,

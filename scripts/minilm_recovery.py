@@ -35,7 +35,7 @@ import torch.nn.functional as F  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphprune.recovery.losses import first_tensor  # noqa: E402
+from graphprune.measure.objective import first_tensor  # noqa: E402
 from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section  # noqa: E402
 from scripts.sentence_gen import mixed  # noqa: E402
 

@@ -16,8 +16,8 @@ With labelled data (the digits models) every search scores candidates with Batch
 re-estimated on the calibration data, and every result, TP's included, is re-estimated the same
 way before its held-out accuracy is taken, as `graphprune shrink --data` delivers it.
 
-Independent check: every result is exported again with graphprune.export.export_onnx's defaults
-and timed with graphprune.bench.bench (interleaved, medians) beside the original; that speed-up is
+Independent check: every result is exported again with graphprune.onnx.export.export_onnx's defaults
+and timed with graphprune.onnx.bench.bench (interleaved, medians) beside the original; that speed-up is
 the *independent* column. Metrics: the digits CNN gives held-out accuracy (test split, no
 fine-tuning) and calibration accuracy on 512 training images; torchvision models (random init)
 give the calibration loss (KL to the original's logits on random inputs).
@@ -46,10 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import graphprune  # noqa: E402
-from graphprune.bench import CPU, bench  # noqa: E402
-from graphprune.cost import count_macs  # noqa: E402
-from graphprune.export import export_onnx  # noqa: E402
-from graphprune.recalibrate import recalibrate  # noqa: E402
+from graphprune.cost.macs import count_macs  # noqa: E402
+from graphprune.onnx.bench import CPU, bench  # noqa: E402
+from graphprune.onnx.export import export_onnx  # noqa: E402
+from graphprune.rewrite.recalibrate import recalibrate  # noqa: E402
 from graphprune.search import LatencySettings, OrtOracle, SearchSpace, make_budget, search  # noqa: E402
 from graphprune.search.calibration import Calibration  # noqa: E402
 from graphprune.search.space import Config  # noqa: E402
@@ -213,7 +213,7 @@ def run_model(name: str, opts, workdir: Path, say) -> dict:
 
 
 def independent(models: dict, rows: list, example, settings, opts, workdir: Path, say) -> None:
-    say("independent check: export_onnx defaults, graphprune.bench interleaved")
+    say("independent check: export_onnx defaults, graphprune.onnx.bench interleaved")
     paths = []
     for i, (name, m) in enumerate(models.items()):
         paths.append(export_onnx(m, (example[:2],), None, workdir / f"ind-{i}.onnx").path)

@@ -1,9 +1,9 @@
 """Independent check of a searched speed-up: the original and the pruned model, exported afresh and
 timed interleaved in ONNX Runtime, outside the search.
 
-Both pickles are loaded (torch.load, weights_only=False), exported with graphprune.export.export_onnx's
+Both pickles are loaded (torch.load, weights_only=False), exported with graphprune.onnx.export.export_onnx's
 defaults (dynamic batch, onnxsim, checked against PyTorch in ONNX Runtime) and timed with
-graphprune.bench.bench (pinned sessions, interleaved rounds with rotating start, medians):
+graphprune.onnx.bench.bench (pinned sessions, interleaved rounds with rotating start, medians):
 
     speed-up = median ms of the original / median ms of the pruned model
 
@@ -24,8 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphprune.bench import CPU, bench  # noqa: E402
-from graphprune.export import export_onnx  # noqa: E402
+from graphprune.onnx.bench import CPU, bench  # noqa: E402
+from graphprune.onnx.export import export_onnx  # noqa: E402
 
 
 def check(original: Path, pruned: Path, shape: tuple[int, ...], threads: int, repeats: int, warmup: int) -> dict:

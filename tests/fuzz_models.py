@@ -59,10 +59,10 @@ import torch.nn.functional as F
 from hypothesis import strategies as st
 
 import graphprune
+from graphprune.check.oracle import dead_channel_check
 from graphprune.errors import ExportError, GraphPruneError, VerificationError
-from graphprune.export import export_onnx
-from graphprune.oracle import dead_channel_check
-from graphprune.planner import Plan
+from graphprune.onnx.export import export_onnx
+from graphprune.plan.types import Plan
 
 MAX_CHANNELS = 24
 MAX_DEPTH = 2  # compound blocks nest at most this deep
@@ -452,7 +452,7 @@ def _zeroed(graph, plan):
     """The captured model with the plan's removed channels zeroed (the oracle leaves the graph as it was)."""
     from torch.func import functional_call
 
-    from graphprune.oracle import killed
+    from graphprune.check.oracle import killed
 
     tensors = killed(plan)
 

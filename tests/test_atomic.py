@@ -15,8 +15,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from graphprune import io
 from graphprune.cli import app
+from graphprune.io import files as io
 from tests.archs import build
 from tests.cli_cases import SHAPE
 

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 import graphprune
-from graphprune.export import export_onnx
+from graphprune.onnx.export import export_onnx
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import transformers as hf  # noqa: E402 - after HF_HUB_OFFLINE
@@ -143,8 +143,8 @@ class Net(torch.nn.Module):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 def test_half_precision_end_to_end(dtype, tmp_path):
     from graphprune.data import load_data
-    from graphprune.evaluate import evaluate
-    from graphprune.program import save_model
+    from graphprune.io.program import save_model
+    from graphprune.measure.evaluate import evaluate
     from graphprune.recovery import TrainOptions, finetune
 
     torch.manual_seed(0)
@@ -222,7 +222,7 @@ TEXT_EXAMPLE = {"input_ids": torch.ones(1, 16, dtype=torch.long), "attention_mas
 
 
 def test_causal_lm_calibrates_on_text_and_eval_reports_perplexity(tmp_path):
-    from graphprune.evaluate import evaluate
+    from graphprune.measure.evaluate import evaluate
 
     model = _text_lm(1)
     data = _text_data(tmp_path, TEXT_EXAMPLE)

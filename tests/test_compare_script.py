@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from graphprune.bench import CPU, BenchResult, BenchRow
+from graphprune.onnx.bench import CPU, BenchResult, BenchRow
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare_torch_pruning.py"
 

@@ -1,0 +1,93 @@
+"""The dead-channel oracle: pruning channels that contribute nothing changes nothing.
+
+For a plan, every parameter slice that belongs to a removed channel is set to zero (`killed`
+makes zeroed copies; the check itself zeroes them as the model runs, graphprune.rewrite.lazy, so that a
+large model is not copied; neither the captured module nor the user's model is touched). Those channels are
+then dead: a zero weight column reads nothing from them, zero rows and norm affine parameters
+write nothing into them. Pruning them must leave every output equal to the zeroed model's; the
+pruned model of the check slices the captured tensors as it runs (`rewrite(plan, lazy=True)`). Channels whose removal is
+inexact by nature (LayerNorm statistics, sums after a nonlinearity) are left out of the check: it
+runs on `plan.exact()`. `shrink` runs it on every model it returns.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch.utils import _pytree as pytree
+
+from graphprune.capture.pytrees import state_leaves
+from graphprune.check import verify
+from graphprune.importance import parameter
+from graphprune.plan.types import Plan
+from graphprune.rewrite.lazy import zeroed_module
+from graphprune.rewrite.rewriter import rewrite
+
+
+def killed(plan: Plan) -> dict[str, torch.Tensor]:
+    """name -> a zeroed copy of every parameter and buffer that holds a removed channel's slice.
+
+    Every name of a tied weight maps to the one zeroed copy.
+    """
+    module = plan.graph.captured.module
+    spaces = plan.graph.spaces
+    names = _names_by_tensor(module)
+    made: dict[int, torch.Tensor] = {}
+    for space, entry in spaces.base.items():
+        (node, _), dim = space
+        if entry is None or node.op != "get_attr":
+            continue
+        dead = plan.removed[plan.graph.labels[spaces.ids(space)]]
+        if not dead.any():
+            continue
+        old = parameter(module, node.target)
+        new = made.get(id(old))
+        if new is None:
+            new = made[id(old)] = old.detach().clone()
+        new.index_fill_(dim, torch.as_tensor(dead.nonzero()[0]), 0)
+    out = {}
+    for key, new in made.items():
+        for target in names.get(key, []):
+            out[target] = new
+    return out
+
+
+def _names_by_tensor(module: torch.nn.Module) -> dict[int, list[str]]:
+    """id of each parameter and buffer -> every name `module` holds it under (a tied weight has several)."""
+    names: dict[int, list[str]] = {}
+    for name, tensor in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(tensor), []).append(name)
+    return names
+
+
+def dead_channel_check(plan: Plan, atol: float = 1e-4, rtol: float = 1e-4, lazy: bool = False) -> torch.nn.Module:
+    """Zero the plan's exact channels, prune them, and assert the outputs did not change: within
+    `atol` of each output's largest magnitude (a 6-layer transformer in float32 drifts by about
+    1e-5 of it when widths change; a wrong index moves outputs by their own size), plus `rtol`.
+
+    Returns the pruned model (of the exact part of the plan); `lazy`: one that slices the captured
+    tensors as it runs (no copy of the weights; `shrink` checks this way). Raises VerificationError.
+    """
+    plan = plan.exact()
+    captured = plan.graph.captured
+    with torch.no_grad():  # both read the captured module's tensors, zeroing or slicing them as they run
+        reference = zeroed_module(plan)(*captured.args, **captured.kwargs)
+    pruned = rewrite(plan, lazy=lazy)  # the kept slices of the zeroed tensors are the original's
+    reference = _narrowed(plan, reference)
+    verify.check_equal(reference, verify.run(pruned, captured.args, captured.kwargs), atol=atol, rtol=rtol, scaled=True)
+    return pruned
+
+
+def _narrowed(plan: Plan, reference):
+    """The zeroed model's outputs with the kept indices of every output dim that may narrow (a KV
+    cache, graphprune.capture.pytrees): the pruned model must return exactly those."""
+    leaves, spec = pytree.tree_flatten(reference)
+    outputs = next(n for n in plan.graph.captured.graph.nodes if n.op == "output").args[0]
+    for i, inside in enumerate(state_leaves(spec)):
+        if not inside or not isinstance(leaves[i], torch.Tensor) or not isinstance(outputs[i], fx.Node):
+            continue
+        for dim in range(leaves[i].dim()):
+            keep = plan.kept(((outputs[i], None), dim))
+            if keep is not None:
+                leaves[i] = leaves[i].index_select(dim, torch.as_tensor(keep, dtype=torch.long))
+    return pytree.tree_unflatten(leaves, spec)
