@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import graphprune  # noqa: E402
 from graphprune.cost.macs import count_params  # noqa: E402
+from graphprune.plan.types import PlanOptions  # noqa: E402
 from scripts.docsection import produced_by, write_section  # noqa: E402
 
 SIZES = {  # TinyLlama-1.1B's and LLaMA-2-7B's shapes
@@ -94,7 +95,8 @@ def main() -> int:
     def progress(text: str) -> None:
         print(f"  {time.perf_counter() - t1:7.1f}s peak {status_gib('VmHWM'):.2f} GiB: {text}", flush=True)
 
-    pruned, report = graphprune.shrink(model, {"input_ids": ids}, args.ratio, release_model=not args.keep_original,
+    pruned, report = graphprune.shrink(model, {"input_ids": ids}, plan=PlanOptions(ratio=args.ratio),
+                                       release_model=not args.keep_original,
                                        progress=progress)
     t_shrink = time.perf_counter() - t1
     peak = status_gib("VmHWM")

@@ -27,13 +27,17 @@ import pytest
 import torch
 
 import graphprune
+from graphprune.data.options import CalibrationOptions
+from graphprune.depth.options import DepthOptions
 from graphprune.onnx.export import export_onnx
+from graphprune.plan.types import PlanOptions
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import transformers as hf  # noqa: E402 - after HF_HUB_OFFLINE
 from transformers.cache_utils import DynamicCache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+RATIO = PlanOptions(ratio=0.3)
 SMALL = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
              num_key_value_heads=2)
 KINDS = ("llama", "mistral", "qwen2", "gpt2")
@@ -71,7 +75,7 @@ def test_causal_lm_prunes_as_loaded(kind, dtype):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ids = _ids()
     ref = model(input_ids=ids)
-    pruned, report = graphprune.shrink(model, {"input_ids": ids}, 0.3)
+    pruned, report = graphprune.shrink(model, {"input_ids": ids}, plan=RATIO)
     out = pruned(input_ids=ids)
     assert type(out) is type(ref) and isinstance(out.past_key_values, DynamicCache)
     assert out.logits.shape == ref.logits.shape and out.logits.dtype == dtype
@@ -85,7 +89,7 @@ def test_causal_lm_prunes_as_loaded(kind, dtype):
 def test_kv_heads_narrow_with_the_cache():
     """GQA: pruning removes whole KV groups, and the returned cache has exactly the kept KV heads."""
     model = causal_lm("llama", torch.float32)
-    pruned, _ = graphprune.shrink(model, {"input_ids": _ids()}, 0.5)
+    pruned, _ = graphprune.shrink(model, {"input_ids": _ids()}, plan=PlanOptions(ratio=0.5))
     keys = pruned(input_ids=_ids()).past_key_values.layers[0].keys
     assert keys.shape[1] == 1 < model.config.num_key_value_heads
 
@@ -100,7 +104,7 @@ def test_causal_lm_onnx(kind, dtype, tmp_path, request):
         pytest.skip("the other six pairs run with -m slow")
     model = causal_lm(kind, getattr(torch, dtype))
     ids = _ids()
-    pruned, _ = graphprune.shrink(model, {"input_ids": ids}, 0.3)
+    pruned, _ = graphprune.shrink(model, {"input_ids": ids}, plan=RATIO)
     result = export_onnx(pruned, (), {"input_ids": ids}, tmp_path / "m.onnx")
     assert len(result.output_names) == 1 + 2 * 1  # logits, one layer's keys and values
     assert result.max_rel_error < 1e-4
@@ -113,7 +117,7 @@ def test_causal_lm_onnx(kind, dtype, tmp_path, request):
 def test_pickled_causal_lm_loads_in_a_fresh_process(tmp_path):
     model = causal_lm("llama", torch.float32)
     ids = _ids()
-    pruned, _ = graphprune.shrink(model, {"input_ids": ids}, 0.3)
+    pruned, _ = graphprune.shrink(model, {"input_ids": ids}, plan=RATIO)
     torch.save(pruned, tmp_path / "p.pt")
     torch.save(ids, tmp_path / "ids.pt")
     expected = pruned(input_ids=ids).logits
@@ -150,7 +154,7 @@ def test_half_precision_end_to_end(dtype, tmp_path):
     torch.manual_seed(0)
     model = Net().to(dtype).eval()
     x = torch.randn(2, 8).to(dtype)
-    pruned, _ = graphprune.shrink(model, x, 0.5)
+    pruned, _ = graphprune.shrink(model, x, plan=PlanOptions(ratio=0.5))
     assert {p.dtype for p in pruned.parameters()} == {dtype} and pruned(x).dtype == dtype
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.standard_normal((32, 8)).astype(np.float32), y=rng.integers(0, 4, 32))
@@ -172,8 +176,8 @@ def test_release_model_builds_the_pruned_model_in_the_originals_memory():
     model = causal_lm("llama", torch.float32)
     given = copy.deepcopy(model)
     ids = _ids()
-    kept, _ = graphprune.shrink(model, {"input_ids": ids}, 0.3)
-    pruned, report = graphprune.shrink(given, {"input_ids": ids}, 0.3, release_model=True)
+    kept, _ = graphprune.shrink(model, {"input_ids": ids}, plan=RATIO)
+    pruned, report = graphprune.shrink(given, {"input_ids": ids}, plan=RATIO, release_model=True)
     assert torch.equal(pruned(input_ids=ids).logits, kept(input_ids=ids).logits)
     assert [c["check"] for c in report.checks] == ["runs", "dead channels"]
     mine = {t.untyped_storage().data_ptr() for t in pruned.state_dict().values()}
@@ -181,7 +185,8 @@ def test_release_model_builds_the_pruned_model_in_the_originals_memory():
         storage = tensor.untyped_storage()
         assert storage.nbytes() == 0 or storage.data_ptr() in mine, name
     with pytest.raises(graphprune.errors.InputError):
-        graphprune.shrink(causal_lm("llama", torch.float32), {"input_ids": ids}, 0.3, release_model=True, data=object())
+        graphprune.shrink(causal_lm("llama", torch.float32), {"input_ids": ids}, plan=RATIO, release_model=True,
+                          data=object())
 
 
 # --------------------------------------------------------------------------- causal LMs with text data
@@ -226,8 +231,8 @@ def test_causal_lm_calibrates_on_text_and_eval_reports_perplexity(tmp_path):
 
     model = _text_lm(1)
     data = _text_data(tmp_path, TEXT_EXAMPLE)
-    pruned, report = graphprune.shrink(model, TEXT_EXAMPLE, 0.3, data=data, criterion="taylor", calib_batches=1,
-                                       reconstruct=False)
+    pruned, report = graphprune.shrink(model, TEXT_EXAMPLE, plan=PlanOptions(ratio=0.3, criterion="taylor"), data=data,
+                                       calibration=CalibrationOptions(batches=1, reconstruct=False))
     assert report.calibration["loss"].startswith("next-token")
     rows = evaluate([("original", model), ("pruned", pruned)], data)
     for row in rows:  # random weights: about the vocabulary's size
@@ -238,8 +243,8 @@ def test_causal_lm_calibrates_on_text_and_eval_reports_perplexity(tmp_path):
 def test_causal_lm_width_and_depth_under_one_params_budget(tmp_path):
     model = _text_lm(3)
     data = _text_data(tmp_path, TEXT_EXAMPLE)
-    pruned, report = graphprune.shrink(model, TEXT_EXAMPLE, 0.3, data=data, criterion="taylor", calib_batches=1,
-                                       target_params=0.8, remove_blocks=1)
+    pruned, report = graphprune.shrink(model, TEXT_EXAMPLE, plan=PlanOptions(criterion="taylor", target_params=0.8),
+                                       data=data, calibration=CalibrationOptions(batches=1), depth=DepthOptions(blocks=1))
     assert len(report.blocks) == 1 and report.budget["kind"] == "params"
     assert report.budget["achieved"] < 0.82
     assert isinstance(pruned(**TEXT_EXAMPLE).past_key_values, DynamicCache)
