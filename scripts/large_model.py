@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -114,7 +115,8 @@ def main() -> int:
         f"`LlamaForCausalLM` ({json.dumps(dict(SIZES[args.size], num_hidden_layers=layers))}, vocab 32000, "
         f"default config: `use_cache=True`, random weights), input 1x{args.seq} token ids, `--ratio {args.ratio}`, "
         f"`release_model={not args.keep_original}`. Peak = VmHWM of the process (Python, torch and transformers "
-        "included); the machine was shared with other jobs (timings are indicative).\n\n"
+        f"included); the machine was shared with other jobs, load average {os.getloadavg()[0]:.0f} on 2 cores at the "
+        "start, so the times are not comparable with an idle machine's.\n\n"
         "| params | model size | RSS loaded | pruned params | MACs ratio | peak RSS | peak / model size | "
         "peak / RSS loaded | shrink time |\n|---|---|---|---|---|---|---|---|---|\n"
         f"| {params / 1e9:.3f}B | {size_gib:.2f} GiB | {loaded:.2f} GiB | {row['params_after'] / 1e9:.3f}B | "
