@@ -7,12 +7,13 @@
 The model is `transformers.LlamaForCausalLM` with its default config apart from the sizes
 (`use_cache=True`: the KV cache is among the outputs). It is built on the meta device and
 materialised in place (`to_empty`, then each parameter drawn from N(0, 0.02), norms at 1); its
-buffers (the rotary frequencies) come from a one-layer build of the same config on the CPU. So
-building it never holds more than the model itself, in its dtype.
+buffers (the rotary frequencies) come from a one-layer build with the same head size on the CPU.
+So building it never holds more than the model itself, in its dtype.
 
 `graphprune.shrink(..., release_model=True)` then prunes it, handing the model's memory over to the
 pruned one (each tensor freed once sliced). Peak memory is the process's resident high-water mark
-(VmHWM of /proc/self/status, which includes Python, torch and transformers themselves), reported
+(VmHWM of /proc/self/status, reset once the model is loaded, so it is the pruning's peak; it
+includes Python, torch and transformers themselves), reported
 against the model's size in bytes and against the resident size once the model is loaded. Each run
 is one fresh process; the section of docs/BENCHMARKS.md it writes is named after the size and dtype.
 """
@@ -64,7 +65,9 @@ def build(size: str, layers: int | None, dtype: torch.dtype):
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.fill_(1.0) if "norm" in name else p.normal_(0.0, 0.02, generator=gen)
-        small = LlamaForCausalLM(LlamaConfig(vocab_size=8, **dict(shape, num_hidden_layers=1)))
+        head = shape["hidden_size"] // shape["num_attention_heads"]  # the rotary buffers depend on the head size only
+        small = LlamaForCausalLM(LlamaConfig(vocab_size=8, hidden_size=head, intermediate_size=8, num_hidden_layers=1,
+                                             num_attention_heads=1, num_key_value_heads=1))
         real = dict(small.named_buffers())
         for name, b in model.named_buffers():
             b.copy_(real[name] if name in real else real[name.replace(name.split(".")[2], "0", 1)])
@@ -88,6 +91,7 @@ def main() -> int:
     params = count_params(model)
     size_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
     loaded = status_gib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM: the peak below is the pruning's, from the loaded model
     t_build = time.perf_counter() - t0
     print(f"model: {params / 1e9:.3f}B params, {size_gib:.2f} GiB; RSS {base:.2f} GiB before, {loaded:.2f} GiB loaded "
           f"({t_build:.0f} s)", flush=True)
@@ -114,8 +118,8 @@ def main() -> int:
         f"## Large model: {args.size.upper()}-shaped LlamaForCausalLM, {args.dtype}\n\n"
         f"`LlamaForCausalLM` ({json.dumps(dict(SIZES[args.size], num_hidden_layers=layers))}, vocab 32000, "
         f"default config: `use_cache=True`, random weights), input 1x{args.seq} token ids, `--ratio {args.ratio}`, "
-        f"`release_model={not args.keep_original}`. Peak = VmHWM of the process (Python, torch and transformers "
-        f"included); the machine was shared with other jobs, load average {os.getloadavg()[0]:.0f} on 2 cores at the "
+        f"`release_model={not args.keep_original}`. Peak = VmHWM of the process, reset once the model is "
+        f"loaded (Python, torch and transformers included); the machine was shared with other jobs, load average {os.getloadavg()[0]:.0f} on 2 cores at the "
         "start, so the times are not comparable with an idle machine's.\n\n"
         "| params | model size | RSS loaded | pruned params | MACs ratio | peak RSS | peak / model size | "
         "peak / RSS loaded | shrink time |\n|---|---|---|---|---|---|---|---|---|\n"
