@@ -117,7 +117,7 @@ def markdown(rows: list[dict], argv: list[str], ratio: float) -> str:
         "Produced by:",
         "",
         "```",
-        "python " + " ".join(["scripts/coverage.py", *argv]),
+        "python -m " + " ".join(["scripts.coverage", *argv]),
         "```",
         "",
         f"graphprune {graphprune.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}, CPU. "

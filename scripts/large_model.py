@@ -1,8 +1,8 @@
 """Prune a LLaMA-style causal LM as a user loads it (random weights); measure memory and time.
 
-    python scripts/large_model.py                              # 1.10B LlamaForCausalLM, float32, ratio 0.3
-    python scripts/large_model.py --size 7b --dtype bfloat16   # 6.7B, built on the meta device
-    python scripts/large_model.py --layers 2 --out /tmp/large.md   # a quick run
+    python -m scripts.large_model                              # 1.10B LlamaForCausalLM, float32, ratio 0.3
+    python -m scripts.large_model --size 7b --dtype bfloat16   # 6.7B, built on the meta device
+    python -m scripts.large_model --layers 2 --out /tmp/large.md   # a quick run
 
 The model is `transformers.LlamaForCausalLM` with its default config apart from the sizes
 (`use_cache=True`: the KV cache is among the outputs). It is built on the meta device and
@@ -29,13 +29,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import graphprune  # noqa: E402
-from graphprune.cost.macs import count_params  # noqa: E402
-from graphprune.plan.types import PlanOptions  # noqa: E402
-from scripts.docsection import produced_by, write_section  # noqa: E402
+import graphprune
+from graphprune.cost.macs import count_params
+from graphprune.plan.types import PlanOptions
+from scripts.common import ROOT
+from scripts.docsection import produced_by, write_section
 
 SIZES = {  # TinyLlama-1.1B's and LLaMA-2-7B's shapes
     "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
@@ -127,7 +125,7 @@ def main() -> int:
         f"{report.macs_ratio:.3f} | {peak:.2f} GiB | {peak / size_gib:.2f}x | {peak / loaded:.2f}x | {t_shrink:.0f} s |\n\n"
         f"Stages (s): {', '.join(f'{k} {v:.1f}' for k, v in report.seconds.items())}. Checks passed: "
         f"{', '.join(row['checks'])}; the pruned model returns a {row['cache']}.\n\n"
-        + produced_by("scripts/large_model.py", sys.argv[1:]) + "\n"
+        + produced_by("scripts.large_model", sys.argv[1:]) + "\n"
     )
     write_section(args.out, f"large_model_{args.size}_{args.dtype}", text, "# Benchmarks\n")
     print(f"wrote {args.out}")

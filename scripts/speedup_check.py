@@ -7,25 +7,22 @@ graphprune.onnx.bench.bench (pinned sessions, interleaved rounds with rotating s
 
     speed-up = median ms of the original / median ms of the pruned model
 
-    python scripts/speedup_check.py /tmp/resnet50.pt /tmp/resnet50.pruned.pt --input-shape 32,3,224,224
+    python -m scripts.speedup_check /tmp/resnet50.pt /tmp/resnet50.pruned.pt --input-shape 32,3,224,224
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from graphprune.onnx.bench import CPU, bench  # noqa: E402
-from graphprune.onnx.export import export_onnx  # noqa: E402
+from graphprune.onnx.bench import bench
+from graphprune.onnx.export import export_onnx
+from graphprune.onnx.sessions import CPU
 
 
 def check(original: Path, pruned: Path, shape: tuple[int, ...], threads: int, repeats: int, warmup: int) -> dict:

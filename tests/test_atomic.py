@@ -15,10 +15,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from fixtures.archs import build
+from fixtures.cli_cases import SHAPE
 from graphprune.cli import app
 from graphprune.io import files as io
-from tests.archs import build
-from tests.cli_cases import SHAPE
 
 FAILURES = {
     "keyboard_interrupt": KeyboardInterrupt(),

@@ -22,13 +22,13 @@ from conftest import call
 from typer.testing import CliRunner
 
 import graphprune
+from fixtures.archs import build
+from fixtures.cli_cases import SHAPE
 from graphprune.cli import app
 from graphprune.onnx import files
 from graphprune.onnx.files import onnx_files
 from models.text_classifier import TextClassifier
 from models.text_classifier import example as text_example
-from tests.archs import build
-from tests.cli_cases import SHAPE
 
 
 def small_text() -> TextClassifier:

@@ -105,10 +105,23 @@ def _user_line(exc: BaseException) -> str:
     return ""
 
 
-def _explain(exc: BaseException) -> str:
+def _data_dependent(exc: BaseException | None) -> bool:
+    """Whether export failed on a branch or size that depends on tensor values (by exception type)."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (GuardOnDataDependentSymNode, DataDependentOutputException)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _explain(exc: BaseException) -> TraceError:
     first = first_line(exc)
-    lowered = str(exc).lower()
-    if "data-dependent" in lowered or "data dependent" in lowered or "guard" in lowered:
+    if _data_dependent(exc):
         hint = (
             "the model branches on tensor values (data-dependent control flow); "
             "rewrite that line with torch.where / torch.cond or make the branch depend on shapes only"
@@ -116,7 +129,7 @@ def _explain(exc: BaseException) -> str:
     else:
         hint = "make the model capturable by torch.export.export(model, args, strict=False)"
     where = _user_line(exc)
-    return f"cannot capture the model: {first}" + (f" [at {where}]" if where else "") + f"; {hint}"
+    return TraceError(f"cannot capture the model: {first}" + (f" [at {where}]" if where else "") + f"; {hint}", detail=first)
 
 
 def _export(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool, every_dim: bool = False):
@@ -242,7 +255,7 @@ def capture(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None
             try:
                 ep = _export(model, args, kwargs, dynamic=False)
             except Exception as exc2:  # noqa: BLE001 - every capture failure becomes one TraceError
-                raise TraceError(_explain(exc2)) from exc2
+                raise _explain(exc2) from exc2
             dynamic = False
     try:
         module = _plain_module(ep)

@@ -25,7 +25,7 @@ from graphprune.cli.app import app, console, fail, guard, out_console
 from graphprune.errors import InputError
 from graphprune.io import files as io
 from graphprune.recovery.options import TrainOptions
-from graphprune.recovery.progress import Bar
+from graphprune.recovery.progress import Bar, StageBar
 
 log = logging.getLogger(__name__)
 # name, type, option. A command that defines one of these itself (shrink's --data, --batch-size,
@@ -210,9 +210,9 @@ def shrink_and_recover(original, example, shrink_options: dict, recovery: Recove
         train, val = recovery.data_sets(example, shrink_options.get("data"))
     if opts is not None:
         check_checkpoint(opts.checkpoint, recovery, force)
-    say = status.update if status is not None else None
+    say = StageBar(console, status)  # step names on the spinner, data stages as bars with an estimate
     if steps > 1:
-        kwargs = {k: v for k, v in shrink_options.items() if k not in ("data", "search")}
+        kwargs = {k: v for k, v in shrink_options.items() if k not in ("data", "search", "held_out")}
         pruned, report, rows = shrink_in_steps(original, example, steps, data=train, val=val,
                                                train_options=opts, progress=say,
                                                bar=lambda k: Bar(console, f"step {k} of {steps}: recovering", status),

@@ -13,7 +13,8 @@ import typer
 DataOpt = typer.Option(None, "--data", help="data: .npz (x, y), image folder, torch.save'd tensors, text file "
                        "(with --tokenizer) or package.module:factory")
 BatchOpt = typer.Option(32, "--batch-size", help="samples per batch")
-CalibOpt = typer.Option(16, "--calib-batches", help="batches of --data used to score channels and re-estimate BatchNorm")
+CalibOpt = typer.Option(16, "--calib-batches", help="batches of --data read by every stage that uses data: "
+                        "scoring, allocation, refit, BatchNorm re-estimation")
 TokenizerOpt = typer.Option(None, "--tokenizer", help="Hugging Face tokenizer folder, for text data")
 ImageSizeOpt = typer.Option(None, "--image-size", help="image folders: resize and centre-crop to N x N "
                             "[default: the example input's H x W]")

@@ -51,9 +51,10 @@ def shrink(
         None, "--round-to", help="round each pruned group's width to a multiple of N [default: 8, ONNX Runtime CPU's "
         "block size; a latency search defaults to the provider's channel block: 16 on AVX-512 CPUs]"
     ),
-    criterion: str = typer.Option(
-        "l2", "--criterion", help="importance: l1, l2, bn, random (no data); taylor, gradient, fisher, act-mean, "
-        "act-var, act-entropy, apoz (need --data); formulas in docs/CRITERIA.md"),
+    criterion: str | None = typer.Option(
+        None, "--criterion", help="importance: l1, l2, bn, random (no data); taylor, gradient, fisher, act-mean, "
+        "act-var, act-entropy, apoz (need --data); auto: the best of these on held-out data [default: auto with "
+        "--data, else l2]; formulas in docs/CRITERIA.md"),
     data: str | None = DataOpt,
     batch_size: int = BatchOpt,
     calib_batches: int = CalibOpt,
@@ -63,6 +64,9 @@ def shrink(
     std: str | None = StdOpt,
     recalibrate: bool = typer.Option(
         True, "--recalibrate/--no-recalibrate", help="with --data: re-estimate BatchNorm statistics of the pruned model"),
+    bias_correction: bool = typer.Option(
+        True, "--bias-correction/--no-bias-correction", help="fold the removed channels' expected inputs (from "
+        "BatchNorm statistics) into the next layer's bias; with --data kept only if held-out fidelity allows"),
     reconstruct: bool = typer.Option(
         True, "--reconstruct/--no-reconstruct", help="with --data: refit the layers that lost inputs by least squares "
         "to the original's outputs (kept only where held-out calibration error drops)"),
@@ -136,12 +140,15 @@ def shrink(
         from graphprune.cli.explain import check_explain_outputs
 
         check_explain_outputs(data, explain_path, [model, example_input], force)
+    criterion = criterion or ("auto" if data is not None and not request else "l2")
     options = _shrink_options(ratio, global_ranking, round_to, criterion, threshold, target_macs, target_params,
                               prune_hidden, prune_heads, prune_head_dim, calib_batches, recalibrate, reconstruct, seed,
-                              remove_blocks, block_criterion, has_data=data is not None)
+                              remove_blocks, block_criterion, has_data=data is not None, compensate=bias_correction)
     module, example = load_inputs(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
+    if recovery is not None and recovery.val_data:  # the held-out slice: every choice is judged on it
+        options["held_out"] = recovery.load(recovery.val_data, example)
     if search_finetune:
         from dataclasses import replace
 
@@ -189,7 +196,7 @@ def shrink(
 
 def _shrink_options(ratio, global_ranking, round_to, criterion, threshold, target_macs, target_params, prune_hidden,
                     prune_heads, prune_head_dim, calib_batches, recalibrate, reconstruct, seed, remove_blocks,
-                    block_criterion, has_data: bool) -> dict:
+                    block_criterion, has_data: bool, compensate: bool = True) -> dict:
     """graphprune.api.shrink's option objects from the flags, checked before anything is loaded."""
     from graphprune.data.options import CalibrationOptions
     from graphprune.depth import parse_count
@@ -201,7 +208,8 @@ def _shrink_options(ratio, global_ranking, round_to, criterion, threshold, targe
                        criterion=criterion, threshold=threshold, target_macs=target_macs, target_params=target_params,
                        prune_hidden=prune_hidden,
                        attention="head-dim" if prune_head_dim else "heads" if prune_heads else "none")
-    calibration = CalibrationOptions(batches=calib_batches, recalibrate=recalibrate, reconstruct=reconstruct, seed=seed)
+    calibration = CalibrationOptions(batches=calib_batches, recalibrate=recalibrate, reconstruct=reconstruct, seed=seed,
+                                     compensate=compensate)
     depth = DepthOptions(blocks=parse_count(remove_blocks), criterion=block_criterion)
     check(plan, calibration, depth, has_data=has_data)
     return {"plan": plan, "calibration": calibration, "depth": depth}
@@ -223,7 +231,7 @@ def _export_pair(original, pruned, example, onnx_path: Path, bench: bool, macs: 
         import tempfile
 
         from graphprune.onnx.bench import bench as run_bench
-        from graphprune.onnx.bench import render as render_bench
+        from graphprune.onnx.bench_table import render as render_bench
         from graphprune.onnx.feeds import example_arrays
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -86,6 +86,42 @@ class Data:
         return f"Data({self.description}, {n if n is not None else '?'} samples, labels={self.has_labels})"
 
 
+class Kept:
+    """`data` (a Data, or anything with its `batches`) whose first `limit` batches are read once and
+    kept: the calibration batches that every data stage of `shrink` reads (an image folder is decoded,
+    a text file tokenized, once, not once per stage). Each pass gets copies, so a model that writes
+    into its inputs cannot change later passes. Other passes (shuffled, or longer than `limit`) read
+    `data` itself; every other attribute is `data`'s."""
+
+    def __init__(self, data, limit: int | None):
+        self._data, self.limit = data, limit
+        self._kept: list | None = None
+
+    def __getattr__(self, name: str):
+        return getattr(self._data, name)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def batches(self, limit: int | None = None, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
+        inside = self.limit is None or (limit is not None and limit <= self.limit)
+        if shuffle or not inside:
+            yield from self._data.batches(limit=limit, shuffle=shuffle, seed=seed)
+            return
+        if self._kept is None:
+            self._kept = list(self._data.batches(limit=self.limit))
+        for batch in self._kept[:limit]:
+            yield _copy(batch)
+
+
+def _copy(batch: Batch) -> Batch:
+    def clone(v):
+        return v.clone() if isinstance(v, torch.Tensor) else v
+
+    return Batch(tuple(clone(a) for a in batch.args), {k: clone(v) for k, v in batch.kwargs.items()},
+                 None if batch.labels is None else batch.labels.clone())
+
+
 def load_data(spec: str, example: Any, *, batch_size: int = 32, tokenizer: str | None = None,
               image_size: int | None = None, mean: tuple | None = None, std: tuple | None = None,
               max_length: int | None = None) -> Data:
@@ -178,4 +214,4 @@ def check_labels(data: Data, output: Any, limit: int | None = None) -> None:
         raise InputError(f"--data {data.description}: label {top} is outside the model's {classes} classes (0..{classes - 1})")
 
 
-__all__ = ["Batch", "Data", "check_labels", "infer_example", "load_data"]
+__all__ = ["Batch", "Data", "Kept", "check_labels", "infer_example", "load_data"]

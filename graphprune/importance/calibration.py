@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils import _pytree as pytree
 
+from graphprune.errors import InputError
+
 LOSSES = {
     "labels": "cross-entropy on the data's labels",
     "pseudo": "cross-entropy on the model's own top-1 predictions (no labels)",
@@ -45,9 +47,13 @@ class Calibration:
     notes: list = field(default_factory=list)
     loss: str = ""  # key of LOSSES, set once gradients are taken
     cache: dict = field(default_factory=dict)
+    tick: object = None  # called after each batch a criterion reads (graphprune.data.progress)
 
     def batches(self):
-        return self.data.batches(limit=self.limit)
+        for batch in self.data.batches(limit=self.limit):
+            yield batch
+            if self.tick is not None:
+                self.tick()
 
 
 def first_output(out) -> torch.Tensor:
@@ -55,7 +61,8 @@ def first_output(out) -> torch.Tensor:
     for leaf in pytree.tree_flatten(out)[0]:
         if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
             return leaf
-    raise ValueError("the model returns no floating-point tensor to take a loss on")
+    raise InputError("the model returns no floating-point tensor to take a loss on; "
+                     "data criteria need one (pass a weight criterion: l1, l2, bn)")
 
 
 def is_class_scores(y: torch.Tensor) -> bool:

@@ -10,9 +10,8 @@ Formats:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
-import sys
+import pickle
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 
 import torch
 
+from graphprune.data.imports import cwd_importable, import_attr
 from graphprune.errors import InputError, LoadError, first_line
 
 
@@ -46,23 +46,30 @@ def _factory(spec: str) -> Callable[[], torch.nn.Module]:
     if ":" not in spec:
         raise InputError(f"--arch {spec!r} must look like package.module:factory")
     mod_name, fn_name = spec.split(":", 1)
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
-        module = importlib.import_module(mod_name)
+        fn = import_attr(mod_name, fn_name)
     except ImportError as exc:
         raise InputError(f"--arch: cannot import {mod_name!r} ({exc}); add its folder to PYTHONPATH") from exc
-    fn = getattr(module, fn_name, None)
+    except AttributeError:
+        fn = None
     if not callable(fn):
         raise InputError(f"--arch: {mod_name} has no callable {fn_name!r}")
     return fn
 
 
+def _truncated(path: Path) -> bool:
+    """A torch zip archive (it starts like one) whose central directory cannot be read."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+
+
 def _torch_load(path: Path, weights_only: bool) -> Any:
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+    if _truncated(path):
+        raise LoadError(f"cannot read {path} as a torch file (the file is truncated or damaged); "
+                        "is it a model saved with torch.save?")
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        with cwd_importable():  # a pickled model's classes may live beside it
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
     except ModuleNotFoundError as exc:
         raise LoadError(
             f"{path}: the pickled model needs module {exc.name!r}, which cannot be imported; "
@@ -70,13 +77,11 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
         ) from exc
     except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same clear message
         first = first_line(exc, 200)
-        if weights_only and "weights_only" in str(exc):
+        if weights_only and isinstance(exc, pickle.UnpicklingError):  # what torch raises for a refused pickle
             raise LoadError(
                 f"{path} is a pickled object, refused in safe mode; save a .pt2 with torch.export.save "
                 "or pass --arch module:factory with a state_dict"
             ) from exc
-        if "Errno 22" in first or "central directory" in first or "failed finding" in first:
-            first = "the file is truncated or damaged"
         raise LoadError(f"cannot read {path} as a torch file ({first}); is it a model saved with torch.save?") from exc
 
 

@@ -44,7 +44,7 @@ from graphprune.capture.trace import Captured, capture
 from graphprune.check import verify
 from graphprune.check.oracle import dead_channel_check
 from graphprune.cost.macs import count_macs, count_params
-from graphprune.errors import GraphPruneError, TraceError, VerificationError
+from graphprune.errors import GraphPruneError, TraceError, VerificationError, first_line
 from graphprune.plan.planner import plan as make_plan
 from graphprune.plan.types import Plan, PlanOptions
 from graphprune.report.report import Report
@@ -121,8 +121,8 @@ def _children(model: torch.nn.Module, path: str) -> list[str]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0].removeprefix("cannot capture the model: ")[:200] if text else type(exc).__name__
+    """The cause alone: a capture failure's own detail, else the exception's first line."""
+    return exc.detail[:200] if isinstance(exc, TraceError) else first_line(exc, 200)
 
 
 def capture_part(module: torch.nn.Module, calls: list[Call]) -> Captured:

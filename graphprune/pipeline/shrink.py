@@ -1,7 +1,8 @@
 """`shrink`: every stage in order, each checked, the report written as it goes.
 
-capture -> (depth) -> dependency graph -> scores -> plan (or search, or allocation by measurement)
--> rewrite -> checks -> refit and BatchNorm re-estimation on data -> costs and report.
+capture -> (held-out split) -> (depth) -> dependency graph -> scores (or criterion auto) -> plan (or
+search, or allocation by measurement) -> rewrite -> checks -> bias correction, refit and BatchNorm
+re-estimation, each judged on held-out data -> the L2 floor -> fidelity, costs and report.
 A model that torch.export cannot capture whole goes to graphprune.pipeline.parts.
 
 Options come as objects, each field documented where it is defined: PlanOptions (what goes:
@@ -25,14 +26,17 @@ from graphprune.capture.trace import Captured, capture, normalize_inputs
 from graphprune.check import verify
 from graphprune.check.oracle import dead_channel_check
 from graphprune.cost.macs import count_macs, count_params
-from graphprune.data import check_labels
+from graphprune.data import Kept, check_labels
 from graphprune.data.options import CalibrationOptions
+from graphprune.data.progress import Stages, count, stages_of
 from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError, TraceError, VerificationError, first_line
-from graphprune.pipeline import allocate
+from graphprune.measure.fidelity import on_example
+from graphprune.pipeline import allocate, decide
 from graphprune.plan.planner import plan as make_plan
 from graphprune.plan.types import Plan, PlanOptions
 from graphprune.report.report import Report
+from graphprune.rewrite.compensate import correct as compensate_biases
 from graphprune.rewrite.recalibrate import recalibrate as recalibrate_bn
 from graphprune.rewrite.reconstruct import reconstruct as refit_layers
 from graphprune.rewrite.rewriter import rewrite as make_model
@@ -48,7 +52,7 @@ def check(plan: PlanOptions, calibration: CalibrationOptions, depth: DepthOption
     plan.check()
     calibration.check()
     depth.check(has_data)
-    if not has_scores and CRITERIA[plan.criterion].needs_data and not has_data:
+    if not has_scores and plan.criterion in CRITERIA and CRITERIA[plan.criterion].needs_data and not has_data:
         raise InputError(f"--criterion {plan.criterion} is measured on data; pass --data (e.g. train.npz)")
 
 
@@ -74,12 +78,24 @@ def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
         ) from exc
 
 
-def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int):
-    """(scores per channel, calibration info) from a criterion name, a user's array or a callable."""
+def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int, step: Stages):
+    """(scores per channel, calibration info) from a criterion name, a user's array or a callable;
+    a criterion that reads data is the counted stage "score" of `step`."""
+    from graphprune.importance import CRITERIA
+
+    name = criterion if isinstance(criterion, str) else "user scores"
+    if data is None or not isinstance(criterion, str) or not CRITERIA[criterion].needs_data:
+        step(f"scoring channels ({name})")
+        return _score(graph, criterion, data, calib_batches, seed, None)
+    with step.stage("score", count(calib_batches, data), f"scoring ({name})") as tick:
+        return _score(graph, criterion, data, calib_batches, seed, tick)
+
+
+def _score(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int, tick):
     from graphprune.importance import LOSSES, Calibration, score
 
     if isinstance(criterion, str):
-        calibration = Calibration(data=data, limit=calib_batches, seed=seed)
+        calibration = Calibration(data=data, limit=calib_batches, seed=seed, tick=tick)
         scores = score(graph, criterion, calibration=calibration)
         info = {"criterion": criterion, "notes": calibration.notes}
         if calibration.loss:
@@ -127,20 +143,31 @@ class _Run:
     opts: PlanOptions
     calibration: CalibrationOptions
     data: Any
-    step: Any
+    step: Stages
+    judge: Any = None  # graphprune.pipeline.decide.Judge, with data
+    held_note: str = ""  # why there is no held-out slice
     release: bool = False  # release_model: the original's tensors are freed as the pruned model is built
     params_before: int = 0
     t0: float = dataclasses.field(default_factory=time.perf_counter)
     seconds: dict = dataclasses.field(default_factory=dict)
+    counted: dict = dataclasses.field(default_factory=dict)  # step.seconds when this run began
+
+    def __post_init__(self):
+        self.counted = dict(self.step.seconds)  # a Stages may serve several runs (--steps)
 
     def lap(self, name: str) -> None:
-        self.seconds[name] = time.perf_counter() - self.t0 - sum(self.seconds.values())
+        """Seconds since the last lap as `name`, less the counted stages (allocate, refit, recalibrate)
+        run since, which are given apart."""
+        stages = {k: v - self.counted.get(k, 0.0) for k, v in self.step.seconds.items()
+                  if k not in self.seconds and k != "score" and v > self.counted.get(k, 0.0)}
+        self.seconds[name] = time.perf_counter() - self.t0 - sum(self.seconds.values()) - sum(stages.values())
+        self.seconds |= stages
 
 
 def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = None, data=None,
            calibration: CalibrationOptions | None = None, depth: DepthOptions | None = None, search=None,
            scores=None, check_dead_channels: bool = True, progress=None,
-           release_model: bool = False) -> tuple[torch.nn.Module, Report]:
+           held_out=None, release_model: bool = False) -> tuple[torch.nn.Module, Report]:
     """Prune `model` and return (pruned model, report). The user's model is not changed, unless
     `release_model` hands its memory over to the pruned one (below).
 
@@ -151,20 +178,39 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     from the original. `search` (a graphprune.search.SearchRequest) replaces the cut options by a search
     of per-group widths under a latency budget measured in ONNX Runtime; the report's `search` logs it.
 
+    `progress` hears the steps: a callable taking step names, or a graphprune.data.progress.Stages,
+    which also counts the stages that read data (score, allocate, refit, recalibrate); the report's
+    `seconds` gives each of them either way.
+
+    With `data`, part of it (or `held_out`, a Data) is held out (graphprune.pipeline.decide): every
+    choice is judged on a selection slice and the report's `fidelity` comes from a test slice nothing
+    was chosen on. Criterion 'auto' tries several on it; the bias correction, the refit and BatchNorm
+    re-estimation are kept only when they do not make it worse; the L2 plan (BatchNorm re-estimated)
+    is the floor. Without data the bias correction runs from BatchNorm statistics alone.
+
     `release_model`: each of the model's tensors is freed as soon as its slice is made (tensors that
     lose nothing are shared), so the peak stays near the model's own size (docs/BENCHMARKS.md, "Large
     model"); the model is unusable afterwards. The checks run as without it, the dead-channel oracle
-    before the rewrite. Refused with data, whose refit and re-estimation read the original after it.
+    before the rewrite; the bias correction, which reads the original's BatchNorm statistics after the
+    rewrite, is skipped. Refused with data, whose stages read the original after the rewrite.
     """
     opts, cal, depth = plan or PlanOptions(), calibration or CalibrationOptions(), depth or DepthOptions()
     check(opts, cal, depth, has_data=data is not None, has_scores=scores is not None)
     if release_model and data is not None:
         raise InputError("release_model frees the original's weights, which pruning with data reads after the "
                          "rewrite (refit, BatchNorm re-estimation); pass release_model=False with data")
+    if opts.criterion == "auto" and (data is None or scores is not None or search is not None):
+        opts = dataclasses.replace(opts, criterion="l2")  # nothing to judge candidates on, or nothing to choose
+    held, held_note = None, ""
+    if data is not None:  # split before anything reads the data: the held-out slices are never calibration
+        data, held, held_note = decide.split(data, held_out, seed=cal.seed)
     args, kwargs = normalize_inputs(example)
-    run = _Run(model, args, kwargs, opts, cal, data, progress or (lambda text: None), release_model, count_params(model))
+    if data is not None:
+        data = Kept(data, cal.batches)  # every data stage reads the same batches: read them once
+    run = _Run(model, args, kwargs, opts, cal, data, stages_of(progress), release=release_model,
+               params_before=count_params(model))
     run.step("capturing the model with torch.export")
-    reference = run_original(model, args, kwargs)
+    reference = original_out = run_original(model, args, kwargs)
     if data is not None:
         check_labels(data, reference, limit=cal.batches)
     try:
@@ -176,26 +222,47 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
 
         return parts.shrink(model, args, kwargs, reference, opts, opts.attention, str(exc), run.step)
     macs_before = count_macs(captured.module, args, kwargs)
+    if data is not None:
+        run.step("holding out data to judge every choice on")
+        run.judge, run.held_note = decide.Judge(captured.module, held, cal.batches), held_note
     plan_opts, removed_blocks = opts, ()
     if depth.blocks:
-        run.step(f"ranking blocks ({depth.criterion}) on calibration data")
         captured, removed_blocks, plan_opts = blocks_api.blocks_first(captured, data, depth.blocks, depth.criterion,
-                                                                      cal.batches, opts)
+                                                                      cal.batches, opts, progress=run.step)
         reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
-    chosen, graph, calibration_info, searched, allocation = _decide(run, captured, plan_opts, scores, search)
+    chosen, graph, calibration_info, searched, allocation, trials = _decide(run, captured, plan_opts, scores, search)
     pruned, checks, refits, recalibrated = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
-    return pruned, _report(run, chosen, graph, pruned, macs_before, checks, scores, calibration_info, recalibrated,
-                           searched, allocation, refits, removed_blocks)
+    floor = None
+    if run.judge is not None and run.judge.selection is not None and not searched and opts.threshold is None \
+            and chosen.removed.any():
+        run.step("comparing with the data-free L2 plan (BatchNorm re-estimated): the floor")
+        chosen, pruned, floor = _floor(run, graph, plan_opts, chosen, pruned, trials)
+        if floor["used"]:
+            checks = _checks(chosen, pruned, reference, check_dead_channels)
+            refits, allocation, recalibrated = [], [], 0
+            pruned.train(model.training)
+    run.step("measuring fidelity")
+    fidelity = _fidelity(run, pruned, original_out, floor)
+    report = _report(run, chosen, graph, pruned, macs_before, checks, scores, calibration_info, recalibrated,
+                     searched, allocation, refits, removed_blocks)
+    return pruned, dataclasses.replace(report, fidelity=fidelity)
 
 
 def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, search):
-    """(plan, graph, calibration info, search result, allocation log): score the channels, then choose."""
+    """(plan, graph, calibration info, search result, allocation log, auto's trials): score the
+    channels (or try every criterion: auto), then choose."""
     graph = build(captured, attention=run.opts.attention)
     run.lap("analyze")
-    criterion = run.opts.criterion if scores is None else scores
-    name = criterion if isinstance(criterion, str) else "user scores"
-    run.step(f"scoring channels ({name})" + (" on calibration data" if run.data is not None else ""))
-    values, calibration_info = _scores(graph, criterion, run.data, run.calibration.batches, run.calibration.seed)
+    trials = {}
+    if plan_opts.criterion == "auto" and scores is None:
+        run.step("criterion auto: every criterion's plan judged on held-out data")
+        values, calibration_info, trials = decide.auto(graph, plan_opts, run.data, run.calibration.batches,
+                                                       run.calibration.seed, run.judge, run.step)
+        plan_opts = dataclasses.replace(plan_opts, criterion=calibration_info["criterion"])
+    else:
+        criterion = plan_opts.criterion if scores is None else scores
+        values, calibration_info = _scores(graph, criterion, run.data, run.calibration.batches, run.calibration.seed,
+                                           run.step)
     run.lap("score")
     run.step("planning")
     searched = None if search is None else search.run(graph, progress=run.step, scores=values, data=run.data,
@@ -205,10 +272,11 @@ def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, searc
     if searched:
         chosen = searched[0]
     elif run.data is not None and allocate.applies(plan_opts):
-        chosen, allocation = allocate.choose(graph, plan_opts, values, run.data, run.calibration.batches, run.step)
+        chosen, allocation = allocate.choose(graph, plan_opts, values, run.data, run.calibration.batches, run.step,
+                                             judge=run.judge)
     else:
         chosen = make_plan(graph, plan_opts, scores=values)
-    return chosen, graph, calibration_info, searched, allocation
+    return chosen, graph, calibration_info, searched, allocation, trials
 
 
 def _build(run: _Run, chosen: Plan, reference, check_dead_channels: bool, blocks_removed: bool):
@@ -220,16 +288,81 @@ def _build(run: _Run, chosen: Plan, reference, check_dead_channels: bool, blocks
     run.step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
     checks = _checks(chosen, pruned, reference, check_dead_channels and not run.release) + early
-    refits, recalibrated, cal = [], 0, run.calibration
-    if run.data is not None and cal.reconstruct and chosen.removed.any():
-        run.step("refitting the layers that lost inputs (least squares on the data)")
-        refits = refit_layers(chosen, pruned, run.data, limit=cal.batches, seed=cal.seed)
-    if run.data is not None and cal.recalibrate and (chosen.removed.any() or blocks_removed):
-        run.step("re-estimating BatchNorm statistics on the data")
-        recalibrated = recalibrate_bn(pruned, run.data, limit=cal.batches)
+    refits, recalibrated = _data_steps(run, chosen, pruned, blocks_removed)
+    if run.data is None and run.calibration.compensate and chosen.removed.any() and not run.release:
+        run.step("correcting biases for the removed channels (no data: from BatchNorm statistics)")
+        compensate_biases(chosen, pruned)
     pruned.train(run.model.training)  # the original's mode: a model saved for inference stays in eval
     run.lap("plan_rewrite")
     return pruned, checks, refits, recalibrated
+
+
+def _data_steps(run: _Run, chosen: Plan, pruned, blocks_removed: bool) -> tuple[list, int]:
+    """Bias correction, refit and BatchNorm re-estimation, each kept only if held-out fidelity allows.
+    Returns (the refit's per-layer records, batches the re-estimation ran on, 0 when undone)."""
+    if run.data is None:
+        return [], 0
+    cal, judge, refits, ran = run.calibration, run.judge, [], {"batches": 0}
+
+    def correct():
+        n = compensate_biases(chosen, pruned)
+        return f"{n} layers corrected" if n else None
+
+    def refit():
+        refits.extend(refit_layers(chosen, pruned, run.data, limit=cal.batches, seed=cal.seed, progress=run.step))
+        done = [r for r in refits if r.lam is not None]
+        return f"{len(done)} of {len(refits)} layers refit" if done else None
+
+    def estimate():
+        with run.step.stage("recalibrate", count(cal.batches, run.data), "BatchNorm re-estimation") as tick:
+            ran["batches"] = recalibrate_bn(pruned, run.data, limit=cal.batches, tick=tick)
+        return f"{ran['batches']} batches" if ran["batches"] else None
+
+    if cal.compensate and chosen.removed.any():
+        run.step("correcting biases for the removed channels")
+        judge.step("bias correction", pruned, correct)
+    if cal.reconstruct and chosen.removed.any():
+        judge.step("refit", pruned, refit)
+    kept = False
+    if cal.recalibrate and (chosen.removed.any() or blocks_removed):
+        kept = judge.step("BatchNorm re-estimation", pruned, estimate)
+    return refits, ran["batches"] if kept else 0
+
+
+def _floor(run: _Run, graph, opts: PlanOptions, chosen: Plan, pruned, trials: dict) -> tuple:
+    """(plan, model, record): the better on the selection slice of the result and the L2 plan at the
+    same budget with BatchNorm re-estimated (where that helps)."""
+    from graphprune.importance import score
+
+    base = trials.get("l2")
+    if base is None:
+        l2 = dataclasses.replace(opts, criterion="l2")
+        base = decide.trial(graph, l2, score(graph, "l2"), run.data, run.calibration.batches, run.judge)
+    mine = run.judge.loss(pruned)
+    used = base.loss < mine
+    record = {"criterion": "l2", "steps": "BatchNorm re-estimated (where it helps)", "loss": base.loss,
+              "result_loss": mine, "used": used}
+    return (base.plan, base.model, record) if used else (chosen, pruned, record)
+
+
+def _fidelity(run: _Run, pruned, original_out, floor) -> dict:
+    """The report's `fidelity`: held-out figures (test slice), the choices made on the selection
+    slice, and how far outputs moved on the example input."""
+    out = {"data": "none" if run.data is None else run.data.description,
+           "example": on_example(original_out, verify.run(pruned, run.args, run.kwargs))}
+    if run.held_note:
+        out["note"] = run.held_note
+    judge = run.judge
+    if judge is None:
+        return out
+    final = judge.final(pruned)
+    if final is not None:
+        out["held_out"] = final.to_dict() | {"slice": judge.test.description}
+        out["selection"] = {"slice": judge.selection.description, "samples": judge.selection.samples}
+    out["steps"] = [r.to_dict() for r in judge.records]
+    if floor is not None:
+        out["floor"] = floor
+    return out
 
 
 def _report(run: _Run, chosen: Plan, graph: DependencyGraph, pruned, macs_before: int, checks: list, scores,

@@ -27,6 +27,7 @@ import torch
 from graphprune.capture.trace import normalize_inputs
 from graphprune.cost.macs import count_macs, count_params
 from graphprune.data.options import CalibrationOptions
+from graphprune.data.progress import within
 from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError
 from graphprune.pipeline.keywords import from_keywords
@@ -95,7 +96,7 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, plan: P
     for k in range(steps):
         kind = plan.budget[0] if plan.budget else "params"
         fraction = getattr(rows[-1], kind) / base[kind] if rows else 1.0
-        say = (lambda text, k=k: progress(f"step {k + 1} of {steps}: {text}")) if progress is not None else None
+        say = within(progress, f"step {k + 1} of {steps}: ")
         current, report = shrink(current, example, plan=_step_plan(k, aims, plan, fraction), data=data,
                                  calibration=calibration, depth=depth if k == 0 else None, progress=say)
         removed_blocks = removed_blocks or report.blocks

@@ -38,6 +38,7 @@ class Report:
     search: dict | None = None  # graphprune.search's log: every configuration tried, the final measurement
     allocation: tuple = ()  # graphprune.pipeline.allocate: {normalize, allocate, loss, chosen} per rule tried
     reconstruction: tuple = ()  # graphprune.rewrite.reconstruct.Refit per layer that lost inputs
+    fidelity: dict | None = None  # pipeline.shrink: held-out figures, each judged step, the floor, the example input
 
     @property
     def macs_ratio(self) -> float:
@@ -144,19 +145,60 @@ def render(report: Report, console, limit: int = 40) -> None:
                       f"{len(report.search['tried'])} configurations tried, {report.search['seconds']['total']:.0f}s")
     for check in report.checks or ({"check": "runs", "detail": report.verified},) if report.verified else ():
         console.print(f"[green]verified ({check['check']}):[/green] {check['detail']}")
+    _render_fidelity(report.fidelity, console)
     if report.budget:
         b = report.budget
         console.print(f"budget: {b['kind']} {b['target']:.3f} of the original, reached {b['achieved']:.3f}")
     if report.allocation:
         best = next(a for a in report.allocation if a["chosen"])
-        console.print(f"widths shared by normalize={best['normalize']}, allocate={best['allocate']}: lowest calibration "
+        where = best.get("measured_on", "calibration")
+        console.print(f"widths shared by normalize={best['normalize']}, allocate={best['allocate']}: lowest {where} "
                       f"loss of {len(report.allocation)} rules ({best['loss']:.4g})")
     if report.reconstruction:
         refit = [r for r in report.reconstruction if r["lam"] is not None]
         if refit:
             before = sum(r["before"] for r in refit) / len(refit)
             after = sum(r["after"] for r in refit) / len(refit)
+            few = sum(r.get("verdict") == "refused: fewer rows than inputs" for r in report.reconstruction)
             console.print(f"refit {len(refit)} of {len(report.reconstruction)} layers that lost inputs: held-out relative "
-                          f"error {before:.3f} -> {after:.3f} (mean)")
+                          f"error {before:.3f} -> {after:.3f} (mean)" + (f"; {few} refused, fewer rows than inputs" if few else ""))
     if report.calibration.get("loss"):
         console.print(f"criterion {report.calibration['criterion']}: gradients of {report.calibration['loss']}")
+
+
+def _figures(d: dict) -> str:
+    parts = []
+    if "agreement" in d:
+        parts.append(f"top-1 agreement {d['agreement']:.3f}")
+    if "kl" in d:
+        parts.append(f"KL {d['kl']:.3g}")
+    if "cosine" in d:
+        parts.append(f"cosine {d['cosine']:.4f}")
+    if "rel_error" in d:
+        parts.append(f"relative error {d['rel_error']:.3g}")
+    if "accuracy" in d:
+        parts.append(f"accuracy {d['accuracy'][0]:.3f} -> {d['accuracy'][1]:.3f}, macro F1 {d['f1'][0]:.3f} -> {d['f1'][1]:.3f}")
+    return ", ".join(parts)
+
+
+def _render_fidelity(fidelity: dict | None, console) -> None:
+    """The fidelity lines: held-out figures with data, or plainly that no data was used."""
+    if not fidelity:
+        return
+    for s in fidelity.get("steps", ()):
+        change = "" if s["before"] is None else f": held-out loss {s['before']:.4g} -> {s['after']:.4g}"
+        console.print(f"step {s['step']} {s['outcome']}{change}" + (f" ({s['detail']})" if s["detail"] else ""))
+    floor = fidelity.get("floor")
+    if floor and floor["used"]:
+        console.print(f"[yellow]the L2 plan with BatchNorm re-estimated did better on held-out data "
+                      f"({floor['loss']:.4g} < {floor['result_loss']:.4g}): it is returned instead[/yellow]")
+    held = fidelity.get("held_out")
+    if held:
+        console.print(f"[bold]fidelity on held-out data[/bold] ({held['samples']} samples never used to fit or choose): "
+                      + _figures(held))
+    elif fidelity["data"] == "none":
+        console.print("[yellow]no data used[/yellow]: on the example input the pruned model's output vs the original's: "
+                      + _figures(fidelity["example"]) + "; pass --data to measure and guard fidelity")
+    else:
+        console.print(f"[yellow]fidelity not measured[/yellow]: {fidelity.get('note', '')}; on the example input: "
+                      + _figures(fidelity["example"]))
