@@ -96,7 +96,8 @@ def refit_before_after(paths: dict, batch_size: int) -> dict:
 
 def section(unit: float, batches: int, wall: float, report: dict, refit: dict, refit_batch: int, argv) -> str:
     s = report["seconds"]
-    rows = [(k, s[k]) for k in ("analyze", "score", "allocate", "plan_rewrite", "refit", "recalibrate") if k in s]
+    stages = ("capture", "graph", "score", "allocate", "plan", "rewrite", "verify", "oracle", "refit", "recalibrate")
+    rows = [(k, s[k]) for k in stages if k in s]
     lines = ["## Data passes: `shrink --data` on pretrained EfficientNet-Lite0, stage by stage", "",
              f"`graphprune shrink effnet.pt --data effnet_calib.npz --target-macs 0.7 --calib-batches {batches}` (views of "
              f"skimage.data photos from scripts/effnet.py, {batches} batches of 32 = {32 * batches} images; default "

@@ -12,8 +12,9 @@ Every figure is computed by this script from the two models' outputs (not read f
 report); the report's own held-out figure (`fidelity.held_out`, a test slice of the calibration
 file) is listed beside it as `report`.
 
-    python scripts/fidelity_bench.py                       # both models, writes docs/BENCHMARKS.md
-    python scripts/fidelity_bench.py --models minilm --quick --out /tmp/b.md --json /tmp/b.json
+    python -m scripts.fidelity_bench                       # both models, writes docs/BENCHMARKS.md
+    python -m scripts.fidelity_bench --models minilm --quick --out /tmp/b.md --json /tmp/b.json
+    python -m scripts.fidelity_bench --render a.json b.json   # the section from saved runs
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -204,10 +206,11 @@ def run_model(name: str, budgets: list[float], quick: bool, finetune: int, tmp: 
     model, example, data, held = setup(tmp, 64 if quick else 160)
     results = []
     for target in budgets:
-        for label, opts in variants(name, quick):
-            if only and label not in only:
+        table = dict(variants(name, quick))
+        for label in only or list(table):  # in the order asked for
+            if label not in table:
                 continue
-            opts = dict(opts)
+            opts = dict(table[label])
             use_data = opts.pop("data", True)
             compensate.VARIANCE = opts.pop("variance", False)
             say(f"{name} {budget_key} {target}: {label}")
@@ -297,7 +300,10 @@ def render(data: dict) -> str:
             cands = ", ".join(f"{c['criterion']} {c['loss']:.4g}" for c in r["auto"] if c.get("loss") is not None)
             lines.append(f"\n{model} {r['budget']} auto candidates (selection-slice loss, lower is better): {cands}")
         lines.append("")
-    lines += [produced_by("scripts.fidelity_bench", data["argv"]) + f" Run took {data['seconds'] / 60:.0f} min."]
+    runs = data.get("runs") or [data["argv"]]
+    lines += ["Produced by " + "; ".join(f"`python -m scripts.fidelity_bench {shlex.join(a)}`" for a in runs[:-1])
+              + ("; and " if len(runs) > 1 else "") + produced_by("scripts.fidelity_bench", runs[-1])[len("Produced by "):]
+              + f" Runs took {data['seconds'] / 60:.0f} min in all; the machine was shared with other jobs."]
     return "\n".join(lines) + "\n"
 
 
@@ -316,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = p.parse_args(argv)
     if opts.render:
         parts = [json.loads(path.read_text()) for path in opts.render]
-        data = {"argv": [" ; ".join(" ".join(d["argv"]) for d in parts)], "seconds": sum(d["seconds"] for d in parts),
+        data = {"runs": [d["argv"] for d in parts], "seconds": sum(d["seconds"] for d in parts),
                 "results": [r for d in parts for r in d["results"]]}
         write_section(opts.out, SECTION, render(data), BENCHMARKS_HEADER)
         return 0

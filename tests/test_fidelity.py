@@ -235,3 +235,18 @@ def test_cli_summary_says_no_data_and_how_far_outputs_moved(tmp_path):
     assert "no data used" in text and "cosine" in text and "KL" in text
     report = json.loads((tmp_path / "m.pruned.json").read_text())
     assert report["fidelity"]["data"] == "none"
+
+
+def test_refit_refuses_a_layer_with_fewer_rows_than_inputs(tmp_path):
+    from graphprune.rewrite.reconstruct import Verdict, reconstruct
+
+    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
+    x = torch.randn(8, 8)
+    np.savez(tmp_path / "few.npz", x=x.numpy())
+    data = load_data(str(tmp_path / "few.npz"), x[:1], batch_size=2)  # 3 batches fitted: 6 rows < 33 unknowns
+    plan = graphprune.plan(graphprune.analyze(model, x[:1]), PlanOptions(ratio=0.5, round_to=1))
+    pruned = graphprune.rewrite(plan)
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    (refit,) = reconstruct(plan, pruned, data)
+    assert refit.verdict is Verdict.FEW_ROWS and refit.rows == 6 and refit.lam is None
+    assert all(torch.equal(before[k], v) for k, v in pruned.state_dict().items())

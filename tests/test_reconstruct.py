@@ -168,9 +168,11 @@ def test_refit_interprets_each_graph_once_per_batch(tmp_path, monkeypatch):
 
 def test_refit_restarting_passes_gives_the_same_layers(tmp_path, monkeypatch):
     """MEMORY 0 keeps no paused pass: every layer runs both graphs again from the inputs, as the refit
-    did before the passes were shared. The results are the same to the bit."""
+    did before the passes were shared; a small MEMORY keeps some. The results are the same to the bit."""
     shared, a, few, _ = _deep_refit(tmp_path, monkeypatch, None)
-    again, b, many, _ = _deep_refit(tmp_path, monkeypatch, 0)
-    assert many > 2 * few
-    assert shared == again and any(r.lam is not None for r in shared)
-    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    runs = {}
+    for memory in (0, 60_000):
+        again, b, runs[memory], _ = _deep_refit(tmp_path, monkeypatch, memory)
+        assert shared == again and any(r.lam is not None for r in shared)
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert few < runs[60_000] < runs[0] and runs[0] > 2 * few

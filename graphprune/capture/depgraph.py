@@ -50,6 +50,9 @@ class Group:
     reason: str  # why the frozen channels are frozen; '' when none are
     inexact: str  # why pruning this group changes values; '' when it does not
     cause: Reason | None = None  # `reason` as data (graphprune.reasons); None when nothing is frozen
+    # no op's rule claims any of its spaces (a kernel's spatial dims): a dim of the model's structure,
+    # not a width that could be pruned; the report keeps it apart from the frozen groups
+    structural: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -270,7 +273,9 @@ def build(captured: Captured, attention: str = "heads") -> DependencyGraph:
         cause = reasons.get(int(frozen_comps[0])) if len(frozen_comps) else None
         why_inexact = next((inexact[c] for c in candidates.tolist() if c in inexact), "")
         name = f"{reference[0][0].target}[{reference[1]}]"
+        structural = not len(candidates) and cause is not None and cause.cause is Cause.UNMAPPED and \
+            not any(s in spaces.claimed for s in members)
         groups.append(Group(len(groups), name, tuple(members), reference, candidates,
-                            spaces.size(reference), len(frozen_comps), str(cause or ""), why_inexact, cause))
+                            spaces.size(reference), len(frozen_comps), str(cause or ""), why_inexact, cause, structural))
     log.info("%d groups, %d channels, %d ops without a rule", len(groups), len(frozen), len(unknown))
     return DependencyGraph(captured, spaces, labels, frozen, reasons, tuple(groups), tuple(unknown), inexact_mask)

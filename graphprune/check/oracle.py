@@ -60,25 +60,55 @@ def _names_by_tensor(module: torch.nn.Module) -> dict[int, list[str]]:
     return names
 
 
-def dead_channel_check(plan: Plan, atol: float = 1e-4, rtol: float = 1e-4, lazy: bool = False) -> torch.nn.Module:
+def zeroed_outputs(plan: Plan) -> tuple[dict, object]:
+    """({}, the captured model's outputs with the plan's exact channels zeroed as it runs): no copy of a
+    weight (graphprune.rewrite.lazy); the kept slices of zeroed tensors are the original's, so pruning
+    needs no zeroed tensors either."""
+    exact = plan.exact()
+    captured = plan.graph.captured
+    with torch.no_grad(), verify.eval_mode(captured.module):
+        return {}, zeroed_module(exact)(*captured.args, **captured.kwargs)
+
+
+def dead_channel_check(plan: Plan, atol: float = 1e-4, rtol: float = 1e-4, built: tuple | None = None,
+                       zeroed: tuple | None = None, lazy: bool = False) -> torch.nn.Module:
     """Zero the plan's exact channels, prune them, and assert the outputs did not change: within
     `atol` of each output's largest magnitude (a 6-layer transformer in float32 drifts by about
     1e-5 of it when widths change; a wrong index moves outputs by their own size), plus `rtol`; both at
     least 8 units of rounding of the outputs' dtype (bfloat16, float16: `_precision_floor`).
 
-    Returns the pruned model (of the exact part of the plan); `lazy`: one that slices the captured
-    tensors as it runs (no copy of the weights; `shrink` checks this way). Raises VerificationError.
+    `built`: (the model `rewrite(plan)` made, its outputs on the example input), already at hand
+    (graphprune.shrink has them). Slicing drops every zeroed entry, so for an exact plan that model
+    is the one pruning the zeroed tensors would make, and it is checked without a second rewrite and
+    forward pass (unless a parameter is read by several nodes, whose kept slices may differ).
+    `zeroed`: what `zeroed_outputs(plan)` returned, when the caller has it. `lazy`: a model built here
+    slices the captured tensors as it runs (no copy of the weights; `release_model` checks this way).
+
+    Returns the pruned model (of the exact part of the plan). Raises VerificationError.
     """
-    plan = plan.exact()
+    exact = plan.exact()
     captured = plan.graph.captured
-    with torch.no_grad():  # both read the captured module's tensors, zeroing or slicing them as they run
-        reference = zeroed_module(plan)(*captured.args, **captured.kwargs)
-    pruned = rewrite(plan, lazy=lazy)  # the kept slices of the zeroed tensors are the original's
-    reference = _narrowed(plan, reference)
+    tensors, reference = zeroed or zeroed_outputs(plan)
+    if built is not None and not (exact.removed != plan.removed).any() and _read_once(captured.module):
+        pruned, output = built
+    else:
+        pruned = rewrite(exact, tensors=tensors or None, lazy=lazy)
+        output = verify.run(pruned, captured.args, captured.kwargs)
+    reference = _narrowed(exact, reference)
     floor = _precision_floor(reference)
-    verify.check_equal(reference, verify.run(pruned, captured.args, captured.kwargs), atol=max(atol, floor),
-                       rtol=max(rtol, floor), scaled=True)
+    verify.check_equal(reference, output, atol=max(atol, floor), rtol=max(rtol, floor), scaled=True)
     return pruned
+
+
+def _read_once(module: torch.fx.GraphModule) -> bool:
+    """Whether every parameter and buffer is read by at most one node (a tied weight read under two
+    names could be sliced two ways)."""
+    readers: dict[int, int] = {}
+    for node in module.graph.nodes:
+        if node.op == "get_attr" and node.users:
+            key = id(parameter(module, node.target))
+            readers[key] = readers.get(key, 0) + 1
+    return all(n == 1 for n in readers.values())
 
 
 def _precision_floor(outputs) -> float:

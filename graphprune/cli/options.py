@@ -37,6 +37,13 @@ def open_data(spec: str | None, example, *, batch_size: int = 32, tokenizer: Pat
               image_size: int | None = None, mean: str | None = None, std: str | None = None):
     """graphprune.data.Data for `--data SPEC` fitted to `example`, or None when no data was given."""
     if spec is None:
+        given = [flag for flag, value in (("--tokenizer", tokenizer), ("--image-size", image_size), ("--mean", mean),
+                                          ("--std", std)) if value is not None]
+        if given:
+            from graphprune.errors import InputError
+
+            raise InputError(f"{', '.join(given)} shape{'s' if len(given) == 1 else ''} the --data it reads, and no --data "
+                             "was given; pass --data or drop " + " and ".join(given))
         return None
     from graphprune.data import load_data
 

@@ -52,14 +52,17 @@ def per_channel(graph, quantity: Callable[[str, torch.Tensor], torch.Tensor], el
     """
     scores = np.zeros(graph.num_channels, dtype=np.float64)
     module = graph.captured.module
+    last = None  # (target, its quantity): a tensor's dims come one after another, computed once for all
     for target, dim, channels in parameter_spaces(graph):
         w = parameter(module, target).detach()
-        if not elementwise or w.dim() == 0 or w.numel() <= _CHUNK:
-            np.add.at(scores, channels, reduce_to(quantity(target, w.float()), dim))
+        if elementwise and w.dim() > 0 and w.numel() > _CHUNK:  # blocks of rows: no whole float32 copy
+            rows = max(1, _CHUNK // max(1, w[0].numel()))
+            parts = [reduce_to(quantity(target, block.float()), dim) for block in w.split(rows)]
+            np.add.at(scores, channels, np.concatenate(parts) if dim == 0 else np.sum(parts, axis=0))
             continue
-        rows = max(1, _CHUNK // max(1, w[0].numel()))
-        parts = [reduce_to(quantity(target, block.float()), dim) for block in w.split(rows)]
-        np.add.at(scores, channels, np.concatenate(parts) if dim == 0 else np.sum(parts, axis=0))
+        if last is None or last[0] != target:
+            last = (target, quantity(target, w.float()))
+        np.add.at(scores, channels, reduce_to(last[1], dim))
     return scores
 
 

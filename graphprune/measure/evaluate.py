@@ -18,6 +18,7 @@ import torch
 
 from graphprune.capture.modes import eval_mode
 from graphprune.cost.macs import count_macs, count_params
+from graphprune.errors import InputError
 from graphprune.importance.calibration import first_output, is_class_scores, next_token_loss
 
 
@@ -83,6 +84,9 @@ def evaluate(models: list[tuple[str, torch.nn.Module]], data) -> list[Scores]:
         scores = is_class_scores(y)
         if labels and scores:
             truth = torch.cat(labels)
+            if int(truth.max()) >= y.shape[1]:
+                raise InputError(f"--data {data.description}: label {int(truth.max())} is outside {name}'s {y.shape[1]} "
+                                 f"classes (0..{y.shape[1] - 1}); pass data labelled for this model")
             row |= classification(y.argmax(1).numpy(), truth.numpy())
             row["loss"] = float(torch.nn.functional.cross_entropy(y, truth))
         if tokens and sum(n for _, n in tokens):

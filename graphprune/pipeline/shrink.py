@@ -12,6 +12,7 @@ DepthOptions (whole blocks first), a SearchRequest (widths searched under a late
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -24,15 +25,18 @@ from graphprune import depth as blocks_api
 from graphprune.capture.depgraph import DependencyGraph, build
 from graphprune.capture.trace import Captured, capture, normalize_inputs
 from graphprune.check import verify
+from graphprune.check.inputs import check_data
 from graphprune.check.oracle import dead_channel_check
-from graphprune.cost.macs import count_macs, count_params
+from graphprune.cost.macs import count_macs, count_params, graph_macs
 from graphprune.data import Kept, check_labels
 from graphprune.data.options import CalibrationOptions
 from graphprune.data.progress import Stages, count, stages_of
 from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError, TraceError, VerificationError, first_line
+from graphprune.io import inputspec
 from graphprune.measure.fidelity import on_example
 from graphprune.pipeline import allocate, decide
+from graphprune.plan.budget import verdict
 from graphprune.plan.planner import plan as make_plan
 from graphprune.plan.types import Plan, PlanOptions
 from graphprune.report.report import Report
@@ -56,10 +60,12 @@ def check(plan: PlanOptions, calibration: CalibrationOptions, depth: DepthOption
         raise InputError(f"--criterion {plan.criterion} is measured on data; pass --data (e.g. train.npz)")
 
 
-def verified(plan: Plan, pruned: torch.nn.Module, reference) -> str:
-    """Run the pruned model on the example input and check it against the original."""
+def verified(plan: Plan, pruned: torch.nn.Module, reference, got=None) -> str:
+    """Run the pruned model on the example input (unless its outputs `got` are given) and check it
+    against the original's outputs `reference`."""
     captured = plan.graph.captured
-    got = verify.run(pruned, captured.args, captured.kwargs)
+    if got is None:
+        got = verify.run(pruned, captured.args, captured.kwargs)
     if plan.removed.any():
         verify.check_structure(reference, got)
         return "output structure and shapes match the original"
@@ -107,26 +113,32 @@ def _score(graph: DependencyGraph, criterion, data, calib_batches: int | None, s
     return np.asarray(values, dtype=np.float64), {"criterion": "user scores"}
 
 
-def _checks(chosen: Plan, pruned, reference, dead_channels: bool) -> list[dict]:
-    """Run the product's checks on a pruned model; each is {check, passed, detail}; raise on failure."""
+def _checks(chosen: Plan, pruned, reference, dead_channels: bool, clock) -> list[dict]:
+    """Run the product's checks on a pruned model; each is {check, passed, detail}; raise on failure.
+
+    The pruned model runs once: its outputs serve the structure check and the dead-channel oracle."""
     checks = []
     try:
-        checks.append({"check": "runs", "passed": True, "detail": verified(chosen, pruned, reference)})
+        with clock("verify"):
+            got = verify.run(pruned, chosen.graph.captured.args, chosen.graph.captured.kwargs)
+            checks.append({"check": "runs", "passed": True, "detail": verified(chosen, pruned, reference, got)})
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to run is a verification failure
         raise VerificationError(f"the pruned model does not run: {first_line(exc)}") from exc
     if dead_channels:
-        checks.extend(_oracle(chosen))
+        with clock("oracle"):
+            checks.extend(_oracle(chosen, built=(pruned, got)))
     return checks
 
 
-def _oracle(chosen: Plan) -> list[dict]:
-    """The dead-channel check of a plan as a list of zero or one check entries; raises on failure."""
+def _oracle(chosen: Plan, built: tuple | None = None) -> list[dict]:
+    """The dead-channel check of a plan as a list of zero or one check entries; raises on failure.
+    `built`: (pruned model, its outputs), to reuse (graphprune.check.oracle.dead_channel_check)."""
     if not chosen.exact().removed.any():
         return []
     try:
-        dead_channel_check(chosen, lazy=True)  # no second copy of the weights
+        dead_channel_check(chosen, built=built, lazy=True)  # no second copy of the weights
     except VerificationError as exc:
         raise VerificationError(f"dead-channel check failed ({exc}); this is a graphprune bug, please report it") from exc
     return [{"check": "dead channels", "passed": True,
@@ -155,13 +167,20 @@ class _Run:
     def __post_init__(self):
         self.counted = dict(self.step.seconds)  # a Stages may serve several runs (--steps)
 
-    def lap(self, name: str) -> None:
-        """Seconds since the last lap as `name`, less the counted stages (allocate, refit, recalibrate)
-        run since, which are given apart."""
-        stages = {k: v - self.counted.get(k, 0.0) for k, v in self.step.seconds.items()
-                  if k not in self.seconds and k != "score" and v > self.counted.get(k, 0.0)}
-        self.seconds[name] = time.perf_counter() - self.t0 - sum(self.seconds.values()) - sum(stages.values())
-        self.seconds |= stages
+    @contextlib.contextmanager
+    def clock(self, stage: str):
+        """Time the block as `stage` (the report's `seconds`; a stage met twice adds up)."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t
+
+    def timings(self) -> dict:
+        """The clocked stages, the counted data stages (blocks, allocate, refit, recalibrate) of this run
+        beside them (none runs inside a clocked one but score, which its clock covers), and the total."""
+        data = {k: v - self.counted.get(k, 0.0) for k, v in self.step.seconds.items() if v > self.counted.get(k, 0.0)}
+        return {**data, **self.seconds, "total": time.perf_counter() - self.t0}
 
 
 def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = None, data=None,
@@ -210,18 +229,21 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     run = _Run(model, args, kwargs, opts, cal, data, stages_of(progress), release=release_model,
                params_before=count_params(model))
     run.step("capturing the model with torch.export")
-    reference = original_out = run_original(model, args, kwargs)
+    with run.clock("reference"):
+        reference = original_out = run_original(model, args, kwargs)
     if data is not None:
+        check_data([("the model", model)], data)
         check_labels(data, reference, limit=cal.batches)
     try:
-        captured = capture(model, args, kwargs)
+        with run.clock("capture"):
+            captured = capture(model, args, kwargs)
     except TraceError as exc:  # e.g. detection models: prune the submodules that do capture
         if data is not None or scores is not None:
             raise TraceError(f"{exc}; pruning it part by part takes a weight criterion and no --data") from exc
         from graphprune.pipeline import parts
 
         return parts.shrink(model, args, kwargs, reference, opts, opts.attention, str(exc), run.step)
-    macs_before = count_macs(captured.module, args, kwargs)
+    original = captured
     if data is not None:
         run.step("holding out data to judge every choice on")
         run.judge, run.held_note = decide.Judge(captured.module, held, cal.batches), held_note
@@ -229,7 +251,8 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     if depth.blocks:
         captured, removed_blocks, plan_opts = blocks_api.blocks_first(captured, data, depth.blocks, depth.criterion,
                                                                       cal.batches, opts, progress=run.step)
-        reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
+        with run.clock("reference"):  # channels are checked against the model without the blocks
+            reference = verify.run(captured.module, args, kwargs)
     chosen, graph, calibration_info, searched, allocation, trials = _decide(run, captured, plan_opts, scores, search)
     pruned, checks, refits, recalibrated = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
     floor = None
@@ -238,12 +261,13 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
         run.step("comparing with the data-free L2 plan (BatchNorm re-estimated): the floor")
         chosen, pruned, floor = _floor(run, graph, plan_opts, chosen, pruned, trials)
         if floor["used"]:
-            checks = _checks(chosen, pruned, reference, check_dead_channels)
+            checks = _checks(chosen, pruned, reference, check_dead_channels, run.clock)
             refits, allocation, recalibrated = [], [], 0
             pruned.train(model.training)
     run.step("measuring fidelity")
-    fidelity = _fidelity(run, pruned, original_out, floor)
-    report = _report(run, chosen, graph, pruned, macs_before, checks, scores, calibration_info, recalibrated,
+    with run.clock("fidelity"):
+        fidelity = _fidelity(run, pruned, original_out, floor)
+    report = _report(run, chosen, graph, pruned, original, checks, scores, calibration_info, recalibrated,
                      searched, allocation, refits, removed_blocks)
     return pruned, dataclasses.replace(report, fidelity=fidelity)
 
@@ -251,8 +275,8 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
 def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, search):
     """(plan, graph, calibration info, search result, allocation log, auto's trials): score the
     channels (or try every criterion: auto), then choose."""
-    graph = build(captured, attention=run.opts.attention)
-    run.lap("analyze")
+    with run.clock("graph"):
+        graph = build(captured, attention=run.opts.attention)
     trials = {}
     if plan_opts.criterion == "auto" and scores is None:
         run.step("criterion auto: every criterion's plan judged on held-out data")
@@ -261,13 +285,14 @@ def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, searc
         plan_opts = dataclasses.replace(plan_opts, criterion=calibration_info["criterion"])
     else:
         criterion = plan_opts.criterion if scores is None else scores
-        values, calibration_info = _scores(graph, criterion, run.data, run.calibration.batches, run.calibration.seed,
-                                           run.step)
-    run.lap("score")
+        with run.clock("score"):
+            values, calibration_info = _scores(graph, criterion, run.data, run.calibration.batches,
+                                               run.calibration.seed, run.step)
     run.step("planning")
-    searched = None if search is None else search.run(graph, progress=run.step, scores=values, data=run.data,
-                                                      calib_batches=run.calibration.batches,
-                                                      recalibrate=run.calibration.recalibrate)
+    with run.clock("plan"):
+        searched = None if search is None else search.run(graph, progress=run.step, scores=values, data=run.data,
+                                                          calib_batches=run.calibration.batches,
+                                                          recalibrate=run.calibration.recalibrate)
     allocation = []
     if searched:
         chosen = searched[0]
@@ -275,7 +300,8 @@ def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, searc
         chosen, allocation = allocate.choose(graph, plan_opts, values, run.data, run.calibration.batches, run.step,
                                              judge=run.judge)
     else:
-        chosen = make_plan(graph, plan_opts, scores=values)
+        with run.clock("plan"):
+            chosen = make_plan(graph, plan_opts, scores=values)
     return chosen, graph, calibration_info, searched, allocation, trials
 
 
@@ -284,16 +310,17 @@ def _build(run: _Run, chosen: Plan, reference, check_dead_channels: bool, blocks
     # release_model: the oracle reads the original's tensors, so it runs before they are freed
     early = _oracle(chosen) if run.release and check_dead_channels else []
     run.step("rewriting" + (" (releasing the original's tensors)" if run.release else ""))
-    pruned = make_model(chosen, release=run.release)
+    with run.clock("rewrite"):
+        pruned = make_model(chosen, release=run.release)
+    inputspec.attach(pruned, run.args, run.kwargs)  # later commands (finetune, eval, explain) need not ask again
     run.step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
-    checks = _checks(chosen, pruned, reference, check_dead_channels and not run.release) + early
+    checks = _checks(chosen, pruned, reference, check_dead_channels and not run.release, run.clock) + early
     refits, recalibrated = _data_steps(run, chosen, pruned, blocks_removed)
     if run.data is None and run.calibration.compensate and chosen.removed.any() and not run.release:
         run.step("correcting biases for the removed channels (no data: from BatchNorm statistics)")
         compensate_biases(chosen, pruned)
     pruned.train(run.model.training)  # the original's mode: a model saved for inference stays in eval
-    run.lap("plan_rewrite")
     return pruned, checks, refits, recalibrated
 
 
@@ -365,14 +392,13 @@ def _fidelity(run: _Run, pruned, original_out, floor) -> dict:
     return out
 
 
-def _report(run: _Run, chosen: Plan, graph: DependencyGraph, pruned, macs_before: int, checks: list, scores,
+def _report(run: _Run, chosen: Plan, graph: DependencyGraph, pruned, original: Captured, checks: list, scores,
             calibration_info: dict, recalibrated: int, searched, allocation: list, refits: list, blocks: tuple) -> Report:
     run.step("counting MACs")
     opts = run.opts
-    params = (run.params_before, count_params(pruned))
-    # the captured graph, not the eager model: eager modules may take fused fast paths
-    # (nn.TransformerEncoder) that the FLOP counter cannot see
-    macs = (macs_before, count_macs(pruned, run.args, run.kwargs))
+    with run.clock("macs"):
+        params = (run.params_before, count_params(pruned))
+        macs = _macs(chosen, original, pruned)
     options = {k: v for k, v in opts.__dict__.items() if v is not None}
     if scores is not None:
         options["criterion"] = "user scores"
@@ -380,19 +406,33 @@ def _report(run: _Run, chosen: Plan, graph: DependencyGraph, pruned, macs_before
         params_before=params[0], params_after=params[1], macs_before=macs[0], macs_after=macs[1],
         ratio=opts.ratio, options=options, decisions=chosen.decisions, unknown_ops=graph.unknown,
         dynamic_batch=graph.captured.dynamic_batch, dynamic_sequence=graph.captured.dynamic_sequence,
-        verified=checks[0]["detail"], seconds={**run.seconds, "total": time.perf_counter() - run.t0},
+        verified=checks[0]["detail"], seconds=run.timings(),
         search=searched[1].to_dict() if searched else None,
         calibration=calibration_info | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
-        checks=tuple(checks), budget=_budget(opts, params, macs),
+        checks=tuple(checks), budget=_budget(opts, params, macs, chosen.budget),
         blocks=tuple(dataclasses.asdict(b) for b in blocks),
         allocation=tuple(allocation), reconstruction=tuple(dataclasses.asdict(r) for r in refits),
     )
 
 
-def _budget(opts: PlanOptions, params: tuple, macs: tuple) -> dict | None:
-    """The budget asked for and the fraction of the original reached, from (before, after) counts."""
+def _macs(chosen: Plan, original: Captured, pruned: torch.nn.Module) -> tuple[int, int]:
+    """(MACs before, after) on the captured graph (graphprune.cost.macs.graph_macs), else by counting forward passes.
+
+    Counted on the captured graph, not the eager model: eager modules may take fused fast paths
+    (nn.TransformerEncoder) that the FLOP counter cannot see. With blocks removed, `before` is the
+    original captured model's (the plan's graph is the one without the blocks)."""
+    counted = graph_macs(chosen)
+    args, kwargs = chosen.graph.captured.args, chosen.graph.captured.kwargs
+    if counted is not None and original is chosen.graph.captured:
+        return counted
+    before = count_macs(original.module, args, kwargs)
+    return before, counted[1] if counted is not None else count_macs(pruned, args, kwargs)
+
+
+def _budget(opts: PlanOptions, params: tuple, macs: tuple, outcome=None) -> dict | None:
+    """The budget asked for and what was reached, from (before, after) counts (graphprune.plan.budget.verdict)."""
     if opts.budget is None:
         return None
     kind, target = opts.budget
     before, after = macs if kind == "macs" else params
-    return {"kind": kind, "target": target, "achieved": after / before if before else 1.0}
+    return verdict(kind, target, after / before if before else 1.0, opts.tolerance, outcome)

@@ -32,6 +32,7 @@ from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError
 from graphprune.pipeline.keywords import from_keywords
 from graphprune.pipeline.shrink import check, shrink
+from graphprune.plan.budget import verdict
 from graphprune.plan.types import PlanOptions
 from graphprune.recovery.loop import finetune
 from graphprune.recovery.options import TrainOptions
@@ -114,6 +115,6 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, plan: P
                     macs_after=rows[-1].macs, ratio=plan.ratio, blocks=removed_blocks)
     budget = plan.budget
     if budget is not None:  # the last step's budget was relative to the step before; state it for the original
-        final = replace(final, budget={"kind": budget[0], "target": budget[1],
-                                       "achieved": getattr(rows[-1], budget[0]) / base[budget[0]]})
+        achieved = getattr(rows[-1], budget[0]) / base[budget[0]]
+        final = replace(final, budget=verdict(budget[0], budget[1], achieved, plan.tolerance))
     return current, final, rows

@@ -88,6 +88,7 @@ class Decision:
     removed: int
     note: str
     cause: Reason | None = None  # why the group's frozen channels are frozen, as data (graphprune.reasons)
+    structural: bool = False  # a dim no rule claims (a kernel's spatial dims): not a width, never reported frozen
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,6 +97,7 @@ class Plan:
     options: PlanOptions
     removed: np.ndarray  # channel id -> removed?
     decisions: tuple
+    budget: object = None  # graphprune.plan.budget.Outcome under a budget: what it reached, why it missed if it did
 
     def exact(self) -> Plan:
         """This plan without its inexact removals (channels whose removal changes values even
