@@ -20,6 +20,7 @@ import torch.fx as fx
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from graphprune.capture.pytrees import state_leaves
 from graphprune.capture.trace import Captured
 from graphprune.errors import PlanError, describe
 from graphprune.reasons import Cause, Reason
@@ -76,7 +77,15 @@ def _freeze_boundary(spaces: Spaces, node: fx.Node, why: Reason) -> None:
             spaces.freeze((value, d), why)
 
 
-def _output_values(node: fx.Node) -> list:
+def _state_outputs(captured: Captured) -> set[int]:
+    """Positions of the outputs that are state the model reads back (a KV cache, graphprune.capture.pytrees):
+    the caller does not read their widths, so they narrow with the model instead of being frozen."""
+    spec = getattr(captured.module, "_out_spec", None)
+    return {i for i, inside in enumerate(state_leaves(spec)) if inside} if spec is not None else set()
+
+
+def _output_values(node: fx.Node, state: set[int] = frozenset()) -> list:
+    """The tensor values the caller reads: every output but the positions in `state`."""
     found = []
 
     def visit(a):
@@ -89,7 +98,10 @@ def _output_values(node: fx.Node) -> list:
             for x in a.values():
                 visit(x)
 
-    visit(node.args)
+    outputs = node.args[0]
+    if state and isinstance(outputs, (list, tuple)):
+        outputs = [a for i, a in enumerate(outputs) if i not in state]
+    visit(outputs)
     return found
 
 
@@ -145,7 +157,7 @@ def _apply_rules(captured: Captured, hints: Hints) -> tuple[Spaces, list]:
         if node.op == "placeholder":
             _freeze_boundary(spaces, node, Reason(Cause.INPUT, node=node.name))
         elif node.op == "output":
-            for value in _output_values(node):
+            for value in _output_values(node, _state_outputs(captured)):
                 for d in range(len(shape_of(value))):
                     spaces.freeze((value, d), Reason(Cause.OUTPUT))
         elif node.op in ("call_function", "call_method", "call_module"):

@@ -25,7 +25,8 @@ from graphprune.io import files as io
 @guard
 def eval_(
     models: list[Path] = typer.Argument(..., help="model files; agreement is measured with the first"),
-    data: str = typer.Option(..., "--data", help="data with labels (accuracy, F1, ...) or without (agreement)"),
+    data: str = typer.Option(..., "--data",
+                             help="data with labels (accuracy, F1, ...) or without (agreement; causal LM text: perplexity)"),
     input_shape: str | None = ShapeOpt,
     example_input: Path | None = ExampleOpt,
     batch_size: int = BatchOpt,

@@ -56,4 +56,5 @@ def export(
     out_console.print(
         f"wrote {out} ({result.exporter} exporter, simplified={result.simplified}); parity in ONNX Runtime: "
         f"max abs error {result.max_abs_error:.3g}, max rel error {result.max_rel_error:.3g}"
+        + (f"; {result.notes[0]}" if result.source_dtype else "")
     )

@@ -282,6 +282,8 @@ def _export_pair(original, pruned, example, onnx_path: Path, bench: bool, macs: 
 
     args, kwargs = normalize_inputs(example)
     result = export_onnx(pruned, args, kwargs, onnx_path)
+    if result.source_dtype:  # a bf16/fp16 model: the file is float32, and the user must know it
+        out_console.print(f"onnx: {result.notes[0]}")
     info = {"pruned": result.__dict__ | {"path": str(final)}, "staged": str(result.path)}
     if bench:
         import tempfile

@@ -8,17 +8,30 @@ A model that torch.export cannot capture whole goes to graphprune.pipeline.parts
 Options come as objects, each field documented where it is defined: PlanOptions (what goes:
 ratio, budgets, criterion, rounding, attention), CalibrationOptions (how data is used),
 DepthOptions (whole blocks first), a SearchRequest (widths searched under a latency budget).
+
+`progress` hears the steps: a callable taking step names, or a graphprune.data.progress.Stages,
+which also counts the stages that read data (score, allocate, refit, recalibrate); the report's
+`seconds` gives each of them either way.
+
+With `data`, part of it (or `held_out`, a Data) is held out (graphprune.pipeline.decide): every
+choice is judged on a selection slice and the report's `fidelity` comes from a test slice nothing
+was chosen on. Criterion 'auto' tries several on it; the bias correction, the refit and BatchNorm
+re-estimation are kept only when they do not make it worse; the L2 plan (BatchNorm re-estimated)
+is the floor. Without data the bias correction runs from BatchNorm statistics alone.
+
+`release_model`: each of the model's tensors is freed as soon as its slice is made (tensors that
+lose nothing are shared), so the peak stays near the model's own size (docs/BENCHMARKS.md, "Large
+model"); the model is unusable afterwards. The checks run as without it, the dead-channel oracle
+before the rewrite; the bias correction, which reads the original's BatchNorm statistics after the
+rewrite, is skipped. Refused with data, whose stages read the original after the rewrite.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import time
 from typing import Any
 
-import numpy as np
 import torch
 
 from graphprune import depth as blocks_api
@@ -26,23 +39,23 @@ from graphprune.capture.depgraph import DependencyGraph, build
 from graphprune.capture.trace import Captured, capture, normalize_inputs
 from graphprune.check import verify
 from graphprune.check.inputs import check_data
-from graphprune.check.oracle import dead_channel_check
 from graphprune.cost.macs import count_macs, count_params, graph_macs
 from graphprune.data import Kept, check_labels
 from graphprune.data.options import CalibrationOptions
-from graphprune.data.progress import Stages, count, stages_of
+from graphprune.data.progress import stages_of
 from graphprune.depth.options import DepthOptions
-from graphprune.errors import InputError, TraceError, VerificationError, first_line
+from graphprune.errors import InputError, TraceError
 from graphprune.io import inputspec
-from graphprune.measure.fidelity import on_example
 from graphprune.pipeline import allocate, decide
+from graphprune.pipeline.checks import oracle_checks, run_checks, run_original
+from graphprune.pipeline.judged import data_steps, fidelity_report, l2_floor
+from graphprune.pipeline.run import Run
+from graphprune.pipeline.scores import score_channels
 from graphprune.plan.budget import verdict
 from graphprune.plan.planner import plan as make_plan
 from graphprune.plan.types import Plan, PlanOptions
 from graphprune.report.report import Report
 from graphprune.rewrite.compensate import correct as compensate_biases
-from graphprune.rewrite.recalibrate import recalibrate as recalibrate_bn
-from graphprune.rewrite.reconstruct import reconstruct as refit_layers
 from graphprune.rewrite.rewriter import rewrite as make_model
 
 log = logging.getLogger(__name__)
@@ -60,124 +73,12 @@ def check(plan: PlanOptions, calibration: CalibrationOptions, depth: DepthOption
         raise InputError(f"--criterion {plan.criterion} is measured on data; pass --data (e.g. train.npz)")
 
 
-def verified(plan: Plan, pruned: torch.nn.Module, reference, got=None) -> str:
-    """Run the pruned model on the example input (unless its outputs `got` are given) and check it
-    against the original's outputs `reference`."""
-    captured = plan.graph.captured
-    if got is None:
-        got = verify.run(pruned, captured.args, captured.kwargs)
-    if plan.removed.any():
-        verify.check_structure(reference, got)
-        return "output structure and shapes match the original"
-    verify.check_equal(reference, got)
-    return "nothing removed; outputs equal the original"
-
-
-def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
-    """Run the user's model on the example input; a failure is the user's input's fault."""
-    try:
-        return verify.run(model, args, kwargs)
-    except Exception as exc:  # noqa: BLE001 - reported as one line naming the cause
-        raise InputError(
-            f"the model rejects the example input ({type(exc).__name__}: {first_line(exc)}); "
-            "pass an input of the shape and dtype the model expects"
-        ) from exc
-
-
-def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int, step: Stages):
-    """(scores per channel, calibration info) from a criterion name, a user's array or a callable;
-    a criterion that reads data is the counted stage "score" of `step`."""
-    from graphprune.importance import CRITERIA
-
-    name = criterion if isinstance(criterion, str) else "user scores"
-    if data is None or not isinstance(criterion, str) or not CRITERIA[criterion].needs_data:
-        step(f"scoring channels ({name})")
-        return _score(graph, criterion, data, calib_batches, seed, None)
-    with step.stage("score", count(calib_batches, data), f"scoring ({name})") as tick:
-        return _score(graph, criterion, data, calib_batches, seed, tick)
-
-
-def _score(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int, tick):
-    from graphprune.importance import LOSSES, Calibration, score
-
-    if isinstance(criterion, str):
-        calibration = Calibration(data=data, limit=calib_batches, seed=seed, tick=tick)
-        scores = score(graph, criterion, calibration=calibration)
-        info = {"criterion": criterion, "notes": calibration.notes}
-        if calibration.loss:
-            info["loss"] = "; ".join(LOSSES[k] for k in calibration.loss.split("+"))
-        if calibration.cache:
-            info["batches"] = calib_batches
-        return scores, info
-    values = criterion(graph) if callable(criterion) else criterion
-    return np.asarray(values, dtype=np.float64), {"criterion": "user scores"}
-
-
-def _checks(chosen: Plan, pruned, reference, dead_channels: bool, clock) -> list[dict]:
-    """Run the product's checks on a pruned model; each is {check, passed, detail}; raise on failure.
-
-    The pruned model runs once: its outputs serve the structure check and the dead-channel oracle."""
-    checks = []
-    try:
-        with clock("verify"):
-            got = verify.run(pruned, chosen.graph.captured.args, chosen.graph.captured.kwargs)
-            checks.append({"check": "runs", "passed": True, "detail": verified(chosen, pruned, reference, got)})
-    except VerificationError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to run is a verification failure
-        raise VerificationError(f"the pruned model does not run: {first_line(exc)}") from exc
-    if dead_channels and chosen.exact().removed.any():
-        try:
-            with clock("oracle"):
-                dead_channel_check(chosen, built=(pruned, got))
-        except VerificationError as exc:
-            raise VerificationError(f"dead-channel check failed ({exc}); this is a graphprune bug, please report it") from exc
-        checks.append({"check": "dead channels", "passed": True,
-                       "detail": "zeroing the removed channels and pruning them left the outputs equal"})
-    return checks
-
-
-@dataclasses.dataclass
-class _Run:
-    """What one shrink has learnt so far, stage by stage."""
-
-    model: torch.nn.Module
-    args: tuple
-    kwargs: dict
-    opts: PlanOptions
-    calibration: CalibrationOptions
-    data: Any
-    step: Stages
-    judge: Any = None  # graphprune.pipeline.decide.Judge, with data
-    held_note: str = ""  # why there is no held-out slice
-    t0: float = dataclasses.field(default_factory=time.perf_counter)
-    seconds: dict = dataclasses.field(default_factory=dict)
-    counted: dict = dataclasses.field(default_factory=dict)  # step.seconds when this run began
-
-    def __post_init__(self):
-        self.counted = dict(self.step.seconds)  # a Stages may serve several runs (--steps)
-
-    @contextlib.contextmanager
-    def clock(self, stage: str):
-        """Time the block as `stage` (the report's `seconds`; a stage met twice adds up)."""
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t
-
-    def timings(self) -> dict:
-        """The clocked stages, the counted data stages (blocks, allocate, refit, recalibrate) of this run
-        beside them (none runs inside a clocked one but score, which its clock covers), and the total."""
-        data = {k: v - self.counted.get(k, 0.0) for k, v in self.step.seconds.items() if v > self.counted.get(k, 0.0)}
-        return {**data, **self.seconds, "total": time.perf_counter() - self.t0}
-
-
 def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = None, data=None,
            calibration: CalibrationOptions | None = None, depth: DepthOptions | None = None, search=None,
            scores=None, check_dead_channels: bool = True, progress=None,
-           held_out=None) -> tuple[torch.nn.Module, Report]:
-    """Prune `model` and return (pruned model, report). The user's model is not changed.
+           held_out=None, release_model: bool = False) -> tuple[torch.nn.Module, Report]:
+    """Prune `model` and return (pruned model, report). The user's model is not changed, unless
+    `release_model` hands its memory over to the pruned one (below).
 
     `plan` says what goes (graphprune.plan.types.PlanOptions); `scores` (an array with one score per
     channel, or a callable graph -> array) replaces its criterion. `data` (graphprune.data.Data) feeds
@@ -185,28 +86,17 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     as `calibration` says. `depth` removes whole blocks first, ranked on `data`; a budget still counts
     from the original. `search` (a graphprune.search.SearchRequest) replaces the cut options by a search
     of per-group widths under a latency budget measured in ONNX Runtime; the report's `search` logs it.
-
-    `progress` hears the steps: a callable taking step names, or a graphprune.data.progress.Stages,
-    which also counts the stages that read data (score, allocate, refit, recalibrate); the report's
-    `seconds` gives each of them either way.
-
-    With `data`, part of it (or `held_out`, a Data) is held out (graphprune.pipeline.decide): every
-    choice is judged on a selection slice and the report's `fidelity` comes from a test slice nothing
-    was chosen on. Criterion 'auto' tries several on it; the bias correction, the refit and BatchNorm
-    re-estimation are kept only when they do not make it worse; the L2 plan (BatchNorm re-estimated)
-    is the floor. Without data the bias correction runs from BatchNorm statistics alone.
+    `progress`, `held_out` and `release_model`: the module's docstring.
     """
     opts, cal, depth = plan or PlanOptions(), calibration or CalibrationOptions(), depth or DepthOptions()
     check(opts, cal, depth, has_data=data is not None, has_scores=scores is not None)
+    if release_model and data is not None:
+        raise InputError("release_model frees the original's weights, which pruning with data reads after the "
+                         "rewrite (refit, BatchNorm re-estimation); pass release_model=False with data")
     if opts.criterion == "auto" and (data is None or scores is not None or search is not None):
         opts = dataclasses.replace(opts, criterion="l2")  # nothing to judge candidates on, or nothing to choose
-    held, held_note = None, ""
-    if data is not None:  # split before anything reads the data: the held-out slices are never calibration
-        data, held, held_note = decide.split(data, held_out, seed=cal.seed)
-    args, kwargs = normalize_inputs(example)
-    if data is not None:
-        data = Kept(data, cal.batches)  # every data stage reads the same batches: read them once
-    run = _Run(model, args, kwargs, opts, cal, data, stages_of(progress))
+    run, held, held_note = _start(model, example, opts, cal, data, held_out, progress, release_model)
+    args, kwargs, data = run.args, run.kwargs, run.data
     run.step("capturing the model with torch.export")
     with run.clock("reference"):
         reference = original_out = run_original(model, args, kwargs)
@@ -238,20 +128,34 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     if run.judge is not None and run.judge.selection is not None and not searched and opts.threshold is None \
             and chosen.removed.any():
         run.step("comparing with the data-free L2 plan (BatchNorm re-estimated): the floor")
-        chosen, pruned, floor = _floor(run, graph, plan_opts, chosen, pruned, trials)
-        if floor["used"]:
-            checks = _checks(chosen, pruned, reference, check_dead_channels, run.clock)
-            refits, allocation, recalibrated = [], [], 0
+        chosen, pruned, floor = l2_floor(run, graph, plan_opts, chosen, pruned, trials)
+        if floor["used"]:  # the L2 plan's model is checked as the chosen one was; nothing of the chosen one's steps stays
+            checks, refits, allocation, recalibrated = run_checks(chosen, pruned, reference, check_dead_channels,
+                                                                  run.clock), [], [], 0
             pruned.train(model.training)
     run.step("measuring fidelity")
     with run.clock("fidelity"):
-        fidelity = _fidelity(run, pruned, original_out, floor)
+        fidelity = fidelity_report(run, pruned, original_out, floor)
     report = _report(run, chosen, graph, pruned, original, checks, scores, calibration_info, recalibrated,
                      searched, allocation, refits, removed_blocks)
     return pruned, dataclasses.replace(report, fidelity=fidelity)
 
 
-def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, search):
+def _start(model, example, opts: PlanOptions, cal: CalibrationOptions, data, held_out, progress,
+           release_model: bool) -> tuple[Run, Any, str]:
+    """(the run, the held-out data, why there is none): data split before anything reads it, so the held-out
+    slices are never calibration, and read once (every data stage reads the same batches)."""
+    held, held_note = None, ""
+    if data is not None:
+        data, held, held_note = decide.split(data, held_out, seed=cal.seed)
+        data = Kept(data, cal.batches)
+    args, kwargs = normalize_inputs(example)
+    run = Run(model, args, kwargs, opts, cal, data, stages_of(progress), release=release_model,
+              params_before=count_params(model))
+    return run, held, held_note
+
+
+def _decide(run: Run, captured: Captured, plan_opts: PlanOptions, scores, search):
     """(plan, graph, calibration info, search result, allocation log, auto's trials): score the
     channels (or try every criterion: auto), then choose."""
     with run.clock("graph"):
@@ -265,7 +169,7 @@ def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, searc
     else:
         criterion = plan_opts.criterion if scores is None else scores
         with run.clock("score"):
-            values, calibration_info = _scores(graph, criterion, run.data, run.calibration.batches,
+            values, calibration_info = score_channels(graph, criterion, run.data, run.calibration.batches,
                                                run.calibration.seed, run.step)
     run.step("planning")
     with run.clock("plan"):
@@ -284,97 +188,31 @@ def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, searc
     return chosen, graph, calibration_info, searched, allocation, trials
 
 
-def _build(run: _Run, chosen: Plan, reference, check_dead_channels: bool, blocks_removed: bool):
+def _build(run: Run, chosen: Plan, reference, check_dead_channels: bool, blocks_removed: bool):
     """(pruned model, checks, refits, recalibrated batches): rewrite, check, then restore what data can."""
-    run.step("rewriting")
+    # release_model: the oracle reads the original's tensors, so it runs before they are freed
+    early = oracle_checks(chosen) if run.release and check_dead_channels else []
+    run.step("rewriting" + (" (releasing the original's tensors)" if run.release else ""))
     with run.clock("rewrite"):
-        pruned = make_model(chosen)
+        pruned = make_model(chosen, release=run.release)
     inputspec.attach(pruned, run.args, run.kwargs)  # later commands (finetune, eval, explain) need not ask again
     run.step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
-    checks = _checks(chosen, pruned, reference, check_dead_channels, run.clock)  # the oracle checks the plan itself
-    refits, recalibrated = _data_steps(run, chosen, pruned, blocks_removed)
-    if run.data is None and run.calibration.compensate and chosen.removed.any():
+    checks = run_checks(chosen, pruned, reference, check_dead_channels and not run.release, run.clock) + early
+    refits, recalibrated = data_steps(run, chosen, pruned, blocks_removed)
+    if run.data is None and run.calibration.compensate and chosen.removed.any() and not run.release:
         run.step("correcting biases for the removed channels (no data: from BatchNorm statistics)")
         compensate_biases(chosen, pruned)
     pruned.train(run.model.training)  # the original's mode: a model saved for inference stays in eval
     return pruned, checks, refits, recalibrated
 
 
-def _data_steps(run: _Run, chosen: Plan, pruned, blocks_removed: bool) -> tuple[list, int]:
-    """Bias correction, refit and BatchNorm re-estimation, each kept only if held-out fidelity allows.
-    Returns (the refit's per-layer records, batches the re-estimation ran on, 0 when undone)."""
-    if run.data is None:
-        return [], 0
-    cal, judge, refits, ran = run.calibration, run.judge, [], {"batches": 0}
-
-    def correct():
-        n = compensate_biases(chosen, pruned)
-        return f"{n} layers corrected" if n else None
-
-    def refit():
-        refits.extend(refit_layers(chosen, pruned, run.data, limit=cal.batches, seed=cal.seed, progress=run.step))
-        done = [r for r in refits if r.lam is not None]
-        return f"{len(done)} of {len(refits)} layers refit" if done else None
-
-    def estimate():
-        with run.step.stage("recalibrate", count(cal.batches, run.data), "BatchNorm re-estimation") as tick:
-            ran["batches"] = recalibrate_bn(pruned, run.data, limit=cal.batches, tick=tick)
-        return f"{ran['batches']} batches" if ran["batches"] else None
-
-    if cal.compensate and chosen.removed.any():
-        run.step("correcting biases for the removed channels")
-        judge.step("bias correction", pruned, correct)
-    if cal.reconstruct and chosen.removed.any():
-        judge.step("refit", pruned, refit)
-    kept = False
-    if cal.recalibrate and (chosen.removed.any() or blocks_removed):
-        kept = judge.step("BatchNorm re-estimation", pruned, estimate)
-    return refits, ran["batches"] if kept else 0
-
-
-def _floor(run: _Run, graph, opts: PlanOptions, chosen: Plan, pruned, trials: dict) -> tuple:
-    """(plan, model, record): the better on the selection slice of the result and the L2 plan at the
-    same budget with BatchNorm re-estimated (where that helps)."""
-    from graphprune.importance import score
-
-    base = trials.get("l2")
-    if base is None:
-        l2 = dataclasses.replace(opts, criterion="l2")
-        base = decide.trial(graph, l2, score(graph, "l2"), run.data, run.calibration.batches, run.judge)
-    mine = run.judge.loss(pruned)
-    used = base.loss < mine
-    record = {"criterion": "l2", "steps": "BatchNorm re-estimated (where it helps)", "loss": base.loss,
-              "result_loss": mine, "used": used}
-    return (base.plan, base.model, record) if used else (chosen, pruned, record)
-
-
-def _fidelity(run: _Run, pruned, original_out, floor) -> dict:
-    """The report's `fidelity`: held-out figures (test slice), the choices made on the selection
-    slice, and how far outputs moved on the example input."""
-    out = {"data": "none" if run.data is None else run.data.description,
-           "example": on_example(original_out, verify.run(pruned, run.args, run.kwargs))}
-    if run.held_note:
-        out["note"] = run.held_note
-    judge = run.judge
-    if judge is None:
-        return out
-    final = judge.final(pruned)
-    if final is not None:
-        out["held_out"] = final.to_dict() | {"slice": judge.test.description}
-        out["selection"] = {"slice": judge.selection.description, "samples": judge.selection.samples}
-    out["steps"] = [r.to_dict() for r in judge.records]
-    if floor is not None:
-        out["floor"] = floor
-    return out
-
-
-def _report(run: _Run, chosen: Plan, graph: DependencyGraph, pruned, original: Captured, checks: list, scores,
+def _report(run: Run, chosen: Plan, graph: DependencyGraph, pruned, original: Captured, checks: list, scores,
             calibration_info: dict, recalibrated: int, searched, allocation: list, refits: list, blocks: tuple) -> Report:
     run.step("counting MACs")
     opts = run.opts
     with run.clock("macs"):
-        params = (count_params(run.model), count_params(pruned))
+        params = (run.params_before, count_params(pruned))
         macs = _macs(chosen, original, pruned)
     options = {k: v for k, v in opts.__dict__.items() if v is not None}
     if scores is not None:
