@@ -3,6 +3,7 @@ of the field families of scripts/coverage_field.py (the full sweep is in docs/CO
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import graphprune
@@ -70,3 +71,65 @@ class _ClassTokenNet(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.blocks(self.inp(x), self.token.expand(x.shape[0], -1, -1))
         return self.head(h[:, 0])
+
+
+# -- the CI-sized slice of scripts/coverage_field.py ------------------------------------------------
+
+
+def _pruned_checked(model: torch.nn.Module, example, ratio: float = 0.4):
+    """shrink with zero configuration: the pruned model passed the dead-channel oracle, removed
+    MACs, and gives the original's output structure and shapes."""
+    from torch.utils import _pytree as pytree
+
+    pruned, report = graphprune.shrink(model, example, ratio)
+    assert "dead channels" in [c["check"] for c in report.checks]
+    assert report.macs_ratio < 0.75
+    call = (lambda m: m(**example)) if isinstance(example, dict) else (lambda m: m(example))
+    with torch.no_grad():
+        want, got = pytree.tree_flatten(call(model)), pytree.tree_flatten(call(pruned))
+    assert str(want[1]) == str(got[1])
+    assert [t.shape for t in want[0] if isinstance(t, torch.Tensor)] == [t.shape for t in got[0] if isinstance(t, torch.Tensor)]
+    return pruned, report
+
+
+def _ultralytics(cfg: str, size: int):
+    from scripts.coverage_field import _ultralytics as build  # sets the offline and settings-dir env first
+
+    pytest.importorskip("ultralytics")
+
+    model, _ = build(cfg)
+    return model, torch.rand(1, 3, size, size)
+
+
+def test_yolov8n_detect_prunes_and_exports(tmp_path):
+    """YOLOv8n (C2f: a chunk whose halves feed a concat, then a bottleneck chain) at ratio 0.4."""
+    from graphprune.export import export_onnx
+
+    model, x = _ultralytics("yolov8n", 160)
+    pruned, report = _pruned_checked(model, x)
+    assert report.macs_ratio < 0.5  # zero configuration reaches the ratio on the whole network
+    res = export_onnx(pruned, (x,), {}, tmp_path / "m.onnx", exporters=("dynamo",))
+    assert res.max_abs_error <= 1e-3 * max(1.0, res.output_scale)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", ["yolo11n-seg", "yolov8n-pose", "yolov10n"])
+def test_yolo_tasks_prune(cfg):
+    _pruned_checked(*_ultralytics(cfg, 160))
+
+
+def test_diffusers_unet_prunes():
+    """A UNet2DModel: GroupNorm, timestep embedding broadcast over H and W, attention, skip concats."""
+    pytest.importorskip("diffusers")
+    from scripts.coverage_field import unet2d
+
+    _pruned_checked(*unet2d(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8))
+
+
+def test_openclip_text_tower_prunes():
+    """OpenCLIP's text tower: causal attention, pooling at the end-of-text token found by argmax."""
+    pytest.importorskip("open_clip")
+    from scripts.coverage_field import openclip_tower
+
+    cfg = {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 4, "layers": 2}
+    _pruned_checked(*openclip_tower("ViT-B-32", "text", text_cfg=cfg))
