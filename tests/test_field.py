@@ -133,3 +133,53 @@ def test_openclip_text_tower_prunes():
 
     cfg = {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 4, "layers": 2}
     _pruned_checked(*openclip_tower("ViT-B-32", "text", text_cfg=cfg))
+
+
+class _QuerySelect(torch.nn.Module):
+    """RT-DETR's query selection: score every position, keep the top k, gather their features.
+
+    The scores come through a prunable hidden layer and are nearly tied (inputs equal up to 1e-6),
+    so the rounding of a pruned sum reorders them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.score1, self.score2 = torch.nn.Linear(8, 64), torch.nn.Linear(64, 1)
+        self.feat, self.head = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.score2(torch.relu(self.score1(x[..., :8]))).squeeze(-1)
+        f = self.feat(x[..., 8:])
+        idx = s.topk(50, dim=1).indices
+        return self.head(torch.gather(f, 1, idx[..., None].expand(-1, -1, f.shape[-1])))
+
+
+def _near_ties() -> torch.Tensor:
+    x = torch.randn(1, 400, 16)
+    x[..., :8] = torch.randn(1, 1, 8) + 1e-6 * torch.randn(1, 400, 8)
+    return x
+
+
+def test_dead_channel_check_follows_the_reference_selection_among_ties():
+    """Pruning the score layer's dead channels reorders near-ties in topk; the oracle checks the
+    values topk picks and then gathers what the reference gathered, so the prune is accepted."""
+    torch.manual_seed(0)
+    pruned, report = graphprune.shrink(_QuerySelect().eval(), _near_ties(), 0.5)
+    assert "dead channels" in [c["check"] for c in report.checks]
+    assert pruned.score1.weight.shape[0] < 64
+
+
+def test_selection_that_picks_other_values_fails_the_check():
+    """Following the reference's choice hides nothing upstream: scores that changed fail at the topk."""
+    from graphprune.errors import VerificationError
+    from graphprune.selections import Pinned
+
+    torch.manual_seed(0)
+    model, x = _QuerySelect().eval(), _near_ties()
+    plan = graphprune.plan(graphprune.analyze(model, x), ratio=0.0)
+    gm = plan.graph.captured.module
+    first = Pinned(gm)
+    first.outputs((x,), {})
+    assert first.picks  # the topk was recorded
+    shifted = {"score2.bias": model.score2.bias.detach() + 1.0}
+    with pytest.raises(VerificationError, match="topk"):
+        Pinned(gm, tensors=shifted, recorded=first.picks, plan=plan).outputs((x,), {})
