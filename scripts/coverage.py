@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import multiprocessing
 import platform
 import sys
@@ -347,6 +348,9 @@ def main() -> int:
     parser.add_argument("--ratio", type=float, default=None, help="default 0.4 (cnn), 0.3 (transformers)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and parity column")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file (a shard of a sweep)")
+    parser.add_argument("--merge", type=Path, nargs="*", default=None,
+                        help="write the section from the rows of these --json files (shards run side by side) instead of running")
     args = parser.parse_args()
     if args.suite == "vision":
         return _vision(args)
@@ -355,18 +359,31 @@ def main() -> int:
     ratio = args.ratio if args.ratio is not None else (0.3 if args.suite == "transformers" else 0.4)
     out = args.out or ROOT / "docs" / "COVERAGE.md"
     torch.set_num_threads(2)
+    rows = _merged(args.merge, models) if args.merge is not None else _rows(models, ratio, not args.no_onnx, not cnn)
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+    write_section(out, f"coverage_{args.suite}", markdown(rows, sys.argv[1:], ratio, args.suite), HEADER)
+    print(f"wrote {out}")
+    return 0 if all("error" not in r and r["ok"] for r in rows) else 1
+
+
+def _rows(models: list[str], ratio: float, onnx: bool, baseline: bool) -> list[dict]:
     rows = []
     for name in models:
         try:
-            row = check(name, ratio, not args.no_onnx, baseline=not cnn)
+            row = check(name, ratio, onnx, baseline=baseline)
         except Exception as exc:  # noqa: BLE001 - a failure is a row in the table, not the end of the sweep
             traceback.print_exc()
             row = {"model": name, "error": f"{type(exc).__name__}: {first_line(exc, 120)}"}
         print(row, flush=True)
         rows.append(row)
-    write_section(out, f"coverage_{args.suite}", markdown(rows, sys.argv[1:], ratio, args.suite), HEADER)
-    print(f"wrote {out}")
-    return 0 if all("error" not in r and r["ok"] for r in rows) else 1
+    return rows
+
+
+def _merged(paths: list[Path], models: list[str]) -> list[dict]:
+    """The rows of several shards, in the suite's order."""
+    rows = {r["model"]: r for path in paths for r in json.loads(path.read_text())}
+    return [rows[m] for m in models if m in rows] + [r for m, r in rows.items() if m not in models]
 
 
 def _vision(args) -> int:
