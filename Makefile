@@ -24,17 +24,17 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	mkdir -p out
-	$(BIN)/python scripts/digits_data.py out
+	$(BIN)/python -m scripts.digits_data out
 	$(BIN)/graphprune shrink models/digits_cnn.pt --example-input models/digits_example.pt \
 		--target-macs 0.5 --criterion taylor --data out/digits_train.npz --finetune-epochs 5 \
 		-o out/digits_cnn.pruned.pt --force --onnx
-	$(BIN)/python scripts/eval_digits.py models/digits_cnn.pt out/digits_cnn.pruned.pt
+	$(BIN)/python -m scripts.eval_digits models/digits_cnn.pt out/digits_cnn.pruned.pt
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 -p no:cacheprovider
 
 lint: setup
-	$(BIN)/ruff check graphprune tests scripts models
+	$(BIN)/ruff check graphprune tests scripts models fixtures
 
 coverage: setup
-	$(BIN)/python scripts/coverage.py
+	$(BIN)/python -m scripts.coverage

@@ -7,8 +7,8 @@ neurons and groups physically removed, every coupled tensor kept consistent, che
 from graphprune import data, importance
 from graphprune.api import analyze, plan, rewrite, shrink
 from graphprune.errors import GraphPruneError
-from graphprune.planner import PlanOptions
-from graphprune.recalibrate import recalibrate
+from graphprune.plan.types import PlanOptions
+from graphprune.rewrite.recalibrate import recalibrate
 
 __version__ = "0.1.0"
 __all__ = ["GraphPruneError", "PlanOptions", "analyze", "data", "importance", "plan", "recalibrate", "rewrite", "shrink",

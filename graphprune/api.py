@@ -1,36 +1,36 @@
 """The Python API: `shrink` does everything; the stages are callable one by one.
 
+    pruned, report = graphprune.shrink(model, example, plan=PlanOptions(ratio=0.4))
+    pruned, report = graphprune.shrink(model, example, data=data, plan=PlanOptions(criterion="taylor", target_macs=0.5),
+                                       calibration=CalibrationOptions(batches=32))
+
     graph = graphprune.analyze(model, example)        # capture + dependency graph
     plan = graphprune.plan(graph, PlanOptions(ratio=0.4))
     pruned = graphprune.rewrite(plan)
-    pruned, report = graphprune.shrink(model, example, ratio=0.4)
+
+Keyword options of earlier releases (`shrink(model, x, ratio=0.4, criterion="taylor", calib_batches=32)`)
+still work: they are turned into the same objects, with a DeprecationWarning.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import time
 from typing import Any
 
-import numpy as np
 import torch
 
-from graphprune import allocate, depth, verify
-from graphprune.capture import capture, normalize_inputs
-from graphprune.cost import count_macs, count_params
-from graphprune.data import check_labels
-from graphprune.depgraph import DependencyGraph, build
-from graphprune.errors import InputError, TraceError, VerificationError, first_line
-from graphprune.oracle import dead_channel_check
-from graphprune.planner import Plan, PlanOptions
-from graphprune.planner import plan as make_plan
-from graphprune.recalibrate import recalibrate as recalibrate_bn
-from graphprune.reconstruct import reconstruct as refit_layers
-from graphprune.report import Report
-from graphprune.rewriter import rewrite as make_model
+from graphprune.capture.depgraph import DependencyGraph, build
+from graphprune.capture.trace import capture, normalize_inputs
+from graphprune.data.options import CalibrationOptions
+from graphprune.depth.options import DepthOptions
+from graphprune.errors import InputError
+from graphprune.pipeline import shrink as pipeline
+from graphprune.pipeline.keywords import deprecated, from_keywords
+from graphprune.plan.planner import plan as make_plan
+from graphprune.plan.types import Plan, PlanOptions
+from graphprune.report.report import Report
+from graphprune.rewrite.rewriter import rewrite as make_model
 
-log = logging.getLogger(__name__)
+__all__ = ["analyze", "plan", "rewrite", "shrink"]
 
 
 def analyze(model: torch.nn.Module, example: Any, attention: str = "heads") -> DependencyGraph:
@@ -44,9 +44,14 @@ def analyze(model: torch.nn.Module, example: Any, attention: str = "heads") -> D
 
 
 def plan(graph: DependencyGraph, options: PlanOptions | None = None, scores=None, **kwargs) -> Plan:
-    """Choose channels to remove; keyword arguments are PlanOptions fields; `scores` per channel
-    (graphprune.importance.score) replace the options' criterion."""
-    return make_plan(graph, options or PlanOptions(**kwargs), scores=scores)
+    """Choose channels to remove; `scores` per channel (graphprune.importance.score) replace the
+    options' criterion. Keyword PlanOptions fields instead of `options` are deprecated."""
+    if kwargs:
+        if options is not None:
+            raise InputError(f"pass the plan's options as PlanOptions or as keywords ({', '.join(kwargs)}), not both")
+        deprecated(kwargs)
+        options = PlanOptions(**kwargs)
+    return make_plan(graph, options or PlanOptions(), scores=scores)
 
 
 def rewrite(plan: Plan) -> torch.nn.Module:
@@ -54,166 +59,18 @@ def rewrite(plan: Plan) -> torch.nn.Module:
     return make_model(plan)
 
 
-def verified(plan: Plan, pruned: torch.nn.Module, reference) -> str:
-    """Run the pruned model on the example input and check it against the original."""
-    captured = plan.graph.captured
-    got = verify.run(pruned, captured.args, captured.kwargs)
-    if plan.removed.any():
-        verify.check_structure(reference, got)
-        return "output structure and shapes match the original"
-    verify.check_equal(reference, got)
-    return "nothing removed; outputs equal the original"
+def shrink(model: torch.nn.Module, example: Any, *legacy_args, plan: PlanOptions | None = None, data=None,
+           calibration: CalibrationOptions | None = None, depth: DepthOptions | None = None, search=None,
+           scores=None, check_dead_channels: bool = True, progress=None, **legacy) -> tuple[torch.nn.Module, Report]:
+    """Prune `model` and return (pruned model, report); the user's model is not changed.
 
-
-def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
-    """Run the user's model on the example input; a failure is the user's input's fault."""
-    try:
-        return verify.run(model, args, kwargs)
-    except Exception as exc:  # noqa: BLE001 - reported as one line naming the cause
-        raise InputError(
-            f"the model rejects the example input ({type(exc).__name__}: {first_line(exc)}); "
-            "pass an input of the shape and dtype the model expects"
-        ) from exc
-
-
-def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int):
-    """(scores per channel, calibration info) from a criterion name, a user's array or a callable."""
-    from graphprune.importance import LOSSES, Calibration, score
-
-    if isinstance(criterion, str):
-        calibration = Calibration(data=data, limit=calib_batches, seed=seed)
-        scores = score(graph, criterion, calibration=calibration)
-        info = {"criterion": criterion, "notes": calibration.notes}
-        if calibration.loss:
-            info["loss"] = "; ".join(LOSSES[k] for k in calibration.loss.split("+"))
-        if calibration.cache:
-            info["batches"] = calib_batches
-        return scores, info
-    values = criterion(graph) if callable(criterion) else criterion
-    return np.asarray(values, dtype=np.float64), {"criterion": "user scores"}
-
-
-def _checks(chosen: Plan, pruned, reference, dead_channels: bool) -> list[dict]:
-    """Run the product's checks on a pruned model; each is {check, passed, detail}; raise on failure."""
-    checks = []
-    try:
-        checks.append({"check": "runs", "passed": True, "detail": verified(chosen, pruned, reference)})
-    except VerificationError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to run is a verification failure
-        raise VerificationError(f"the pruned model does not run: {first_line(exc)}") from exc
-    if dead_channels and chosen.exact().removed.any():
-        try:
-            dead_channel_check(chosen)
-        except VerificationError as exc:
-            raise VerificationError(f"dead-channel check failed ({exc}); this is a graphprune bug, please report it") from exc
-        checks.append({"check": "dead channels", "passed": True,
-                       "detail": "zeroing the removed channels and pruning them left the outputs equal"})
-    return checks
-
-
-def shrink(model: torch.nn.Module, example: Any, ratio: float = 0.4, *, data=None, criterion="l2",
-           calib_batches: int | None = 16, recalibrate: bool = True, check_dead_channels: bool = True, seed: int = 0,
-           progress=None, attention: str = "heads", remove_blocks: float = 0, block_criterion: str = "loss",
-           search=None, reconstruct: bool = True, **options) -> tuple[torch.nn.Module, Report]:
-    """Prune `model` and return (pruned model, report). The user's model is not changed.
-
-    `criterion` is a name (graphprune.importance.CRITERIA), an array of scores per channel, or a
-    callable graph -> array. `data` (graphprune.data.Data) feeds data criteria and BatchNorm
-    re-estimation (`recalibrate`); `calib_batches` bounds both. `attention` as in `analyze`;
-    other keyword options are PlanOptions fields (ratio, threshold, target_macs, target_params, ...).
-    `remove_blocks` (a count, or a fraction in (0, 1) of the blocks found) removes whole blocks
-    first, ranked on `data` by `block_criterion` (graphprune.depth); a budget still counts from
-    the original. `search` (a graphprune.search.SearchRequest) replaces the cut options by a search
-    of per-group widths under a latency budget measured in ONNX Runtime (on `data`, ranking
-    channels by `criterion`); the report's `search` logs it.
-
-    With `data`, two more steps use it (docs/RECOVERY.md): under a budget or a global rule the
-    rule sharing widths between groups is chosen by calibration loss (graphprune.allocate;
-    report `allocation`), and with `reconstruct` the layers that lost inputs are refit by least
-    squares to the original's outputs (graphprune.reconstruct; report `reconstruction`).
+    `plan` (PlanOptions) says what goes, `data` (graphprune.data.load_data) feeds data criteria and
+    the steps that `calibration` (CalibrationOptions) turns on, `depth` (DepthOptions) removes whole
+    blocks first, `search` (graphprune.search.SearchRequest) searches widths under a latency budget,
+    and `scores` (an array per channel or a callable graph -> array) replace the plan's criterion.
+    See graphprune.pipeline.shrink.
     """
-    name = criterion if isinstance(criterion, str) else "l2"
-    opts = PlanOptions(ratio=ratio, criterion=name, **options)
-    opts.check()
-    step = progress or (lambda text: None)
-    seconds = {}
-    t0 = time.perf_counter()
-    step("capturing the model with torch.export")
-    args, kwargs = normalize_inputs(example)
-    reference = run_original(model, args, kwargs)
-    if data is not None:
-        check_labels(data, reference, limit=calib_batches)
-    try:
-        captured = capture(model, args, kwargs)
-    except TraceError as exc:  # e.g. detection models: prune the submodules that do capture
-        if data is not None or not isinstance(criterion, str):
-            raise TraceError(f"{exc}; pruning it part by part takes a weight criterion and no --data") from exc
-        from graphprune import parts
-
-        return parts.shrink(model, args, kwargs, reference, opts, attention, str(exc), step)
-    macs_before = count_macs(captured.module, args, kwargs)
-    plan_opts, blocks = opts, ()
-    if remove_blocks:
-        step(f"ranking blocks ({block_criterion}) on calibration data")
-        captured, blocks, plan_opts = depth.blocks_first(captured, data, remove_blocks, block_criterion, calib_batches, opts)
-        reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
-    graph = build(captured, attention=attention)
-    seconds["analyze"] = time.perf_counter() - t0
-    step(f"scoring channels ({name})" + (" on calibration data" if data is not None else ""))
-    scores, calibration = _scores(graph, criterion, data, calib_batches, seed)
-    seconds["score"] = time.perf_counter() - t0 - seconds["analyze"]
-    step("planning")
-    searched = None if search is None else search.run(graph, progress=step, scores=scores, data=data,
-                                                      calib_batches=calib_batches, recalibrate=recalibrate)
-    allocation = []
-    if searched:
-        chosen = searched[0]
-    elif data is not None and allocate.applies(plan_opts):
-        chosen, allocation = allocate.choose(graph, plan_opts, scores, data, calib_batches, step)
-    else:
-        chosen = make_plan(graph, plan_opts, scores=scores)
-    step("rewriting")
-    pruned = make_model(chosen)
-    step("verifying")
-    # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
-    checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
-    refits = []
-    if data is not None and reconstruct and chosen.removed.any():
-        step("refitting the layers that lost inputs (least squares on the data)")
-        refits = refit_layers(chosen, pruned, data, limit=calib_batches, seed=seed)
-    recalibrated = 0
-    if data is not None and recalibrate and (chosen.removed.any() or blocks):
-        step("re-estimating BatchNorm statistics on the data")
-        recalibrated = recalibrate_bn(pruned, data, limit=calib_batches)
-    pruned.train(model.training)  # the original's mode: a model saved for inference stays in eval
-    seconds["plan_rewrite"] = time.perf_counter() - t0 - sum(seconds.values())
-    step("counting MACs")
-    params = (count_params(model), count_params(pruned))
-    macs = (macs_before, count_macs(pruned, args, kwargs))
-    report = Report(
-        params_before=params[0], params_after=params[1],
-        # the captured graph, not the eager model: eager modules may take fused fast paths
-        # (nn.TransformerEncoder) that the FLOP counter cannot see
-        macs_before=macs[0], macs_after=macs[1],
-        ratio=ratio, options={k: v for k, v in opts.__dict__.items() if v is not None},
-        decisions=chosen.decisions, unknown_ops=graph.unknown,
-        dynamic_batch=graph.captured.dynamic_batch,
-        dynamic_sequence=graph.captured.dynamic_sequence, verified=checks[0]["detail"],
-        seconds={**seconds, "total": time.perf_counter() - t0},
-        search=searched[1].to_dict() if searched else None,
-        calibration=calibration | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
-        checks=tuple(checks), budget=_budget(opts, params, macs),
-        blocks=tuple(dataclasses.asdict(b) for b in blocks),
-        allocation=tuple(allocation), reconstruction=tuple(dataclasses.asdict(r) for r in refits),
-    )
-    return pruned, report
-
-
-def _budget(opts: PlanOptions, params: tuple, macs: tuple) -> dict | None:
-    """The budget asked for and the fraction of the original reached, from (before, after) counts."""
-    if opts.budget is None:
-        return None
-    kind, target = opts.budget
-    before, after = macs if kind == "macs" else params
-    return {"kind": kind, "target": target, "achieved": after / before if before else 1.0}
+    if legacy_args or legacy:
+        plan, calibration, depth, scores = from_keywords(legacy_args, legacy, plan, calibration, depth, scores)
+    return pipeline.shrink(model, example, plan=plan, data=data, calibration=calibration, depth=depth, search=search,
+                           scores=scores, check_dead_channels=check_dead_channels, progress=progress)

@@ -22,7 +22,12 @@ class LoadError(InputError):
 
 
 class TraceError(GraphPruneError):
-    """torch.export could not capture the model."""
+    """torch.export could not capture the model. `detail` is the cause alone (torch's first line),
+    for messages that quote it inside their own sentence."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail if detail is not None else message
 
 
 class PlanError(GraphPruneError):

@@ -11,21 +11,21 @@ For each torchvision model (random init after torch.manual_seed(0), eval mode, i
   default `round_to=None` and once with `round_to=8`.
 
 Every variant is pruned from its own deep copy, must run with the original's output shape,
-and is exported with `graphprune.export.export_onnx` (checked against PyTorch in ONNX
-Runtime). One `graphprune.bench.bench` call per model then times all its variants
-interleaved on the CPU provider, and `graphprune.bench.ratio_table` gives, per batch:
+and is exported with `graphprune.onnx.export.export_onnx` (checked against PyTorch in ONNX
+Runtime). One `graphprune.onnx.bench.bench` call per model then times all its variants
+interleaved on the CPU provider, and `graphprune.onnx.bench.ratio_table` gives, per batch:
 
     speed-up = original median / median
-    MACs reduction = original MACs / MACs          (MACs: graphprune.cost.count_macs, batch 1)
+    MACs reduction = original MACs / MACs          (MACs: graphprune.cost.macs.count_macs, batch 1)
     eta = speed-up / MACs reduction                 (1.0: latency falls as fast as MACs)
 
 A failure (pruning, forward, export) is one line in the variant's row; a model that fails
 as a whole is one row. The Markdown section between the compare_torch_pruning markers of
 --out is replaced (the rest of the file is kept); --json gets the raw numbers.
 
-    python scripts/compare_torch_pruning.py                    # the 7 default models
-    python scripts/compare_torch_pruning.py --quick --out /tmp/bench.md --json /tmp/bench.json
-    python scripts/compare_torch_pruning.py --models resnet50 --gp-round-to 8 --repeats 30
+    python -m scripts.compare_torch_pruning                    # the 7 default models
+    python -m scripts.compare_torch_pruning --quick --out /tmp/bench.md --json /tmp/bench.json
+    python -m scripts.compare_torch_pruning --models resnet50 --gp-round-to 8 --repeats 30
 """
 
 from __future__ import annotations
@@ -33,28 +33,23 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
-import onnxruntime as ort
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import graphprune  # noqa: E402
-from graphprune.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
-from graphprune.cost import count_macs, count_params  # noqa: E402
-from graphprune.export import export_onnx  # noqa: E402
-from scripts.docsection import BENCHMARKS_HEADER, write_section  # noqa: E402
+import graphprune
+from graphprune.cost.macs import count_macs, count_params
+from graphprune.onnx.bench import CPU, BenchResult, bench, ratio_table
+from graphprune.onnx.export import export_onnx
+from scripts.baselines import classifier
+from scripts.common import ROOT, error_line, machine
+from scripts.docsection import BENCHMARKS_HEADER, write_section
 
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "densenet121", "convnext_tiny", "regnet_y_800mf", "shufflenet_v2_x1_0")
 QUICK = {"models": ("resnet18", "mobilenet_v3_small"), "batch": (1, 4), "repeats": 3}
@@ -73,25 +68,12 @@ class Spec:
     prune: Callable[[torch.nn.Module, torch.Tensor], tuple[torch.nn.Module, dict]] | None
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}".rstrip(": ")
-
-
 def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
     import torchvision  # imported here: the rendering half of this script (and its test) needs none of it
 
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)().eval()
     return model, torch.randn(1, 3, 224, 224)
-
-
-def classifier(model: torch.nn.Module) -> torch.nn.Linear:
-    """The final classifier: the last nn.Linear (torchvision defines it last in every family here)."""
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if not linears:
-        raise ValueError("no nn.Linear in the model, so there is no classifier for TP's ignored_layers")
-    return linears[-1]
 
 
 def graphprune_pruner(ratio: float, **options) -> Callable:
@@ -161,7 +143,7 @@ def make_variant(spec: Spec, model: torch.nn.Module, x: torch.Tensor, onnx_path:
             "output_scale": result.output_scale, "notes": list(result.notes),
         }
     except Exception as exc:  # noqa: BLE001 - a failed variant is one line in its row, not the end of the model
-        record["error"] = f"{stage}: {_first_line(exc)}"
+        record["error"] = f"{stage}: {error_line(exc)}"
         say(f"{spec.name}: FAILED {record['error']}")
     return record
 
@@ -191,25 +173,12 @@ def compare_model(name: str, opts: argparse.Namespace, workdir: Path, say: Calla
         result = bench([v["onnx"]["path"] for v in timed], batch_sizes=opts.batch, providers=[CPU],
                        warmup=opts.warmup, repeats=opts.repeats, threads=opts.threads)
     except Exception as exc:  # noqa: BLE001 - the model keeps its size and MACs rows
-        record["error"] = f"bench: {_first_line(exc)}"
+        record["error"] = f"bench: {error_line(exc)}"
         say(f"FAILED {record['error']}")
         return record
     attach_latency(timed, result)
     record["bench_settings"] = result.settings
     return record
-
-
-def machine(threads: int) -> dict:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    cpu = names[0] if names else platform.processor() or "unknown"
-    return {
-        "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
-        "python": platform.python_version(), "onnxruntime": ort.__version__, "torch": torch.__version__,
-        "torchvision": version("torchvision"), "torch_pruning": version("torch-pruning"),
-        "graphprune": graphprune.__version__,
-    }
 
 
 # ---- Markdown --------------------------------------------------------------------------------------
@@ -278,9 +247,9 @@ def render_section(data: dict) -> str:
         "defaults; TP is `MetaPruner` with `ignored_layers=[final Linear]`, `round_to` None or 8.",
         "",
         "Columns: *params* = count (ratio to the original); *MACs ratio* = MACs / original MACs at batch 1 "
-        "(`graphprune.cost.count_macs`); *prune s* = wall time of the pruning call (graphprune's includes "
+        "(`graphprune.cost.macs.count_macs`); *prune s* = wall time of the pruning call (graphprune's includes "
         "its own verification and MAC count); latency = median of the interleaved runs of the ONNX file "
-        "(exported and parity-checked by `graphprune.export.export_onnx`); *speed-up* = original ms / ms; "
+        "(exported and parity-checked by `graphprune.onnx.export.export_onnx`); *speed-up* = original ms / ms; "
         "*η* = speed-up / (original MACs / MACs), 1.0 when latency falls as fast as MACs.",
         "",
         *lines,
@@ -330,11 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 records.append(compare_model(name, opts, workdir, say))
             except Exception as exc:  # noqa: BLE001 - a failed model is a row, not the end of the sweep
-                say(f"FAILED {_first_line(exc)}")
-                records.append({"model": name, "error": _first_line(exc), "variants": [], "bench_settings": None})
+                say(f"FAILED {error_line(exc)}")
+                records.append({"model": name, "error": error_line(exc), "variants": [], "bench_settings": None})
     data = {
-        "command": "python " + shlex.join(["scripts/compare_torch_pruning.py", *argv]),
-        "machine": machine(opts.threads),
+        "command": "python -m " + shlex.join(["scripts.compare_torch_pruning", *argv]),
+        "machine": machine(opts.threads, ("torchvision", "torch-pruning")),
         "settings": {"ratio": opts.ratio, "gp_round_to": opts.gp_round_to, "batch_sizes": list(opts.batch),
                      "repeats": opts.repeats, "warmup": opts.warmup, "threads": opts.threads, "provider": CPU},
         "seconds": time.perf_counter() - t0,

@@ -7,13 +7,13 @@ ONNX export matches PyTorch in ONNX Runtime. Each suite writes its own section o
 Markdown file (default docs/COVERAGE.md), with the command that produced it, and leaves
 the other suite's section as it was.
 
-    python scripts/coverage.py                       # CNN families at --ratio 0.4
-    python scripts/coverage.py --suite transformers  # attention and recurrent models at --ratio 0.3,
+    python -m scripts.coverage                       # CNN families at --ratio 0.4
+    python -m scripts.coverage --suite transformers  # attention and recurrent models at --ratio 0.3,
                                                      # with Torch-Pruning 1.6.1 beside
-    python scripts/coverage.py --suite vision        # detection (parts), optical flow and video at --ratio 0.4
-    python scripts/coverage.py --suite field         # Ultralytics YOLO/RT-DETR, diffusers UNet, OpenCLIP, SAM
+    python -m scripts.coverage --suite vision        # detection (parts), optical flow and video at --ratio 0.4
+    python -m scripts.coverage --suite field         # Ultralytics YOLO/RT-DETR, diffusers UNet, OpenCLIP, SAM
                                                      # at --ratio 0.4, with Torch-Pruning 1.6.1 beside
-    python scripts/coverage.py --models resnet18 mobilenet_v2 --out /tmp/cov.md
+    python -m scripts.coverage --models resnet18 mobilenet_v2 --out /tmp/cov.md
 """
 
 from __future__ import annotations
@@ -32,13 +32,11 @@ from pathlib import Path
 import torch
 import torchvision
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import graphprune  # noqa: E402
-from graphprune.errors import first_line  # noqa: E402
-from scripts import coverage_field as field  # noqa: E402
-from scripts.docsection import write_section  # noqa: E402
+import graphprune
+from graphprune.errors import first_line
+from scripts import coverage_field as field
+from scripts.common import ROOT
+from scripts.docsection import write_section
 
 FAMILIES = [
     "alexnet", "vgg16", "vgg16_bn", "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2",
@@ -224,7 +222,7 @@ def _shorter(example):
     """The example with its token inputs cut to 3/4 of their length; None if it has none."""
     from torch.utils import _pytree as pytree
 
-    from graphprune.capture import is_token_input
+    from graphprune.capture.trace import is_token_input
 
     if not any(is_token_input(t) for t in pytree.tree_leaves(example)):
         return None
@@ -255,7 +253,7 @@ def check(name: str, ratio: float, onnx: bool, baseline: bool = False) -> dict:
     again = _outputs(_call(torch.load(buf, weights_only=False), x))
     row["reload"] = all(torch.allclose(a, b) for a, b in zip(again, y, strict=True))
     if onnx:
-        from graphprune.export import export_onnx
+        from graphprune.onnx.export import export_onnx
 
         args, kwargs = ((), x) if isinstance(x, dict) else ((x,), {})
         with tempfile.TemporaryDirectory() as tmp:
@@ -302,7 +300,7 @@ def markdown(rows: list[dict], argv: list[str], ratio: float, suite: str) -> str
         "Produced by:",
         "",
         "```",
-        "python " + " ".join(["scripts/coverage.py", *argv]),
+        "python -m " + " ".join(["scripts.coverage", *argv]),
         "```",
         "",
         f"graphprune {graphprune.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}, "

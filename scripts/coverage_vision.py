@@ -1,7 +1,7 @@
 """The `vision` suite of scripts/coverage.py: detection, optical flow and video models.
 
 torch.export cannot capture the detection models whole (NMS and proposal filtering are
-data-dependent), so graphprune prunes their capturable parts (graphprune.parts); RAFT and
+data-dependent), so graphprune prunes their capturable parts (graphprune.pipeline.parts); RAFT and
 the video models capture whole. Each row: `graphprune.shrink` at --ratio with default
 options, then the pruned model runs on the example with the original output structure
 (pytree, dtypes, ranks: how many boxes survive NMS is data-dependent), MACs and params,
@@ -72,7 +72,7 @@ def _equal(a, b) -> bool:
 
 
 def _onnx(model, pruned, example) -> str:
-    from graphprune.export import export_onnx
+    from graphprune.onnx.export import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -117,7 +117,7 @@ def markdown(rows: list[dict], argv: list[str], ratio: float) -> str:
         "Produced by:",
         "",
         "```",
-        "python " + " ".join(["scripts/coverage.py", *argv]),
+        "python -m " + " ".join(["scripts.coverage", *argv]),
         "```",
         "",
         f"graphprune {graphprune.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}, CPU. "

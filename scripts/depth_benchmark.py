@@ -14,8 +14,8 @@ random inputs). No fine-tuning anywhere: these are the raw effects of removal.
 Calibration data goes through graphprune.data.load_data (an .npz written to a temporary
 folder), as `--data` does. The section between the depth markers of --out is replaced.
 
-    python scripts/depth_benchmark.py
-    python scripts/depth_benchmark.py --out /tmp/b.md --json /tmp/depth.json
+    python -m scripts.depth_benchmark
+    python -m scripts.depth_benchmark --out /tmp/b.md --json /tmp/depth.json
 """
 
 from __future__ import annotations
@@ -33,19 +33,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import graphprune  # noqa: E402
-from graphprune.capture import capture  # noqa: E402
-from graphprune.cost import count_macs, count_params  # noqa: E402
-from graphprune.data import load_data  # noqa: E402
-from graphprune.depth import block_macs, find_blocks, rank_blocks, remove_blocks  # noqa: E402
-from models.digits import accuracy, load_split  # noqa: E402
-from scripts.docsection import BENCHMARKS_HEADER, write_section  # noqa: E402
+import graphprune
+from graphprune.capture.trace import capture
+from graphprune.cost.macs import count_macs, count_params
+from graphprune.data import load_data
+from graphprune.depth import block_macs, find_blocks, rank_blocks, remove_blocks
+from models.digits import accuracy, load_split
+from scripts.common import ROOT
+from scripts.docsection import BENCHMARKS_HEADER, write_section
 
 SECTION = "depth"
-COMMAND = "python scripts/depth_benchmark.py"
+COMMAND = "python -m scripts.depth_benchmark"
 CALIB = 16  # calibration batches of 32, as shrink's --calib-batches default
 RESNET_CALIB = 4  # resnet18: fewer, to keep the run within a few minutes on 2 cores
 

@@ -1,6 +1,6 @@
 """Write the digits split (models/digits.py `load_split`) as .npz files that `--data` reads.
 
-Usage: python scripts/digits_data.py OUTDIR [--seed 0]
+Usage: python -m scripts.digits_data OUTDIR [--seed 0]
 Writes OUTDIR/digits_train.npz and OUTDIR/digits_test.npz, each with x [N, 1, 8, 8] float32
 and y [N] int64: the data the bundled model was trained on, and the held-out images.
 """
@@ -13,11 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from models.digits import load_split  # noqa: E402
+from models.digits import load_split
 
 
 def write(folder: Path, seed: int = 0) -> tuple[Path, Path]:

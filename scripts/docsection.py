@@ -16,14 +16,15 @@ from pathlib import Path
 BENCHMARKS_HEADER = "# Benchmarks\n\nMeasured numbers; each section records the command and machine that produced it.\n"
 
 
-def produced_by(script: str, argv: list[str]) -> str:
-    """A section's closing line: the command that made it, the machine, torch and OMP_NUM_THREADS."""
+def produced_by(module: str, argv: list[str]) -> str:
+    """A section's closing line: the command that made it (`python -m MODULE ARGV`), the machine, torch and
+    OMP_NUM_THREADS."""
     import platform
     import shlex
 
     import torch
 
-    return (f"Produced by `python {script} {shlex.join(argv)}`".rstrip() + f" on {platform.machine()}, "
+    return (f"Produced by `python -m {module} {shlex.join(argv)}`".rstrip() + f" on {platform.machine()}, "
             f"{os.cpu_count()} CPUs, torch {torch.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}.")
 
 

@@ -1,9 +1,9 @@
 """Write docs/ERRORS.md: what the `graphprune` CLI prints for every input it must refuse.
 
-    python scripts/errors_table.py                    # writes docs/ERRORS.md
-    python scripts/errors_table.py --out /tmp/errors.md
+    python -m scripts.errors_table                    # writes docs/ERRORS.md
+    python -m scripts.errors_table --out /tmp/errors.md
 
-The cases are tests/cli_cases.py, the list tests/test_cli.py checks. Each one runs as a new
+The cases are fixtures/cli_cases.py, the list tests/test_cli.py checks. Each one runs as a new
 user would run it: `graphprune ARGS` (through typer's CliRunner) inside a fresh temporary
 folder holding the files `make_files` writes. Every exit code and message in the table is
 what that run printed; nothing is typed by hand. The test column is the pytest node id,
@@ -27,11 +27,9 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from graphprune.cli import app  # noqa: E402
-from tests.cli_cases import CASES, TEST, Case, make_files  # noqa: E402
+from fixtures.cli_cases import CASES, TEST, Case, make_files
+from graphprune.cli import app
+from scripts.common import ROOT
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -127,7 +125,7 @@ def test_cell(case: Case, node: str) -> str:
 def markdown(rows: list[tuple[Case, Outcome, str]]) -> str:
     broken = [(c, o) for c, o, _ in rows if o.problems]
     lines = [
-        "`python scripts/errors_table.py` wrote this file; run it again rather than editing it.",
+        "`python -m scripts.errors_table` wrote this file; run it again rather than editing it.",
         "",
         "# What graphprune says when it refuses an input",
         "",
@@ -137,7 +135,7 @@ def markdown(rows: list[tuple[Case, Outcome, str]]) -> str:
         "`m.pt2` (`torch.export.save`), `notes.txt`, a pickled list, truncated and corrupted copies, an unreadable "
         "copy, a model whose forward branches on a tensor value, small ONNX files (`m.onnx`, the token model "
         "`tokens.onnx`, `bad_op.onnx` with an op no runtime has), `wrong_keys.pt` (inputs under a name no model "
-        "takes) and `stale.onnx.data` (the weights file of an earlier export) (tests/cli_cases.py `make_files`). "
+        "takes) and `stale.onnx.data` (the weights file of an earlier export) (fixtures/cli_cases.py `make_files`). "
         "The message is the line printed, as printed.",
         "",
         "The rule (tests/test_cli.py): exit code 2, one `error:` line that names the cause and the fix, no "

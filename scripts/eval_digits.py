@@ -1,6 +1,6 @@
 """Evaluate saved digits model files on the held-out split.
 
-Usage: python scripts/eval_digits.py ORIGINAL.pt PRUNED.pt [...] [--json OUT]
+Usage: python -m scripts.eval_digits ORIGINAL.pt PRUNED.pt [...] [--json OUT]
 
 Each file must hold a whole pickled module (``torch.save(model)``). With
 ``--finetune-epochs N`` every model is also fine-tuned for N epochs on the training split by
@@ -16,13 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from models.digits import accuracy, load_split  # noqa: E402
+from models.digits import accuracy, load_split
 
 
 def parse_args() -> argparse.Namespace:

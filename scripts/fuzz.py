@@ -1,8 +1,8 @@
 """Fuzz graphprune on random tiny architectures and save every failure as a regression test.
 
-    python scripts/fuzz.py --examples 300 --seed 1
+    python -m scripts.fuzz --examples 300 --seed 1
 
-Two Hypothesis runs over tests/fuzz_models.py's `cases()`, both seeded with --seed:
+Two Hypothesis runs over fixtures/fuzz_models.py's `cases()`, both seeded with --seed:
 
 1. survey: --examples draws, generation only; every outcome is counted (verified,
    refused per error type, failures per signature) and nothing stops the run;
@@ -34,10 +34,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.internal.conjecture import engine
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from fuzz_models import FuzzFailure, cases, check  # noqa: E402 - needs tests/ on the path
+from fixtures.fuzz_models import FuzzFailure, cases, check
+from scripts.common import ROOT
 
 REGRESSIONS = ROOT / "tests" / "regressions"
 
@@ -50,7 +48,7 @@ class _RuleFallbacks(logging.Handler):
         self.seen: collections.Counter = collections.Counter()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name == "graphprune.depgraph" and "failed on" in str(record.msg):
+        if record.name == "graphprune.capture.depgraph" and "failed on" in str(record.msg):
             args = record.args if isinstance(record.args, tuple) and len(record.args) == 3 else None
             text = f"rule {args[0]}: {args[2]}" if args else record.getMessage()
             self.seen[text.splitlines()[0][:160]] += 1
@@ -150,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     known = known_signatures(args.out)
     new = set(first) - known
     minimal = {} if args.no_shrink or not new else shrink(args.examples, args.seed, args.max_blocks, new)
-    found_by = f"scripts/fuzz.py --seed {args.seed} --max-blocks {args.max_blocks}"
+    found_by = f"python -m scripts.fuzz --seed {args.seed} --max-blocks {args.max_blocks}"
     saved = [save(args.out, *minimal.get(sig, first[sig]), sig, found_by) for sig in sorted(new)]
 
     print(f"examples run: {counts['run']} in {surveyed:.0f}s (seed {args.seed}); "

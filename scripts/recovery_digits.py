@@ -9,17 +9,15 @@ gives the accuracy. The splits are written as .npz files
 (x, y) to a temporary folder. Each variant is a list of commands; the section between the
 recovery_digits markers of --out is replaced, --json gets the raw numbers.
 
-    python scripts/recovery_digits.py
-    python scripts/recovery_digits.py --epochs 3 --out /tmp/b.md
+    python -m scripts.recovery_digits
+    python -m scripts.recovery_digits --epochs 3 --out /tmp/b.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,11 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from models.digits import accuracy, load_split  # noqa: E402
-from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section  # noqa: E402
+from models.digits import accuracy, load_split
+from scripts.common import ROOT, run_cli
+from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section
 
 SECTION = "recovery_digits"
 MODEL = "models/digits_cnn.pt"
@@ -57,21 +53,11 @@ def variants(tmp: Path, epochs: int, prune: list[str]) -> dict[str, tuple[list[l
     }
 
 
-def run(args: list[str]) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "graphprune.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"graphprune {shlex.join(args)} failed:\n{done.stderr[-2000:]}")
-    return time.perf_counter() - t0
-
-
 def torch_pruning_rows(tmp: Path, epochs: int, macs: float, x_test, y_test) -> list[dict]:
     """Torch-Pruning (Taylor, global, ratio bisected to graphprune's MACs fraction, BatchNorm
     re-estimated), then the same recovery command as graphprune's `finetune --teacher` row."""
     from graphprune.data import load_data
-    from scripts.criteria import TP_IGNORED, tp_prune_to
+    from scripts.baselines import TP_IGNORED, tp_prune_to
 
     ignored = TP_IGNORED["digits CNN (bundled)"]
 
@@ -85,7 +71,7 @@ def torch_pruning_rows(tmp: Path, epochs: int, macs: float, x_test, y_test) -> l
     acc, params = held_out(tmp / "tp.pt", x_test, y_test)
     tune = ["finetune", f"{tmp}/tp.pt", "--data", f"{tmp}/train.npz", *EXAMPLE, "--epochs", str(epochs), "--teacher",
             MODEL, "-o", f"{tmp}/tp_kd.pt"]
-    tuned_seconds = run(tune)
+    tuned_seconds = run_cli(tune)
     tuned, _ = held_out(tmp / "tp_kd.pt", x_test, y_test)
     note = f"Torch-Pruning Taylor at {frac:.3f}x MACs"
     return [{"variant": f"{note} (ignored_layers: final Linear, {', '.join(ignored)})", "accuracy": acc,
@@ -109,7 +95,7 @@ def measure(epochs: int, prune: list[str]) -> dict:
         acc, params = held_out(ROOT / MODEL, x_test, y_test)
         rows.append({"variant": "original", "accuracy": acc, "params": params, "commands": [], "seconds": 0.0})
         for name, (commands, output) in variants(tmp, epochs, prune).items():
-            seconds = sum(run(c) for c in commands)
+            seconds = sum(run_cli(c) for c in commands)
             acc, params = held_out(tmp / output, x_test, y_test)
             shown = [shlex.join(["graphprune", *c]).replace(str(tmp), "T") for c in commands]
             rows.append({"variant": name, "accuracy": acc, "params": params, "commands": shown, "seconds": seconds})
@@ -142,7 +128,7 @@ def render(results: list[dict], argv: list[str]) -> str:
     ]
     for result in results:
         lines += _table(result)
-    lines += [produced_by("scripts/recovery_digits.py", argv)]
+    lines += [produced_by("scripts.recovery_digits", argv)]
     return "\n".join(lines)
 
 

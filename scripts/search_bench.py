@@ -16,14 +16,14 @@ With labelled data (the digits models) every search scores candidates with Batch
 re-estimated on the calibration data, and every result, TP's included, is re-estimated the same
 way before its held-out accuracy is taken, as `graphprune shrink --data` delivers it.
 
-Independent check: every result is exported again with graphprune.export.export_onnx's defaults
-and timed with graphprune.bench.bench (interleaved, medians) beside the original; that speed-up is
+Independent check: every result is exported again with graphprune.onnx.export.export_onnx's defaults
+and timed with graphprune.onnx.bench.bench (interleaved, medians) beside the original; that speed-up is
 the *independent* column. Metrics: the digits CNN gives held-out accuracy (test split, no
 fine-tuning) and calibration accuracy on 512 training images; torchvision models (random init)
 give the calibration loss (KL to the original's logits on random inputs).
 
-    python scripts/search_bench.py --models digits digits_resnet digits_mlp --target-latency 0.65
-    python scripts/search_bench.py --models resnet50 mobilenet_v2 --input-shape 32,3,224,224 --speedup 2
+    python -m scripts.search_bench --models digits digits_resnet digits_mlp --target-latency 0.65
+    python -m scripts.search_bench --models resnet50 mobilenet_v2 --input-shape 32,3,224,224 --speedup 2
 """
 
 from __future__ import annotations
@@ -42,19 +42,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import graphprune  # noqa: E402
-from graphprune.bench import CPU, bench  # noqa: E402
-from graphprune.cost import count_macs  # noqa: E402
-from graphprune.export import export_onnx  # noqa: E402
-from graphprune.recalibrate import recalibrate  # noqa: E402
-from graphprune.search import LatencySettings, OrtOracle, SearchSpace, make_budget, search  # noqa: E402
-from graphprune.search.calibration import Calibration  # noqa: E402
-from graphprune.search.space import Config  # noqa: E402
-from scripts.compare_torch_pruning import classifier, machine  # noqa: E402
-from scripts.docsection import BENCHMARKS_HEADER, write_section  # noqa: E402
+import graphprune
+from graphprune.cost.macs import count_macs
+from graphprune.onnx.bench import CPU, bench
+from graphprune.onnx.export import export_onnx
+from graphprune.rewrite.recalibrate import recalibrate
+from graphprune.search import LatencySettings, OrtOracle, SearchSpace, make_budget, search
+from graphprune.search.calibration import Calibration
+from graphprune.search.space import Config
+from scripts.baselines import classifier
+from scripts.common import ROOT, machine
+from scripts.docsection import BENCHMARKS_HEADER, write_section
 
 STRATEGIES = ("uniform", "greedy", "random", "recursive")
 SECTION = "search_bench"
@@ -213,7 +211,7 @@ def run_model(name: str, opts, workdir: Path, say) -> dict:
 
 
 def independent(models: dict, rows: list, example, settings, opts, workdir: Path, say) -> None:
-    say("independent check: export_onnx defaults, graphprune.bench interleaved")
+    say("independent check: export_onnx defaults, graphprune.onnx.bench interleaved")
     paths = []
     for i, (name, m) in enumerate(models.items()):
         paths.append(export_onnx(m, (example[:2],), None, workdir / f"ind-{i}.onnx").path)
@@ -286,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[{time.perf_counter() - t0:7.1f}s] {name}: {msg}", flush=True)
 
             records.append(run_model(name, opts, Path(tmp), say))
-    data = {"command": "python scripts/search_bench.py " + shlex.join(argv), "machine": machine(opts.threads),
+    data = {"command": "python -m scripts.search_bench " + shlex.join(argv),
+            "machine": machine(opts.threads, ("torchvision", "torch-pruning")),
             "strategies": opts.strategies,
             "seconds": time.perf_counter() - t0, "models": records}
     opts.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,31 +1,27 @@
 """Independent check of a searched speed-up: the original and the pruned model, exported afresh and
 timed interleaved in ONNX Runtime, outside the search.
 
-Both pickles are loaded (torch.load, weights_only=False), exported with graphprune.export.export_onnx's
+Both pickles are loaded (torch.load, weights_only=False), exported with graphprune.onnx.export.export_onnx's
 defaults (dynamic batch, onnxsim, checked against PyTorch in ONNX Runtime) and timed with
-graphprune.bench.bench (pinned sessions, interleaved rounds with rotating start, medians):
+graphprune.onnx.bench.bench (pinned sessions, interleaved rounds with rotating start, medians):
 
     speed-up = median ms of the original / median ms of the pruned model
 
-    python scripts/speedup_check.py /tmp/resnet50.pt /tmp/resnet50.pruned.pt --input-shape 32,3,224,224
+    python -m scripts.speedup_check /tmp/resnet50.pt /tmp/resnet50.pruned.pt --input-shape 32,3,224,224
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from graphprune.bench import CPU, bench  # noqa: E402
-from graphprune.export import export_onnx  # noqa: E402
+from graphprune.onnx.bench import CPU, bench
+from graphprune.onnx.export import export_onnx
 
 
 def check(original: Path, pruned: Path, shape: tuple[int, ...], threads: int, repeats: int, warmup: int) -> dict:

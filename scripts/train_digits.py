@@ -3,7 +3,7 @@
 Writes ``digits_cnn.pt`` (whole module, eval mode), ``digits_cnn_state.pt``
 (state_dict) and ``digits_example.pt`` (one input, [1, 1, 8, 8]).
 
-Usage: python scripts/train_digits.py [--out-dir DIR] [--epochs N]
+Usage: python -m scripts.train_digits [--out-dir DIR] [--epochs N]
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from models.digits import DigitsCNN, accuracy, load_split  # noqa: E402
+from models.digits import DigitsCNN, accuracy, load_split
+from scripts.common import ROOT
 
 
 def parse_args() -> argparse.Namespace:

@@ -18,10 +18,10 @@ import torch
 from torch.utils import _pytree as pytree
 
 import graphprune
-from graphprune.oracle import dead_channel_check
+from graphprune.check.oracle import dead_channel_check
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `tests.archs` must import as it does for the CLI's --arch
+if str(ROOT) not in sys.path:  # `fixtures.archs` must import as it does for the CLI's --arch
     sys.path.insert(0, str(ROOT))
 
 torch.set_num_threads(2)

@@ -58,7 +58,7 @@ class Residual(nn.Module):
 
 def remove_by_rebuilding(model: Residual):
     """A stand-in for graphprune.depth.remove_blocks: capture `model` rebuilt without the blocks."""
-    from graphprune.capture import capture
+    from graphprune.capture.trace import capture
 
     def remove(captured, names):
         smaller = Residual(skip=tuple(names))

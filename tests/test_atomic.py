@@ -15,10 +15,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from graphprune import io
+from fixtures.archs import build
+from fixtures.cli_cases import SHAPE
 from graphprune.cli import app
-from tests.archs import build
-from tests.cli_cases import SHAPE
+from graphprune.io import files as io
 
 FAILURES = {
     "keyboard_interrupt": KeyboardInterrupt(),

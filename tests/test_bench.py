@@ -12,9 +12,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
-import graphprune.bench as bench_mod
-from graphprune.bench import CPU, CUDA, BenchResult, BenchRow, available_providers, bench, ratio_table, render
+import graphprune.onnx.bench as bench_mod
 from graphprune.errors import InputError
+from graphprune.onnx.bench import CPU, CUDA, BenchResult, BenchRow, available_providers, bench, ratio_table, render
 
 
 def _matmul_model(path: Path, width: int, dims: list) -> Path:

@@ -2,7 +2,7 @@
 
 * Token models (2-D integer inputs with a symbolic sequence) bench with the example input
   (`shrink --onnx --bench`, `bench --example-input`), tiled to each batch size.
-* MACs are counted from the ONNX graph and agree with graphprune.cost's count in PyTorch;
+* MACs are counted from the ONNX graph and agree with graphprune.cost.macs's count in PyTorch;
   the table fills MACs and η from them.
 * At 80 columns no cell is cut ("mv2.…"), the MACs and η columns are filled.
 """
@@ -17,16 +17,16 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-import graphprune.bench as bench_mod
-from graphprune.bench import CPU, BenchResult, BenchRow, render
+import graphprune.onnx.bench as bench_mod
+from fixtures.archs import build
+from fixtures.cli_cases import make_files
 from graphprune.cli import app
-from graphprune.cost import count_macs
-from graphprune.export import export_onnx
-from graphprune.onnx_macs import count_onnx_macs
+from graphprune.cost.macs import count_macs
+from graphprune.cost.onnx_macs import count_onnx_macs
+from graphprune.onnx.bench import CPU, BenchResult, BenchRow, render
+from graphprune.onnx.export import export_onnx
 from models.text_classifier import TextClassifier
 from models.text_classifier import example as text_example
-from tests.archs import build
-from tests.cli_cases import make_files
 
 FAST = {"repeats": 2, "warmup": 1}
 

@@ -14,10 +14,10 @@ import torchvision
 from torch import nn
 
 import graphprune
-from graphprune.cost import count_macs, count_params, plan_macs, plan_params
+from graphprune.cost.macs import count_macs, count_params, plan_macs, plan_params
 from graphprune.errors import GraphPruneError
 from graphprune.importance import score
-from graphprune.planner import PlanOptions
+from graphprune.plan.types import PlanOptions
 
 
 def _models():

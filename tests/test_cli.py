@@ -16,10 +16,10 @@ import torch
 from conftest import ROOT, count_params
 from typer.testing import CliRunner
 
+from fixtures.archs import TinyNet, build
+from fixtures.cli_cases import BAD, CASES, Case, make_files
+from fixtures.cli_cases import SHAPE as _SHAPE
 from graphprune.cli import app
-from tests.archs import TinyNet, build
-from tests.cli_cases import BAD, CASES, Case, make_files
-from tests.cli_cases import SHAPE as _SHAPE
 
 GRAPHPRUNE = Path(sys.executable).parent / "graphprune"
 SHAPE = list(_SHAPE)
@@ -57,7 +57,7 @@ def _param(case: Case):
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, files, runner, monkeypatch):
     """Rule: a refused input exits with code 2, prints one `error:` line naming the cause,
     no traceback, and leaves the folder exactly as it was. The commands run inside the folder,
-    as a user types them (tests/cli_cases.py)."""
+    as a user types them (fixtures/cli_cases.py)."""
     argv, words = BAD[case].argv, BAD[case].words
     monkeypatch.chdir(files)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI puts the folder on sys.path
@@ -145,12 +145,12 @@ def test_help_warns_that_pickles_run_code(runner):
 
 
 def test_arch_factory_with_state_dict(files):
-    """Rule: `--arch tests.archs:build` with a state_dict works from the project folder (the
+    """Rule: `--arch fixtures.archs:build` with a state_dict works from the project folder (the
     CLI puts the current folder on sys.path), in a fresh process, in safe mode."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = files / "arch.pt"
     proc = subprocess.run(
-        [str(GRAPHPRUNE), "shrink", str(files / "sd.pt"), "--arch", "tests.archs:build", *SHAPE, "--safe", "-o", str(out)],
+        [str(GRAPHPRUNE), "shrink", str(files / "sd.pt"), "--arch", "fixtures.archs:build", *SHAPE, "--safe", "-o", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -174,7 +174,7 @@ def test_subprocess_bad_input_exit_code(files):
 
 @pytest.fixture
 def pt2(tmp_path):
-    """TinyNet saved with torch.export.save (exported once per session by tests/cli_cases.py)."""
+    """TinyNet saved with torch.export.save (exported once per session by fixtures/cli_cases.py)."""
     return make_files(tmp_path) / "m.pt2"
 
 

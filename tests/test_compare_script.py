@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from graphprune.bench import CPU, BenchResult, BenchRow
+from graphprune.onnx.bench import CPU, BenchResult, BenchRow
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare_torch_pruning.py"
 
@@ -47,7 +47,7 @@ def _data(script, records: list[dict]) -> dict:
                "onnxruntime": "1.0", "torch": "2.0", "torchvision": "0.1", "torch_pruning": "1.6.1", "graphprune": "0.1.0"}
     settings = {"ratio": 0.4, "gp_round_to": [], "batch_sizes": [1, 32], "repeats": 3, "warmup": 1, "threads": 2,
                 "provider": CPU}
-    return {"command": "python scripts/compare_torch_pruning.py --fake", "machine": machine, "settings": settings,
+    return {"command": "python -m scripts.compare_torch_pruning --fake", "machine": machine, "settings": settings,
             "seconds": 60.0, "models": records}
 
 
@@ -75,7 +75,7 @@ def test_eta_is_speedup_over_macs_reduction(script):
                                                           "50.00", "4.00x", "1.60"]
     assert _cells(section, "original")[4:] == ["1.000", "-", "10.00", "1.00x", "1.00", "200.00", "1.00x", "1.00"]
     assert _cells(section, "TP")[2] == "yes (ignored_layers=[classifier])"
-    assert "python scripts/compare_torch_pruning.py --fake" in section and "Fake CPU" in section
+    assert "python -m scripts.compare_torch_pruning --fake" in section and "Fake CPU" in section
 
 
 def test_failures_are_rows_and_listed(script):

@@ -12,16 +12,17 @@ import torch
 from conftest import randomize
 from torch.testing import assert_close
 
-from graphprune.capture import capture
-from graphprune.cost import count_macs, count_params
+from graphprune.capture.depgraph import build
+from graphprune.capture.trace import capture
+from graphprune.cost.macs import count_macs, count_params
 from graphprune.data import load_data
-from graphprune.depgraph import build
 from graphprune.depth import block_macs, find_blocks, rank_blocks, remove_blocks
 from graphprune.depth.select import how_many, listing, parse_count, remove_ranked
 from graphprune.errors import InputError
-from graphprune.export import export_onnx
-from graphprune.planner import PlanOptions, plan
-from graphprune.rewriter import rewrite
+from graphprune.onnx.export import export_onnx
+from graphprune.plan.planner import plan
+from graphprune.plan.types import PlanOptions
+from graphprune.rewrite.rewriter import rewrite
 from models.text_classifier import build as text_classifier
 from models.text_classifier import example as text_example
 from tests.depth_archs import Encoder, Inline, Plain, TinyResNet

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import graphprune
 from graphprune.cli import app
-from graphprune.cost import count_params
+from graphprune.cost.macs import count_params
 from graphprune.data import load_data
 from graphprune.errors import InputError
 from tests.depth_archs import TinyResNet
@@ -97,7 +97,7 @@ def test_inspect_lists_the_removable_blocks(tmp_path):
 
 
 def test_blocks_go_in_the_first_of_several_steps(tmp_path):
-    from graphprune.recovery import shrink_in_steps
+    from graphprune.pipeline.steps import shrink_in_steps
 
     model = randomize(TinyResNet())
     data = load_data(str(_npz(tmp_path / "train.npz")), images(1), batch_size=16)

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-import graphprune.export as export
 from graphprune.errors import ExportError, InputError
-from graphprune.export import export_onnx
+from graphprune.onnx import files, signature
+from graphprune.onnx.export import export_onnx
 
 
 class ConvNet(nn.Module):
@@ -141,12 +141,12 @@ def test_keyword_inputs_constants_and_nested_outputs(tmp_path: Path, exporter: s
 
 
 def test_broken_parity_raises_and_leaves_old_file_alone(tmp_path: Path, net: ConvNet, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = export._reference
+    real = signature.run_reference
 
     def shifted(model: nn.Module, args: tuple, kwargs: dict) -> object:
         return pytree.tree_map(lambda t: t + 0.5 if isinstance(t, torch.Tensor) else t, real(model, args, kwargs))
 
-    monkeypatch.setattr(export, "_reference", shifted)
+    monkeypatch.setattr(signature, "run_reference", shifted)
     path = tmp_path / "net.onnx"
     path.write_bytes(b"previous export")
     with pytest.raises(ExportError, match="differs from PyTorch"):
@@ -191,14 +191,14 @@ def test_simplifier_failure_keeps_the_unsimplified_model(
         raise RuntimeError("simplifier bug")
 
     monkeypatch.setattr(onnxsim, "simplify", broken)
-    with caplog.at_level(logging.WARNING, logger="graphprune.export"):
+    with caplog.at_level(logging.WARNING, logger="graphprune.onnx.export"):
         result = export_onnx(net, (torch.randn(2, 3, 16, 16),), None, tmp_path / "net.onnx", exporters=("torchscript",))
     assert result.simplified is False and result.path.is_file()
     assert "simplifier bug" in caplog.text
 
 
 def test_large_models_use_external_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(export, "_PROTO_LIMIT", 0)  # every model counts as over the 2 GiB limit
+    monkeypatch.setattr(files, "PROTO_LIMIT", 0)  # every model counts as over the 2 GiB limit
     torch.manual_seed(2)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU()).eval()  # a 16 KB weight: over onnx's 1 KB external-data floor
     path = tmp_path / "mlp.onnx"

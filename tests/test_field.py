@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import graphprune
-from graphprune.cost import count_macs
+from graphprune.cost.macs import count_macs
 
 
 class _TokenBlock(torch.nn.Module):
@@ -103,7 +103,7 @@ def _ultralytics(cfg: str, size: int):
 
 def test_yolov8n_detect_prunes_and_exports(tmp_path):
     """YOLOv8n (C2f: a chunk whose halves feed a concat, then a bottleneck chain) at ratio 0.4."""
-    from graphprune.export import export_onnx
+    from graphprune.onnx.export import export_onnx
 
     model, x = _ultralytics("yolov8n", 160)
     pruned, report = _pruned_checked(model, x)
@@ -170,8 +170,8 @@ def test_dead_channel_check_follows_the_reference_selection_among_ties():
 
 def test_selection_that_picks_other_values_fails_the_check():
     """Following the reference's choice hides nothing upstream: scores that changed fail at the topk."""
+    from graphprune.check.selections import Pinned
     from graphprune.errors import VerificationError
-    from graphprune.selections import Pinned
 
     torch.manual_seed(0)
     model, x = _QuerySelect().eval(), _near_ties()

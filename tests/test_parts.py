@@ -1,4 +1,4 @@
-"""Models torch.export cannot capture whole are pruned part by part (graphprune.parts).
+"""Models torch.export cannot capture whole are pruned part by part (graphprune.pipeline.parts).
 
 The toy detector below branches on a tensor value (so the whole model does not capture),
 calls one head on two feature sizes, and hands a plain object (not a pytree) to a module
@@ -17,8 +17,8 @@ from conftest import randomize
 from torch.utils import _pytree as pytree
 
 import graphprune
-from graphprune import parts
-from graphprune.cost import count_macs
+from graphprune.cost.macs import count_macs
+from graphprune.pipeline import parts
 
 
 class Boxes:

@@ -1,5 +1,5 @@
-"""Least-squares reconstruction (graphprune.reconstruct) and the measured allocation rule
-(graphprune.allocate).
+"""Least-squares reconstruction (graphprune.rewrite.reconstruct) and the measured allocation rule
+(graphprune.pipeline.allocate).
 
 Reconstruction's oracle: when a removed channel is a copy of a kept one, the layer reading them
 can take over its contribution exactly, so the refit model answers as the original did (to
@@ -16,8 +16,8 @@ from torch import nn
 
 import graphprune
 from graphprune.data import load_data
-from graphprune.planner import PlanOptions
-from graphprune.reconstruct import _row_weights, reconstruct
+from graphprune.plan.types import PlanOptions
+from graphprune.rewrite.reconstruct import _row_weights, reconstruct
 
 
 class Twins(nn.Module):

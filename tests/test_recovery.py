@@ -9,8 +9,8 @@ import torch
 from recovery_models import MLP, ConvBNDrop, TokenEncoder, data, images, npz, pruned_pair
 
 from graphprune.errors import InputError
+from graphprune.measure.objective import choose, embedding
 from graphprune.recovery import TrainOptions, finetune
-from graphprune.recovery.losses import choose, embedding
 
 EXAMPLE = torch.randn(2, 1, 8, 8)
 

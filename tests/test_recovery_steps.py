@@ -1,4 +1,4 @@
-"""Iterative pruning (graphprune.recovery.shrink_in_steps): every step's target is measured
+"""Iterative pruning (graphprune.pipeline.steps.shrink_in_steps): every step's target is measured
 against the original, the model is recovered between steps, and the last step lands where
 one-shot pruning lands."""
 
@@ -9,9 +9,10 @@ import torch
 from recovery_models import ConvBNDrop, data, images, npz
 
 import graphprune
-from graphprune.cost import count_params
+from graphprune.cost.macs import count_params
 from graphprune.errors import InputError
-from graphprune.recovery import TrainOptions, shrink_in_steps
+from graphprune.pipeline.steps import shrink_in_steps
+from graphprune.recovery import TrainOptions
 
 EXAMPLE = torch.randn(2, 1, 8, 8)
 

@@ -1,7 +1,7 @@
 """Every failure scripts/fuzz.py ever found, replayed: fixed bugs stay fixed.
 
 Rule: each tests/regressions/fuzz_*.json (a shrunk spec, ratio, plan options and onnx flag) satisfies the
-fuzz property of tests/fuzz_models.py's `check`. A file with an `xfail` field is a known,
+fuzz property of fixtures/fuzz_models.py's `check`. A file with an `xfail` field is a known,
 unfixed bug: the test is a strict xfail, so it turns red the day the bug is fixed, as a
 reminder to delete the field.
 """
@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fuzz_models import check
+
+from fixtures.fuzz_models import check
 
 FILES = sorted((Path(__file__).parent / "regressions").glob("fuzz_*.json"))
 
@@ -34,8 +35,8 @@ def test_scaled_equality_allows_float_drift_of_deep_models_but_not_wrong_values(
     (outputs up to 5.8) drifted by 7.9e-5 in float32 when taylor changed its widths, and was refused."""
     import torch
 
+    from graphprune.check.verify import check_equal
     from graphprune.errors import VerificationError
-    from graphprune.verify import check_equal
 
     ref = torch.zeros(4, 8)
     ref[0, 0] = 5.8

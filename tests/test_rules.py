@@ -1,6 +1,6 @@
 """One small model per op rule or pattern, each checked with the dead-channel oracle.
 
-The oracle (graphprune.oracle.dead_channel_check) zeroes the parameters of the channels a
+The oracle (graphprune.check.oracle.dead_channel_check) zeroes the parameters of the channels a
 plan removes and asserts that physically removing them leaves every output equal. On top
 of it every case asserts that something was removed, that the pruned model is smaller,
 that output shapes are unchanged, and that a dynamically captured model accepts batch 3.
@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from conftest import call, check_prunes, count_params, kept, leaves, param_node, randomize, with_batch
 
 import graphprune
+from graphprune.check.oracle import dead_channel_check
 from graphprune.importance import l2
-from graphprune.oracle import dead_channel_check
 
 aten = torch.ops.aten
 

@@ -86,7 +86,7 @@ def test_greedy_keeps_at_least_uniforms_accuracy_at_the_same_latency(name):
     uniform's by more than the noise of 360 held-out images (2 points: at budgets 0.5, 0.6 and 0.7 uniform's
     own held-out accuracy on the MLP is 0.928, 0.972, 0.961, not monotone), widths in steps of 8."""
     from graphprune.data import load_data
-    from graphprune.recalibrate import recalibrate
+    from graphprune.rewrite.recalibrate import recalibrate
     from models.digits import accuracy, load_split
 
     model = torch.load(f"models/{name}.pt", weights_only=False).eval()
@@ -227,7 +227,7 @@ def test_zeroed_scoring_with_recalibration_equals_the_recalibrated_pruned_model(
     """With re-estimated BatchNorm statistics, the zeroed copy still computes the pruned model (statistics
     re-estimated the same way), and the copy's own statistics are left as they were for the next candidate."""
     from graphprune.data import load_data
-    from graphprune.recalibrate import recalibrate
+    from graphprune.rewrite.recalibrate import recalibrate
 
     _, x, graph = ladder
     torch.save(torch.randn(24, 3, 12, 12) * 2 + 1, tmp_path / "x.pt")
@@ -249,7 +249,7 @@ def test_candidates_are_scored_as_shrink_delivers_them(ladder, tmp_path):
     """search(recalibrate=True) scores a pruned candidate after re-estimating its statistics on the data,
     as shrink does to the chosen model: the chosen score is the recalibrated model's, not the stale one's."""
     from graphprune.data import load_data
-    from graphprune.recalibrate import recalibrate
+    from graphprune.rewrite.recalibrate import recalibrate
     from graphprune.search.calibration import Calibration
 
     _, x, graph = ladder

@@ -1,6 +1,6 @@
 """`graphprune shrink --speedup / --target-latency`: the happy path with a mocked latency oracle
 writes the model, a report that logs the search, and the plot, all at once and never over
-existing files; bad budgets exit 2 with one line (tests/cli_cases.py holds those cases)."""
+existing files; bad budgets exit 2 with one line (fixtures/cli_cases.py holds those cases)."""
 
 from __future__ import annotations
 

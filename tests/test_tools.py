@@ -22,10 +22,10 @@ import torch
 from conftest import call, randomize, with_batch
 
 import graphprune
-from graphprune.pruned import PrunedModule
+from fixtures.archs import build as build_cnn
+from graphprune.rewrite.pruned import PrunedModule
 from models.text_classifier import TextClassifier
 from models.text_classifier import example as text_example
-from tests.archs import build as build_cnn
 
 
 def small_text() -> TextClassifier:

@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 import graphprune
-from graphprune.oracle import dead_channel_check
+from graphprune.check.oracle import dead_channel_check
 
 MODELS = {
     "resnet18": 0.45,

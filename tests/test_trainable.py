@@ -16,8 +16,8 @@ from torch import nn
 
 import graphprune
 from graphprune.data import load_data
-from graphprune.recalibrate import recalibrate
-from graphprune.trainable import scopes
+from graphprune.rewrite.recalibrate import recalibrate
+from graphprune.rewrite.trainable import scopes
 
 
 class Net(nn.Module):

@@ -33,9 +33,9 @@ from conftest import call, check_prunes, count_params, kept, leaves, randomize, 
 from torch.func import functional_call
 
 import graphprune
-from graphprune.capture import normalize_inputs
-from graphprune.export import export_onnx
-from graphprune.oracle import dead_channel_check, killed
+from graphprune.capture.trace import normalize_inputs
+from graphprune.check.oracle import dead_channel_check, killed
+from graphprune.onnx.export import export_onnx
 from models import speech, text_classifier
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

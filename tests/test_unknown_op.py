@@ -15,7 +15,7 @@ import torch.nn as nn
 from conftest import count_params, randomize
 
 import graphprune
-from graphprune.oracle import dead_channel_check
+from graphprune.check.oracle import dead_channel_check
 
 
 class FFTMix(nn.Module):

@@ -243,14 +243,11 @@ def _images(path: Path, signature: Signature, size: int | None, mean, std) -> Sa
 
 
 def _factory(spec: str, signature: Signature):
-    import importlib
-    import sys
+    from graphprune.data.imports import import_attr
 
     mod_name, fn_name = spec.split(":", 1)
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
+        fn = import_attr(mod_name, fn_name)
     except (ImportError, AttributeError) as exc:
         raise InputError(f"--data {spec}: cannot import {fn_name} from {mod_name} ({exc})") from exc
     obj = fn()

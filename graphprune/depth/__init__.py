@@ -4,7 +4,7 @@
     ranked = rank_blocks(captured, data, "influence")    # least important first
     smaller = remove_blocks(captured, [r.block for r in ranked[:2]])   # a new Captured
 
-The result of `remove_blocks` is a Captured like any other: graphprune.depgraph.build and the
+The result of `remove_blocks` is a Captured like any other: graphprune.capture.depgraph.build and the
 planner run on it, so blocks go first, then channels.
 """
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from graphprune.capture import Captured
+from graphprune.capture.trace import Captured
 from graphprune.depth.graphs import (
     Scope,
     alias_chain,
@@ -37,13 +37,11 @@ from graphprune.depth.graphs import (
     same_type,
     writes_outside,
 )
+from graphprune.rules.registry import Role, has_role
 
 log = logging.getLogger(__name__)
 
 aten = torch.ops.aten
-ADDS = (aten.add.Tensor, aten.add_.Tensor)
-SAME_VALUE = (aten.to.dtype, aten.to.dtype_layout, aten.to.device, aten._to_copy.default, aten.alias.default,
-              aten.clone.default, aten.contiguous.default, aten.detach.default)  # with equal shape and dtype
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,7 @@ def _shape_nodes(escaping: list, members: set) -> set | None:
 def _has_residual(nodes: list, x: fx.Node, members: set) -> bool:
     """Some add inside the scope adds `x` (or a same-valued copy of it) to a value computed inside it."""
     for n in nodes:
-        if n.op != "call_function" or n.target not in ADDS:
+        if not has_role(n, Role.RESIDUAL_ADD):
             continue
         for mine, other in ((n.args[0], n.args[1]), (n.args[1], n.args[0])):
             if isinstance(mine, fx.Node) and isinstance(other, fx.Node) and other in members and _copy_of(mine, x):
@@ -147,7 +145,7 @@ def _copy_of(node: fx.Node, x: fx.Node) -> bool:
     """
     while node is not x:
         source = node.args[0] if node.op == "call_function" and node.args else None
-        if node.target not in SAME_VALUE or not isinstance(source, fx.Node) or not same_type(node, source):
+        if not has_role(node, Role.SAME_VALUE) or not isinstance(source, fx.Node) or not same_type(node, source):
             return False
         node = source
     return True
@@ -161,7 +159,7 @@ def _residuals(gm: fx.GraphModule) -> list[Block]:
     calls = module_calls(gm.graph)
     found = []
     for add in gm.graph.nodes:
-        if add.op != "call_function" or add.target not in ADDS or len(add.args) < 2:
+        if not has_role(add, Role.RESIDUAL_ADD) or len(add.args) < 2:
             continue
         a, b = add.args[:2]
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node) and is_tensor(a) and is_tensor(b)):

@@ -3,7 +3,7 @@
 `Probe(gm, watch=..., bypass=...)`: for each watched block, `on_block(block, x, y)` is called
 with the block's input and output values as they are computed; each bypassed block is not
 run at all and its output is its input (what `remove_blocks` builds, without building it).
-`node_macs` counts each node's multiply-accumulates, as graphprune.cost counts a whole model.
+`node_macs` counts each node's multiply-accumulates, as graphprune.cost.macs counts a whole model.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch.fx import _pytree as fx_pytree
 from torch.utils import _pytree as pytree
 from torch.utils.flop_counter import FlopCounterMode
 
-import graphprune.cost  # noqa: F401 - registers the FLOP formula of CPU attention
+import graphprune.cost.macs  # noqa: F401 - registers the FLOP formula of CPU attention
 from graphprune.depth.find import Block
 from graphprune.depth.graphs import alias_chain, written
 

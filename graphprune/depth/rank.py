@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from graphprune.capture import Captured
+from graphprune.capture.trace import Captured
 from graphprune.depth.find import Block, find_blocks
 from graphprune.depth.probe import Probe
 from graphprune.errors import InputError

@@ -19,11 +19,11 @@ from collections.abc import Iterable
 import torch
 import torch.fx as fx
 
-from graphprune.capture import Captured
+from graphprune.capture.trace import Captured
 from graphprune.depth.find import Block, find_blocks
 from graphprune.depth.graphs import alias_chain, attribute, dropped_targets, written
 from graphprune.errors import InputError, RewriteError
-from graphprune.rewriter import _assign, _kind
+from graphprune.rewrite.rewriter import _assign, _kind
 
 log = logging.getLogger(__name__)
 

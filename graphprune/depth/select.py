@@ -13,8 +13,8 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from graphprune.capture import Captured
-from graphprune.cost import count_macs, count_params
+from graphprune.capture.trace import Captured
+from graphprune.cost.macs import count_macs, count_params
 from graphprune.depth.find import find_blocks
 from graphprune.depth.probe import block_macs
 from graphprune.depth.rank import rank_blocks

@@ -10,7 +10,7 @@ from html import escape
 import numpy as np
 
 from graphprune.explain import figures
-from graphprune.report import human as _human
+from graphprune.report.format import human as _human
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2733;margin:0;background:#f6f7f9}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphprune.cost import count_macs, count_params
+from graphprune.cost.macs import count_macs, count_params
 
 log = logging.getLogger(__name__)
 

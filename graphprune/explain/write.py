@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from graphprune import io
+from graphprune.io import files as io
 
 
 def json_path(out: Path) -> Path:

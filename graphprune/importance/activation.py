@@ -23,13 +23,9 @@ from torch.fx._pytree import tree_flatten_spec
 
 from graphprune.importance.calibration import Calibration
 from graphprune.importance.registry import criterion
+from graphprune.rules.registry import Role, has_role
 
 aten = torch.ops.aten
-NONLINEAR = {getattr(getattr(aten, n), o) for n in (
-    "relu", "relu_", "relu6", "gelu", "gelu_", "silu", "silu_", "hardswish", "hardswish_", "leaky_relu",
-    "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu", "mish", "mish_", "hardtanh", "hardtanh_",
-    "sigmoid", "sigmoid_", "tanh", "tanh_", "softplus", "glu", "prelu") if hasattr(aten, n)
-    for o in getattr(aten, n).overloads()}
 BINS = 32
 
 
@@ -95,9 +91,9 @@ def _watched(graph) -> dict:
         channels = labels[spaces.ids(space)]
         if not candidate[channels].any():
             continue
-        target = found if node.target in NONLINEAR else fallback
+        target = found if has_role(node, Role.ACTIVATION) else fallback
         target.setdefault(node, []).append((dim, channels))
-        if node.target in NONLINEAR:
+        if has_role(node, Role.ACTIVATION):
             covered[channels] = True
     for node, dims in fallback.items():
         keep = [(d, ch) for d, ch in dims if not covered[ch].any()]

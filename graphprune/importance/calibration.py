@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils import _pytree as pytree
 
+from graphprune.errors import InputError
+
 LOSSES = {
     "labels": "cross-entropy on the data's labels",
     "pseudo": "cross-entropy on the model's own top-1 predictions (no labels)",
@@ -51,7 +53,8 @@ def first_output(out) -> torch.Tensor:
     for leaf in pytree.tree_flatten(out)[0]:
         if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
             return leaf
-    raise ValueError("the model returns no floating-point tensor to take a loss on")
+    raise InputError("the model returns no floating-point tensor to take a loss on; "
+                     "data criteria need one (pass a weight criterion: l1, l2, bn)")
 
 
 def is_class_scores(y: torch.Tensor) -> bool:

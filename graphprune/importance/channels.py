@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from graphprune.errors import InputError
+
 
 def parameter(module: torch.nn.Module, target: str):
     obj = module
@@ -63,6 +65,7 @@ def from_parameters(graph, scores: dict) -> np.ndarray:
         if dim == 0 and target in scores:
             values = np.asarray(torch.as_tensor(scores[target]).double().cpu())
             if values.shape != channels.shape:
-                raise ValueError(f"scores for {target} have shape {values.shape}, expected {channels.shape}")
+                raise InputError(f"scores for {target} have shape {tuple(values.shape)}; "
+                                 f"one score per channel, {tuple(channels.shape)}, is needed")
             np.add.at(out, channels, values)
     return out

@@ -14,12 +14,9 @@ import torch
 from graphprune.errors import PlanError
 from graphprune.importance.channels import parameter, per_channel
 from graphprune.importance.registry import criterion
+from graphprune.rules.registry import Role, has_role
 
 aten = torch.ops.aten
-BATCH_NORMS = (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default,
-               aten._native_batch_norm_legit.default, aten.native_batch_norm.default)
-
-
 @criterion("l1")
 def l1(graph, calibration=None) -> np.ndarray:
     """sum over the channel's parameter slices of |W|"""
@@ -46,7 +43,7 @@ def bn(graph, calibration=None) -> np.ndarray:
     scores = np.zeros(graph.num_channels, dtype=np.float64)
     scaled = np.zeros(graph.num_channels, dtype=bool)
     for node in graph.captured.graph.nodes:
-        if node.op != "call_function" or node.target not in BATCH_NORMS or len(node.args) < 2:
+        if not has_role(node, Role.NORMALIZES) or len(node.args) < 2:
             continue
         w = node.args[1]
         if w is None or getattr(w, "op", None) != "get_attr":

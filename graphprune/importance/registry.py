@@ -1,7 +1,7 @@
 """The registry of importance criteria: one small entry each, registered by a decorator.
 
 A criterion maps a dependency graph (and, for data criteria, a `Calibration`) to one score per
-channel (graphprune.depgraph: a channel is the set of elements removed together). Higher means
+channel (graphprune.capture.depgraph: a channel is the set of elements removed together). Higher means
 more important; the planner removes the lowest. Each entry's docstring gives its formula.
 """
 

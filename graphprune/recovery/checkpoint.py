@@ -4,7 +4,7 @@ A checkpoint holds the model's and the best model's state_dicts, the optimizer's
 scheduler's states, the epoch, the validation history, early-stopping counters, the torch
 RNG states (CPU and CUDA: dropout) and the options that must agree on resume. It loads
 with `weights_only=True`: resuming runs no code from the file. The file replaces the
-previous one only once it is completely written (graphprune.io.atomic_path), so an
+previous one only once it is completely written (graphprune.io.files.atomic_path), so an
 interrupted run always leaves the last good checkpoint.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from graphprune.errors import InputError, LoadError
-from graphprune.io import atomic_path
+from graphprune.io.files import atomic_path
 
 VERSION = 1
 

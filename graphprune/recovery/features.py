@@ -1,7 +1,7 @@
 """Feature distillation: match the outputs of named submodules in the teacher and the student.
 
 Forward hooks go on the same dotted names in both (the pruned model takes hooks by the
-original's names, graphprune.trainable). A pruned layer's output is narrower than the
+original's names, graphprune.rewrite.trainable). A pruned layer's output is narrower than the
 teacher's, and the student does not know which channels it kept, so only layers whose
 output shapes agree are matched (a residual stream or block output that was not pruned,
 a classifier head); the others are dropped on the first batch and named in the log:
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from graphprune.errors import InputError
-from graphprune.recovery.losses import first_tensor
+from graphprune.measure.objective import first_tensor
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class FeatureMatch:
                     module = model.get_submodule(name)
                 except AttributeError as exc:
                     raise InputError(f"--feature-layers: the {role} has no submodule {name!r}; "
-                                     "use names from the original model (graphprune.trainable.scopes lists them)") from exc
+                                     "use names from the original model (graphprune.rewrite.trainable.scopes lists them)") from exc
                 self.handles.append(module.register_forward_hook(self._hook(role, name)))
 
     def _hook(self, role: str, name: str):

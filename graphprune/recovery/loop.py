@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from graphprune.data import Data, check_labels
-from graphprune.recovery import checkpoint, distributed, losses, schedule
+from graphprune.measure import objective as losses
+from graphprune.recovery import checkpoint, distributed, schedule
 from graphprune.recovery.features import FeatureMatch
 from graphprune.recovery.options import TrainOptions
 

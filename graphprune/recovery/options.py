@@ -18,7 +18,7 @@ class TrainOptions:
       decay to zero.
     * `patience`: stop after this many epochs without a better validation metric (None: never).
     * `distill_loss`: 'kl' (temperature-scaled KL on logits), 'cosine' or 'mse' (on embeddings), or
-      'auto': KL when the output is class scores ([N, C]), cosine otherwise (graphprune.recovery.losses).
+      'auto': KL when the output is class scores ([N, C]), cosine otherwise (graphprune.measure.objective).
     * `distill_weight`: with labels and a teacher, loss = (1 - w) CE + w distillation.
     * `feature_layers`, `feature_weight`: also match these submodules' outputs (MSE) between teacher
       and student, for layers whose output shapes agree (graphprune.recovery.features).
@@ -29,7 +29,7 @@ class TrainOptions:
     """
 
     epochs: int = 3
-    lr: float = 1e-4  # a fine-tuning rate: after the refit (graphprune.reconstruct) the model starts close; docs/RECOVERY.md
+    lr: float = 1e-4  # a fine-tuning rate: after the refit (rewrite.reconstruct) the model starts close; docs/RECOVERY.md
     weight_decay: float = 0.01
     warmup: float = 0.05
     seed: int = 0

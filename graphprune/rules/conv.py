@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from graphprune.rules.registry import RewriteContext, RuleContext, rule
+from graphprune.rules.registry import RewriteContext, Role, RuleContext, rule
 
 aten = torch.ops.aten
 
@@ -64,7 +64,8 @@ def _conv_cost(node, shape) -> int:
     return conv_flop_count(list(x), list(w), list(shape(node)), transposed) // 2
 
 
-@rule(*CONVS, rewrite=_groups_rewrite, cost=_conv_cost)
+@rule(aten.conv1d.default, aten.conv2d.default, rewrite=_groups_rewrite, cost=_conv_cost, roles=(Role.REFIT,))
+@rule(*(t for t in CONVS if t not in (aten.conv1d.default, aten.conv2d.default)), rewrite=_groups_rewrite, cost=_conv_cost)
 def conv(ctx: RuleContext) -> None:
     _, transposed, groups = _spec(ctx.node)
     x, w, b, out = ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.out()

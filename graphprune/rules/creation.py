@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from graphprune.rules.registry import RewriteContext, RuleContext, rule
-from graphprune.spaces import int_size
+from graphprune.rules.spaces import int_size
 
 aten = torch.ops.aten
 

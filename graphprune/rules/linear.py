@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from graphprune.rules.registry import RuleContext, rule
+from graphprune.rules.registry import Role, RuleContext, rule
 
 aten = torch.ops.aten
 
@@ -38,7 +38,7 @@ def _addmm_cost(node, shape) -> int:
     return _matmul_cost(node, shape, first=1)
 
 
-@rule(aten.linear.default, cost=_linear_cost)
+@rule(aten.linear.default, cost=_linear_cost, roles=(Role.REFIT,))
 def linear(ctx: RuleContext) -> None:
     x, w, b, out = ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.out()
     rank = len(ctx.shape(x))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from graphprune.rules.registry import RewriteContext, RuleContext, rule
+from graphprune.rules.registry import RewriteContext, Role, RuleContext, rule
 
 aten = torch.ops.aten
 
@@ -37,7 +37,8 @@ def _batch_statistics(ctx: RuleContext, x, training) -> None:
 
 
 @rule(aten.instance_norm.default)
-@rule(aten.batch_norm.default, train_arg=5)  # batch_norm(x, w, b, mean, var, training, momentum, eps, cudnn)
+# batch_norm(x, w, b, mean, var, training, momentum, eps, cudnn)
+@rule(aten.batch_norm.default, train_arg=5, roles=(Role.NORMALIZES,))
 def batch_norm(ctx: RuleContext) -> None:
     x = ctx.arg(0)
     _per_channel(ctx, x, ctx.out(), [ctx.arg(i) for i in (1, 2, 3, 4)])
@@ -46,7 +47,7 @@ def batch_norm(ctx: RuleContext) -> None:
 
 
 @rule(aten._native_batch_norm_legit_no_training.default, aten._native_batch_norm_legit.default,
-      aten.native_batch_norm.default)
+      aten.native_batch_norm.default, roles=(Role.NORMALIZES,))
 def native_batch_norm(ctx: RuleContext) -> None:
     x = ctx.arg(0)
     _per_channel(ctx, x, ctx.out(0), [ctx.arg(i) for i in (1, 2, 3, 4)])
@@ -108,7 +109,7 @@ def rms_norm(ctx: RuleContext) -> None:
             ctx.same(w, j, x, d)
 
 
-@rule(aten.prelu.default, aten._prelu_kernel.default)
+@rule(aten.prelu.default, aten._prelu_kernel.default, roles=(Role.ACTIVATION,))
 def prelu(ctx: RuleContext) -> None:
     x, a, out = ctx.arg(0), ctx.arg(1), ctx.out()
     for d in range(len(ctx.shape(x))):

@@ -11,7 +11,7 @@ import operator
 
 import torch
 
-from graphprune.rules.registry import RuleContext, rule
+from graphprune.rules.registry import Role, RuleContext, rule
 
 aten = torch.ops.aten
 
@@ -34,18 +34,23 @@ def _broadcast(ctx: RuleContext) -> None:
 # The overloads meant, by name: tensor in, tensor out. Not the `out=` variants, nor the
 # scalar and list overloads that share a name (`add.t` concatenates lists, `mul.left_t`
 # repeats one, `where.default` is nonzero): each listed overload is looked up, so a typo fails.
+ACTIVATIONS = """
+relu relu_ gelu gelu_ silu silu_ sigmoid sigmoid_ tanh tanh_ hardswish hardswish_
+hardtanh hardtanh_ relu6 leaky_relu leaky_relu_ elu elu_ selu selu_ celu mish mish_ softplus
+"""
+SAME_VALUE = "clone contiguous alias detach _to_copy to.device to.dtype to.dtype_layout"
 UNARY = """
-relu relu_ gelu gelu_ silu silu_ sigmoid sigmoid_ tanh tanh_ hardswish hardswish_ hardsigmoid hardsigmoid_
-hardtanh hardtanh_ relu6 leaky_relu leaky_relu_ elu elu_ selu selu_ celu mish mish_ softplus neg abs exp
-log sqrt rsqrt reciprocal sin cos erf clone contiguous alias
-detach detach_ _to_copy square logit log_sigmoid sign round round.decimals floor ceil trunc lift_fresh_copy
+hardsigmoid hardsigmoid_ neg abs exp
+log sqrt rsqrt reciprocal sin cos erf
+detach_ square logit log_sigmoid sign round round.decimals floor ceil trunc lift_fresh_copy
 bitwise_not logical_not isnan isinf nan_to_num zero_ zeros_like ones_like empty_like full_like rand_like
 randn_like rand_like.generator randn_like.generator clamp clamp.Tensor clamp_ clamp_.Tensor clamp_min
-clamp_min.Tensor clamp_max clamp_max.Tensor pow.Tensor_Scalar to.device to.dtype to.dtype_layout
+clamp_min.Tensor clamp_max clamp_max.Tensor pow.Tensor_Scalar
 fill.Scalar fill_.Scalar masked_fill.Scalar masked_fill_.Scalar
 """
+RESIDUAL_ADDS = "add.Tensor add_.Tensor"
 BINARY = """
-add.Tensor add.Scalar add_.Tensor add_.Scalar sub.Tensor sub.Scalar sub_.Tensor sub_.Scalar rsub.Tensor
+add.Scalar add_.Scalar sub.Tensor sub.Scalar sub_.Tensor sub_.Scalar rsub.Tensor
 rsub.Scalar mul.Tensor mul.Scalar mul_.Tensor mul_.Scalar div.Tensor div.Scalar div.Tensor_mode
 div.Scalar_mode div_.Tensor div_.Scalar div_.Tensor_mode div_.Scalar_mode pow.Tensor_Tensor pow.Scalar
 maximum minimum where.self where.ScalarOther where.ScalarSelf where.Scalar eq.Tensor eq.Scalar ne.Tensor
@@ -71,7 +76,10 @@ def _targets(spec: str) -> list:
 rule(*_targets(UNARY + BINARY), operator.add, operator.mul, operator.sub, operator.truediv)(
     _broadcast
 )
-# dropout(x, p, train): element-wise; `train` follows the pruned module's mode (graphprune.trainable)
+rule(*_targets(ACTIVATIONS), roles=(Role.ACTIVATION,))(_broadcast)
+rule(*_targets(SAME_VALUE), roles=(Role.SAME_VALUE,))(_broadcast)
+rule(*_targets(RESIDUAL_ADDS), roles=(Role.RESIDUAL_ADD,))(_broadcast)
+# dropout(x, p, train): element-wise; `train` follows the pruned module's mode (graphprune.rewrite.trainable)
 rule(aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default,
      aten.feature_alpha_dropout.default, train_arg=2)(_broadcast)
 rule(aten.dropout_.default, aten.feature_dropout_.default, aten.alpha_dropout_.default,

@@ -11,6 +11,7 @@ every dim it touches. That is the whole safety argument: nothing is guessed.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +20,17 @@ import torch.fx as fx
 
 from graphprune.errors import describe
 from graphprune.reasons import Cause, Reason
-from graphprune.spaces import Space, Spaces, Value, composite, int_size, shape_of, tensor_values
+from graphprune.rules.spaces import Space, Spaces, Value, composite, int_size, shape_of, tensor_values
+
+
+class Role(enum.Enum):
+    """What an op is besides how it moves indices, for the stages that look for such ops."""
+
+    NORMALIZES = "normalizes"  # per-channel affine normalisation, weight at arg 1: the bn criterion scores |gamma|
+    ACTIVATION = "activation"  # a nonlinearity: the activation criteria measure its output
+    REFIT = "refit"  # a dense linear map, weight at arg 1 and bias at arg 2: the least-squares refit's target
+    RESIDUAL_ADD = "residual-add"  # a + b that may close a residual block (graphprune.depth.find)
+    SAME_VALUE = "same-value"  # passes its input on unchanged but for dtype, device or copy: depth looks through it
 
 
 @dataclass(frozen=True)
@@ -27,11 +38,12 @@ class Rule:
     name: str
     couple: Callable[[RuleContext], None]
     rewrite: Callable[[RewriteContext], None] | None = None
-    # position of the op's `training` argument (dropout, batch norm): graphprune.trainable makes it
+    # position of the op's `training` argument (dropout, batch norm): graphprune.rewrite.trainable makes it
     # follow the pruned module's train()/eval() mode
     train_arg: int | None = None
-    # MACs of one call from the (new) shapes of its values: graphprune.cost.plan_macs
+    # MACs of one call from the (new) shapes of its values: graphprune.cost.macs.plan_macs
     cost: Callable | None = None
+    roles: frozenset = frozenset()  # Role members
 
 
 RULES: dict = {}
@@ -46,7 +58,8 @@ def dim_index(dim: int, rank: int) -> int:
     return dim % bound
 
 
-def rule(*targets, rewrite: Callable | None = None, train_arg: int | None = None, cost: Callable | None = None):
+def rule(*targets, rewrite: Callable | None = None, train_arg: int | None = None, cost: Callable | None = None,
+         roles: tuple = ()):
     """Register `fn(ctx)` as the coupling rule of every target given."""
 
     def wrap(fn):
@@ -55,7 +68,8 @@ def rule(*targets, rewrite: Callable | None = None, train_arg: int | None = None
                 continue
             if target in RULES:
                 raise RuntimeError(f"two rules for {target}")
-            RULES[target] = Rule(name=fn.__name__, couple=fn, rewrite=rewrite, train_arg=train_arg, cost=cost)
+            RULES[target] = Rule(name=fn.__name__, couple=fn, rewrite=rewrite, train_arg=train_arg, cost=cost,
+                                 roles=frozenset(roles))
         return fn
 
     return wrap
@@ -63,6 +77,12 @@ def rule(*targets, rewrite: Callable | None = None, train_arg: int | None = None
 
 def lookup(node: fx.Node) -> Rule | None:
     return RULES.get(node.target)
+
+
+def has_role(node: fx.Node, role: Role) -> bool:
+    """Whether `node` calls an op whose rule has `role` (an op without a rule has none)."""
+    found = RULES.get(node.target) if node.op == "call_function" else None
+    return found is not None and role in found.roles
 
 
 class RuleContext:
@@ -77,7 +97,7 @@ class RuleContext:
     def choose_factor(self, value: Value, dims: list[int], sizes: list[int]) -> int:
         """Which of several factor dims a reshape relates to the merged dim (index into dims).
 
-        Without hints: the largest factor. With hints from a first pass (graphprune.depgraph):
+        Without hints: the largest factor. With hints from a first pass (graphprune.capture.depgraph):
         factors frozen for other reasons are avoided, and attention-head factors are preferred
         or avoided as the options ask.
         """

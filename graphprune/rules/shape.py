@@ -24,7 +24,7 @@ import torch.fx as fx
 
 from graphprune.reasons import Cause
 from graphprune.rules.registry import RewriteContext, RuleContext, dim_index, rule
-from graphprune.spaces import composite, int_size
+from graphprune.rules.spaces import composite, int_size
 
 aten = torch.ops.aten
 

@@ -13,7 +13,7 @@ summed over outputs, and metric = -loss (0 for the original itself). `drop` is a
 metric(original) - metric(candidate): accuracy points lost, or the loss gained.
 
 With `recalibrate` (and --data), a pruned candidate's BatchNorm statistics are re-estimated on the
-calibration batches before it is scored (graphprune.recalibrate), as shrink re-estimates the chosen
+calibration batches before it is scored (graphprune.rewrite.recalibrate), as shrink re-estimates the chosen
 model's: candidates are ranked as they will be delivered, not with statistics the pruning made stale.
 """
 
@@ -84,7 +84,7 @@ class Calibration:
         """Loss and metric of `model`; a `pruned` one first has its statistics re-estimated when recalibrating
         (in place: pass a model whose statistics are the search's own, see SearchSpace.evaluating)."""
         if pruned and self.recalibrates:
-            from graphprune.recalibrate import recalibrate
+            from graphprune.rewrite.recalibrate import recalibrate
 
             recalibrate(model, self._data, limit=self._limit)
         total, correct, count = 0.0, 0, 0

@@ -59,7 +59,7 @@ def candidate_finetune(teacher, data, epochs: int):
 
 
 def options():
-    """The typer options of the search, for `graphprune shrink` (graphprune/cli.py)."""
+    """The typer options of the search, for `graphprune shrink` (graphprune/cli/main.py)."""
     import typer
 
     return {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from graphprune.depgraph import DependencyGraph
+from graphprune.capture.depgraph import DependencyGraph
 
 
 class DepthSteps:
@@ -38,7 +38,7 @@ class DepthSteps:
     def graph(self, blocks: tuple) -> DependencyGraph:
         key = tuple(sorted(blocks))
         if key not in self._graphs:
-            from graphprune.depgraph import build
+            from graphprune.capture.depgraph import build
 
             self._graphs[key] = build(self.remove(self.captured, list(key)))
         return self._graphs[key]

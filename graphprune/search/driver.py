@@ -19,9 +19,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from graphprune.depgraph import DependencyGraph
+from graphprune.capture.depgraph import DependencyGraph
 from graphprune.errors import InputError, PlanError
-from graphprune.planner import Plan
+from graphprune.plan.types import Plan
 from graphprune.search import greedy, randomized, recursive, uniform  # noqa: F401 - registers the strategies
 from graphprune.search.budget import Budget
 from graphprune.search.calibration import Calibration

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from graphprune.cost import plan_macs
-from graphprune.depgraph import DependencyGraph, Group
+from graphprune.capture.depgraph import DependencyGraph, Group
+from graphprune.check.oracle import killed
+from graphprune.cost.macs import plan_macs
 from graphprune.importance import score
-from graphprune.oracle import killed
-from graphprune.planner import Plan, PlanOptions
-from graphprune.rewriter import rewrite
+from graphprune.plan.types import Plan, PlanOptions
+from graphprune.rewrite.rewriter import rewrite
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,10 @@ class SearchSpace:
 
         Exact removals are evaluated without rewriting: a private copy of the original (made once) runs
         with zeroed copies of the removed channels' parameter and buffer slices (functional_call), which
-        the dead-channel oracle (graphprune.oracle) guarantees computes the pruned model's outputs.
+        the dead-channel oracle (graphprune.check.oracle) guarantees computes the pruned model's outputs.
         Inexact removals (normalised widths) and removed blocks are built for real.
         `own_statistics`: the copy also gets clones of every buffer (BatchNorm statistics), so that
-        re-estimating them (graphprune.recalibrate) changes nothing the next candidate sees.
+        re-estimating them (graphprune.rewrite.recalibrate) changes nothing the next candidate sees.
         """
         plan = self.plan(config)
         if config.blocks or (plan.removed & plan.graph.inexact).any():
@@ -150,7 +150,7 @@ class SearchSpace:
         yield _Zeroed(self._scratch, tensors | killed(plan))
 
     def macs(self, config: Config) -> int:
-        """Exact MACs of `config`'s model at the example's batch (graphprune.cost.plan_macs: no rewrite), cached."""
+        """Exact MACs of `config`'s model at the example's batch (graphprune.cost.macs.plan_macs: no rewrite), cached."""
         if config.key not in self._macs:
             self._macs[config.key] = plan_macs(self.plan(config))
         return self._macs[config.key]
@@ -172,6 +172,6 @@ class _Zeroed(torch.nn.Module):
 
 def plan_widths(graph: DependencyGraph, widths: dict, scores: np.ndarray) -> Plan:
     """A plan that keeps `widths[name]` elements of each listed group (its best-scoring channels)."""
-    from graphprune.planner import plan
+    from graphprune.plan.planner import plan
 
     return plan(graph, PlanOptions(ratio=0.0, round_to=1, widths=widths), scores=scores)

@@ -4,7 +4,7 @@ Probes, at the table batch (a small batch whose ratios predict the latency batch
 gives both for the chosen model): each group narrowed to about half its width (p_g of W_g), each
 block removed, alone; with more than `max_probes` of them, consecutive groups are probed together
 in bundles of similar MACs (fewer exports, each saving well above the timing noise). Each probe is
-a whole exported model timed against the original; with M the exact MACs (graphprune.cost.plan_macs):
+a whole exported model timed against the original; with M the exact MACs (graphprune.cost.macs.plan_macs):
 
     s_P   = 1 - ratio(probe P)                 latency saved by probe P (a fraction)
     mu_P  = 1 - M(probe P) / M(original)       MACs saved by probe P

@@ -1,0 +1,3 @@
+from graphprune.cli.main import main
+
+main()

@@ -1,0 +1,55 @@
+"""`graphprune export`: a model file to a checked ONNX file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from graphprune.cli.app import (
+    ArchOpt,
+    ExampleOpt,
+    ModelArg,
+    SafeOpt,
+    ShapeOpt,
+    VerboseOpt,
+    app,
+    console,
+    default_out,
+    guard,
+    load_inputs,
+    out_console,
+)
+from graphprune.io import files as io
+
+
+@app.command()
+@guard
+def export(
+    model: Path = ModelArg,
+    input_shape: str | None = ShapeOpt,
+    example_input: Path | None = ExampleOpt,
+    output: Path | None = typer.Option(None, "-o", "--output", help="ONNX file [default: MODEL.onnx]"),
+    arch: str | None = ArchOpt,
+    safe: bool = SafeOpt,
+    force: bool = typer.Option(False, "--force", help="replace OUTPUT (and OUTPUT.data) if it exists"),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Export MODEL to ONNX (dynamic batch), simplify it, and check parity in ONNX Runtime."""
+    from graphprune.capture.trace import normalize_inputs
+    from graphprune.onnx.export import export_onnx
+    from graphprune.onnx.files import data_path
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    out = output or default_out(model, ".onnx")
+    for file in (out, data_path(out)):
+        io.check_output(file, [model, example_input], force)
+    module, example = load_inputs(model, arch, safe, example_input, input_shape)
+    args, kwargs = normalize_inputs(example)
+    with console.status("exporting"):
+        result = export_onnx(module, args, kwargs, out)
+    out_console.print(
+        f"wrote {out} ({result.exporter} exporter, simplified={result.simplified}); parity in ONNX Runtime: "
+        f"max abs error {result.max_abs_error:.3g}, max rel error {result.max_rel_error:.3g}"
+    )

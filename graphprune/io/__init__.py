@@ -1,0 +1,1 @@
+"""Files: loading models and example inputs, writing results atomically, torch.export programs."""

@@ -1,0 +1,1 @@
+"""The pipeline that composes the stages: pruning in parts, allocation chosen by measurement, pruning in steps."""

@@ -1,0 +1,80 @@
+"""How widths are shared out between groups, chosen by measurement on calibration data.
+
+Under a budget or a global rule the planner compares channels of different groups, and no one
+rule for that suits every model (docs/CRITERIA.md, "Budgets"). With mean-normalised
+scores and cost-aware ranking, a group whose channels are expensive (an attention head costs as
+much as 64 MLP neurons) is emptied first; LAMP scores (graphprune.plan.cuts) are relative to the
+channels kept after each one and keep such groups; a data criterion may set widths itself or
+leave that to L2 (PlanOptions.allocate). So, given data, `choose` builds the plan of each rule in
+RULES, rewrites it, re-estimates its BatchNorm statistics, and scores it on the calibration
+batches with the objective recovery would train it on (graphprune.measure.objective, the original as
+teacher: cross-entropy plus KL with labels, KL on class scores, pooled and per-token cosine on
+embeddings); the plan with the lowest loss is kept and every rule's loss goes in the report.
+Without data, or when the caller fixed the rule, the options' own rule is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+
+from graphprune.importance import CRITERIA
+from graphprune.measure import objective as losses
+from graphprune.plan.planner import plan as make_plan
+from graphprune.plan.types import Plan, PlanOptions
+
+log = logging.getLogger(__name__)
+
+RULES = (("mean", "auto"), ("lamp", "auto"), ("mean", None), ("lamp", None))  # (normalize, allocate)
+
+
+def applies(opts: PlanOptions) -> bool:
+    """Whether groups compete for a shared budget (else each group is cut on its own)."""
+    return opts.allocate == "auto" and opts.normalize == "mean" and (opts.budget is not None or opts.global_ranking)
+
+
+def _rules(opts: PlanOptions) -> list[PlanOptions]:
+    out, seen = [], set()
+    for normalize, allocate in RULES:
+        if allocate is None and not CRITERIA[opts.criterion].needs_data:
+            allocate = "auto"  # a weight criterion sets widths itself under either name
+        if (normalize, allocate) not in seen:
+            seen.add((normalize, allocate))
+            out.append(dataclasses.replace(opts, normalize=normalize, allocate=allocate))
+    return out
+
+
+def choose(graph, opts: PlanOptions, scores, data, calib_batches: int | None, progress=None) -> tuple[Plan, list[dict]]:
+    """(the best plan, [{normalize, allocate, loss, chosen}]) over RULES, measured on `data`."""
+    from graphprune.rewrite.recalibrate import recalibrate
+    from graphprune.rewrite.rewriter import rewrite
+
+    batches = list(data.batches(limit=calib_batches))
+    teacher = [_run(graph.captured.module, b) for b in batches]
+    objective = losses.choose(data.has_labels, True, teacher[0], "auto", 0.5, 2.0)
+    tried = []
+    for i, rule in enumerate(_rules(opts)):
+        if progress:
+            progress(f"allocation rule {i + 1}: normalize={rule.normalize}, allocate={rule.allocate}")
+        plan = make_plan(graph, rule, scores=scores)
+        model = rewrite(plan)
+        recalibrate(model, data, limit=calib_batches)
+        loss = _loss(objective, model.eval(), teacher, batches)
+        tried.append((loss, i, plan, {"normalize": rule.normalize, "allocate": rule.allocate or "own", "loss": loss}))
+    best = min(tried, key=lambda t: (t[0], t[1]))
+    for t in tried:
+        t[3]["chosen"] = t is best
+    log.info("allocation: %s", [t[3] for t in tried])
+    return best[2], [t[3] for t in tried]
+
+
+@torch.no_grad()
+def _run(model, batch):
+    return model(*batch.args, **batch.kwargs)
+
+
+def _loss(objective, model, teacher: list, batches: list) -> float:
+    total = sum(float(objective.loss(_run(model, b), t, b)) * b.size for b, t in zip(batches, teacher, strict=True))
+    return total / max(sum(b.size for b in batches), 1)

@@ -1,0 +1,162 @@
+"""The shrink report: what was removed, what was kept and why, and what it cost.
+
+`Report.to_dict()` is the JSON written beside the pruned model; `render()` is the
+terminal summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from graphprune.plan.types import Decision
+from graphprune.reasons import Cause
+from graphprune.report.depth import removed_table
+from graphprune.report.format import human
+
+
+@dataclass(frozen=True)
+class Report:
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    ratio: float
+    options: dict
+    decisions: tuple = ()
+    unknown_ops: tuple = ()
+    dynamic_batch: bool = False
+    dynamic_sequence: bool = False  # token inputs take any sequence length
+    verified: str = ""
+    seconds: dict = field(default_factory=dict)
+    onnx: dict | None = None
+    calibration: dict = field(default_factory=dict)  # criterion, loss its gradients came from, batches, notes
+    checks: tuple = ()  # {check, passed, detail} for every check the pruned model passed
+    budget: dict | None = None  # {kind: macs | params, target, achieved} fractions of the original
+    parts: tuple = ()  # graphprune.pipeline.parts.Part per submodule tried, when the whole model did not capture
+    whole_capture: str = ""  # why the whole model did not capture ('' when it did)
+    blocks: tuple = ()  # removed blocks, first: {name, kind, module_class, score, criterion, params, macs, tensors}
+    search: dict | None = None  # graphprune.search's log: every configuration tried, the final measurement
+    allocation: tuple = ()  # graphprune.pipeline.allocate: {normalize, allocate, loss, chosen} per rule tried
+    reconstruction: tuple = ()  # graphprune.rewrite.reconstruct.Refit per layer that lost inputs
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / self.macs_before if self.macs_before else 1.0
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / self.params_before if self.params_before else 1.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["decisions"] = [asdict(d) for d in self.decisions]
+        data["parts"] = [asdict(p) for p in self.parts]
+        data["frozen_by_cause"] = frozen_by_cause(self.decisions)
+        data["macs_ratio"] = self.macs_ratio
+        data["params_ratio"] = self.params_ratio
+        return data
+
+
+def interesting(decisions: tuple[Decision, ...]) -> list[Decision]:
+    """Decisions worth showing: groups with candidates, and groups frozen for a named reason
+    (not the shape-only dims, kernel or spatial, that their op does not map)."""
+    shown = []
+    for d in decisions:
+        if d.candidates:
+            shown.append(d)
+        elif d.cause is not None and d.cause.cause is not Cause.UNMAPPED and d.width_before > 1:
+            shown.append(d)
+    return shown
+
+
+def frozen_by_cause(decisions: tuple[Decision, ...]) -> list[dict]:
+    """Wholly frozen groups, one row per cause and op (not one per spatial dim), widest first."""
+    rows: dict = {}
+    for d in decisions:
+        if d.candidates or d.cause is None or d.width_before < 2:
+            continue
+        key = (d.cause.cause, d.cause.op)
+        row = rows.setdefault(key, {"cause": d.cause.cause.value, "op": d.cause.op, "groups": 0, "channels": 0,
+                                    "example": d.group, "reason": str(d.cause)})
+        row["groups"] += 1
+        row["channels"] += d.width_before
+    return sorted(rows.values(), key=lambda r: (-r["channels"], r["cause"], r["op"]))
+
+
+def _render_parts(report: Report, console) -> None:
+    if not report.parts:
+        return
+    from rich.table import Table
+
+    console.print(f"[yellow]the whole model does not capture:[/yellow] {report.whole_capture}")
+    table = Table(title="parts (submodules captured and pruned on their own)")
+    for col in ("part", "pruned", "why"):
+        table.add_column(col, overflow="fold")
+    for p in report.parts:
+        table.add_row(p.path, "yes" if p.pruned else "no", p.note)
+    console.print(table)
+
+
+def _render_frozen(report: Report, console, limit: int = 12) -> None:
+    from rich.table import Table
+
+    rows = frozen_by_cause(report.decisions)
+    if not rows:
+        return
+    table = Table(title=f"frozen groups by cause ({sum(r['groups'] for r in rows)} groups)")
+    for col in ("cause", "op", "groups", "channels", "for example"):
+        table.add_column(col, overflow="fold")
+    for r in rows[:limit]:
+        table.add_row(r["cause"], r["op"] or "-", str(r["groups"]), str(r["channels"]), f"{r['example']}: {r['reason']}")
+    if len(rows) > limit:
+        table.add_row(f"... {len(rows) - limit} more in the JSON report", "", "", "", "")
+    console.print(table)
+
+
+def render(report: Report, console, limit: int = 40) -> None:
+    from rich.table import Table
+
+    summary = Table(title="graphprune shrink", show_header=True)
+    for col in ("", "before", "after", "ratio"):
+        summary.add_column(col, justify="right")
+    summary.add_row("params", human(report.params_before), human(report.params_after), f"{report.params_ratio:.3f}")
+    summary.add_row("MACs", human(report.macs_before), human(report.macs_after), f"{report.macs_ratio:.3f}")
+    console.print(summary)
+    _render_parts(report, console)
+    if report.blocks:
+        console.print(removed_table(report.blocks))
+    shown = [d for d in report.decisions if d.candidates]
+    groups = Table(title=f"prunable groups ({len(shown)} of {len(report.decisions)})")
+    for col in ("group", "width", "removed", "note"):
+        groups.add_column(col, overflow="fold")
+    for d in shown[:limit]:
+        groups.add_row(d.group, f"{d.width_before} -> {d.width_after}", str(d.removed), d.note)
+    if len(shown) > limit:
+        groups.add_row(f"... {len(shown) - limit} more in the JSON report", "", "", "")
+    console.print(groups)
+    _render_frozen(report, console)
+    for op in report.unknown_ops:
+        console.print(f"[yellow]no rule, frozen:[/yellow] {op}")
+    if report.search:
+        f, b = report.search["final"], report.search["budget"]
+        console.print(f"search {report.search['strategy']}: {f['speedup']:.2f}x measured at batch {f['batch']} "
+                      f"(budget {b['speedup']:.2f}x{'' if f['budget_met'] else ', NOT met'}), "
+                      f"{len(report.search['tried'])} configurations tried, {report.search['seconds']['total']:.0f}s")
+    for check in report.checks or ({"check": "runs", "detail": report.verified},) if report.verified else ():
+        console.print(f"[green]verified ({check['check']}):[/green] {check['detail']}")
+    if report.budget:
+        b = report.budget
+        console.print(f"budget: {b['kind']} {b['target']:.3f} of the original, reached {b['achieved']:.3f}")
+    if report.allocation:
+        best = next(a for a in report.allocation if a["chosen"])
+        console.print(f"widths shared by normalize={best['normalize']}, allocate={best['allocate']}: lowest calibration "
+                      f"loss of {len(report.allocation)} rules ({best['loss']:.4g})")
+    if report.reconstruction:
+        refit = [r for r in report.reconstruction if r["lam"] is not None]
+        if refit:
+            before = sum(r["before"] for r in refit) / len(refit)
+            after = sum(r["after"] for r in refit) / len(refit)
+            console.print(f"refit {len(refit)} of {len(report.reconstruction)} layers that lost inputs: held-out relative "
+                          f"error {before:.3f} -> {after:.3f} (mean)")
+    if report.calibration.get("loss"):
+        console.print(f"criterion {report.calibration['criterion']}: gradients of {report.calibration['loss']}")
