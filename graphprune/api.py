@@ -61,16 +61,20 @@ def rewrite(plan: Plan) -> torch.nn.Module:
 
 def shrink(model: torch.nn.Module, example: Any, *legacy_args, plan: PlanOptions | None = None, data=None,
            calibration: CalibrationOptions | None = None, depth: DepthOptions | None = None, search=None,
-           scores=None, check_dead_channels: bool = True, progress=None, **legacy) -> tuple[torch.nn.Module, Report]:
+           scores=None, check_dead_channels: bool = True, progress=None, held_out=None, release_model: bool = False,
+           **legacy) -> tuple[torch.nn.Module, Report]:
     """Prune `model` and return (pruned model, report); the user's model is not changed.
 
     `plan` (PlanOptions) says what goes, `data` (graphprune.data.load_data) feeds data criteria and
     the steps that `calibration` (CalibrationOptions) turns on, `depth` (DepthOptions) removes whole
     blocks first, `search` (graphprune.search.SearchRequest) searches widths under a latency budget,
     and `scores` (an array per channel or a callable graph -> array) replace the plan's criterion.
-    See graphprune.pipeline.shrink.
+    With `data`, part of it (or `held_out`, a Data) judges every choice and gives the report's
+    `fidelity` (graphprune.pipeline.decide). `release_model` frees the model's tensors as the pruned model
+    is built (bounded memory for large models; the model is unusable after). See graphprune.pipeline.shrink.
     """
     if legacy_args or legacy:
         plan, calibration, depth, scores = from_keywords(legacy_args, legacy, plan, calibration, depth, scores)
     return pipeline.shrink(model, example, plan=plan, data=data, calibration=calibration, depth=depth, search=search,
-                           scores=scores, check_dead_channels=check_dead_channels, progress=progress)
+                           scores=scores, check_dead_channels=check_dead_channels, progress=progress,
+                           held_out=held_out, release_model=release_model)

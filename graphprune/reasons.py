@@ -65,3 +65,13 @@ class Reason:
 
     def to_dict(self) -> dict:
         return {"cause": self.cause.value, "detail": self.detail, "op": self.op, "node": self.node, "where": self.where}
+
+
+class Outcome(enum.StrEnum):
+    """What became of a data-driven step judged on held-out data (graphprune.pipeline.decide). The value is
+    the JSON report's spelling."""
+
+    KEPT = "kept"  # held-out fidelity as good or better with the step
+    UNDONE = "undone: worse on held-out data"  # the step made held-out fidelity worse; the model is as before it
+    UNJUDGED = "kept unjudged: no held-out data"  # no held-out slice (a DataLoader factory cannot be split)
+    NOTHING = "nothing to do"  # the step found nothing to change

@@ -13,7 +13,7 @@ For each torchvision model (random init after torch.manual_seed(0), eval mode, i
 Every variant is pruned from its own deep copy, must run with the original's output shape,
 and is exported with `graphprune.onnx.export.export_onnx` (checked against PyTorch in ONNX
 Runtime). One `graphprune.onnx.bench.bench` call per model then times all its variants
-interleaved on the CPU provider, and `graphprune.onnx.bench.ratio_table` gives, per batch:
+interleaved on the CPU provider, and `graphprune.onnx.bench_table.ratio_table` gives, per batch:
 
     speed-up = original median / median
     MACs reduction = original MACs / MACs          (MACs: graphprune.cost.macs.count_macs, batch 1)
@@ -45,8 +45,10 @@ import torch
 
 import graphprune
 from graphprune.cost.macs import count_macs, count_params
-from graphprune.onnx.bench import CPU, BenchResult, bench, ratio_table
+from graphprune.onnx.bench import BenchResult, bench
+from graphprune.onnx.bench_table import ratio_table
 from graphprune.onnx.export import export_onnx
+from graphprune.onnx.sessions import CPU
 from scripts.baselines import classifier
 from scripts.common import ROOT, error_line, machine
 from scripts.docsection import BENCHMARKS_HEADER, write_section

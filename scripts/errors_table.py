@@ -135,7 +135,11 @@ def markdown(rows: list[tuple[Case, Outcome, str]]) -> str:
         "`m.pt2` (`torch.export.save`), `notes.txt`, a pickled list, truncated and corrupted copies, an unreadable "
         "copy, a model whose forward branches on a tensor value, small ONNX files (`m.onnx`, the token model "
         "`tokens.onnx`, `bad_op.onnx` with an op no runtime has), `wrong_keys.pt` (inputs under a name no model "
-        "takes) and `stale.onnx.data` (the weights file of an earlier export) (fixtures/cli_cases.py `make_files`). "
+        "takes), `stale.onnx.data` (the weights file of an earlier export), a 4-class image classifier `cls.pt`, "
+        "one of 10 classes `cls10.pt`, `pruned_cls.pt` (`cls.pt` pruned by graphprune, carrying its example input), "
+        "its data `cls.npz` and the data it must refuse (`oob.npz` labels beyond its classes, `nan.npz`, "
+        "`empty.npz`, `big.npz` images of another size) and `f64.pt` (a float64 example input) "
+        "(fixtures/cli_cases.py `make_files`). "
         "The message is the line printed, as printed.",
         "",
         "The rule (tests/test_cli.py): exit code 2, one `error:` line that names the cause and the fix, no "

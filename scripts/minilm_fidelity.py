@@ -47,8 +47,10 @@ import torch  # noqa: E402
 
 import graphprune  # noqa: E402
 from graphprune.cost.macs import count_macs, count_params  # noqa: E402
-from graphprune.onnx.bench import CPU, BenchResult, bench, ratio_table  # noqa: E402
+from graphprune.onnx.bench import BenchResult, bench  # noqa: E402
+from graphprune.onnx.bench_table import ratio_table  # noqa: E402
 from graphprune.onnx.export import export_onnx  # noqa: E402
+from graphprune.onnx.sessions import CPU  # noqa: E402
 from scripts.common import ROOT, error_line, machine  # noqa: E402
 from scripts.docsection import BENCHMARKS_HEADER, write_section  # noqa: E402
 from scripts.minilm import embed, encode, inputs, load  # noqa: E402

@@ -44,8 +44,9 @@ import torch
 
 import graphprune
 from graphprune.cost.macs import count_macs
-from graphprune.onnx.bench import CPU, bench
+from graphprune.onnx.bench import bench
 from graphprune.onnx.export import export_onnx
+from graphprune.onnx.sessions import CPU
 from graphprune.rewrite.recalibrate import recalibrate
 from graphprune.search import LatencySettings, OrtOracle, SearchSpace, make_budget, search
 from graphprune.search.calibration import Calibration

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from graphprune.onnx.bench import CPU, bench
+from graphprune.onnx.bench import bench
 from graphprune.onnx.export import export_onnx
+from graphprune.onnx.sessions import CPU
 
 
 def check(original: Path, pruned: Path, shape: tuple[int, ...], threads: int, repeats: int, warmup: int) -> dict:

@@ -13,8 +13,11 @@ from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
 import graphprune.onnx.bench as bench_mod
+import graphprune.onnx.sessions as sessions_mod
 from graphprune.errors import InputError
-from graphprune.onnx.bench import CPU, CUDA, BenchResult, BenchRow, available_providers, bench, ratio_table, render
+from graphprune.onnx.bench import BenchResult, BenchRow, bench
+from graphprune.onnx.bench_table import ratio_table, render
+from graphprune.onnx.sessions import CPU, CUDA, available_providers
 
 
 def _matmul_model(path: Path, width: int, dims: list) -> Path:
@@ -147,9 +150,9 @@ def test_silent_fallback_to_cpu_is_refused(models: list[Path], monkeypatch: pyte
 
 def test_provider_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
-    monkeypatch.setattr(bench_mod, "_gpu_present", lambda: False)
+    monkeypatch.setattr(sessions_mod, "_gpu_present", lambda: False)
     assert available_providers() == [CPU]
-    monkeypatch.setattr(bench_mod, "_gpu_present", lambda: True)
+    monkeypatch.setattr(sessions_mod, "_gpu_present", lambda: True)
     assert available_providers() == [CPU, CUDA]
 
 

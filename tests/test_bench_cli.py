@@ -23,8 +23,10 @@ from fixtures.cli_cases import make_files
 from graphprune.cli import app
 from graphprune.cost.macs import count_macs
 from graphprune.cost.onnx_macs import count_onnx_macs
-from graphprune.onnx.bench import CPU, BenchResult, BenchRow, render
+from graphprune.onnx.bench import BenchResult, BenchRow
+from graphprune.onnx.bench_table import render
 from graphprune.onnx.export import export_onnx
+from graphprune.onnx.sessions import CPU
 from models.text_classifier import TextClassifier
 from models.text_classifier import example as text_example
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from graphprune.onnx.bench import CPU, BenchResult, BenchRow
+from graphprune.onnx.bench import BenchResult, BenchRow
+from graphprune.onnx.sessions import CPU
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare_torch_pruning.py"
 

@@ -9,6 +9,8 @@ calibration data, it leaves a model with nothing removed alone, and shrink repor
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,62 @@ def test_padding_rows_do_not_count():
     w = _row_weights((2, 3), 6, {"attention_mask": mask})
     assert w.tolist() == [1, 1, 0, 1, 0, 0]
     assert _row_weights((2, 3), 6, {}).tolist() == [1.0] * 6
+
+
+class _Deep(nn.Module):
+    """Convolutions with residual adds and a linear head: many layers lose inputs at once."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Sequential(nn.Conv2d(16, 24, 1), nn.ReLU(), nn.Conv2d(24, 16, 3, padding=1))
+                                   for _ in range(3))
+        self.head = nn.Sequential(nn.Linear(16, 20), nn.ReLU(), nn.Linear(20, 5))
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        for block in self.convs:
+            x = x + block(x)
+        return self.head(x.mean((2, 3)))
+
+
+def _deep_refit(tmp_path, monkeypatch, memory: int | None):
+    rc = importlib.import_module("graphprune.rewrite.reconstruct")  # graphprune.rewrite is also a function
+
+    if memory is not None:
+        monkeypatch.setattr(rc, "MEMORY", memory)
+    calls = {"nodes": 0}
+    run_node = rc._Cursor.run_node
+
+    def counted(self, n):
+        calls["nodes"] += 1
+        return run_node(self, n)
+
+    monkeypatch.setattr(rc._Cursor, "run_node", counted)
+    x = torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    np.savez(tmp_path / "x.npz", x=x.numpy())
+    data = load_data(str(tmp_path / "x.npz"), x[:1], batch_size=8)
+    plan = graphprune.plan(graphprune.analyze(_Deep().eval(), x[:2]), PlanOptions(ratio=0.5, round_to=1))
+    pruned = graphprune.rewrite(plan)
+    refits = reconstruct(plan, pruned, data)
+    sizes = [len(plan.graph.captured.module.graph.nodes), len(pruned.graph.nodes)]
+    return refits, pruned, calls["nodes"], sizes
+
+
+def test_refit_interprets_each_graph_once_per_batch(tmp_path, monkeypatch):
+    refits, _, nodes, sizes = _deep_refit(tmp_path, monkeypatch, None)
+    assert len(refits) >= 6  # every block's two convolutions and the head lost inputs
+    assert nodes <= 5 * sum(sizes)  # 5 batches, each graph at most once: linear, not layers x batches
+
+
+def test_refit_restarting_passes_gives_the_same_layers(tmp_path, monkeypatch):
+    """MEMORY 0 keeps no paused pass: every layer runs both graphs again from the inputs, as the refit
+    did before the passes were shared; a small MEMORY keeps some. The results are the same to the bit."""
+    shared, a, few, _ = _deep_refit(tmp_path, monkeypatch, None)
+    runs = {}
+    for memory in (0, 60_000):
+        again, b, runs[memory], _ = _deep_refit(tmp_path, monkeypatch, memory)
+        assert shared == again and any(r.lam is not None for r in shared)
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert few < runs[60_000] < runs[0] and runs[0] > 2 * few

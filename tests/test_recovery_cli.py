@@ -132,3 +132,20 @@ def test_shrink_steps_reports_every_step(folder):
     assert [s["step"] for s in steps] == [1, 2] and steps[0]["params"] > steps[1]["params"] == report["params_after"]
     assert report["params_before"] == sum(p.numel() for p in torch.load(folder / "original.pt", weights_only=False).parameters())
     assert all(s["recovered_metric"] is not None for s in steps)
+
+
+def test_finetune_takes_the_example_the_pruned_model_carries(folder):
+    """A model from shrink carries its example input's spec: finetune, and finetune of its output,
+    need no --example-input; the spec's shape, dtype and dynamic batch come back on load."""
+    from graphprune.io import files as io
+
+    _, stored = io.load_model(folder / "pruned.pt")
+    assert stored.shape == (2, 1, 8, 8) and stored.dtype == torch.float32
+    spec = torch.load(folder / "pruned.pt", weights_only=False).meta["graphprune.example"]
+    assert spec["inputs"][0]["dynamic"] == [0]
+    res = invoke("pruned.pt", "--data", "train.npz", "--teacher", "original.pt", "--epochs", "1")
+    assert res.exit_code == 0, res.output
+    res = invoke("pruned.finetuned.pt", "--data", "train.npz", "--epochs", "1", "-o", "again.pt")
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["eval", "pruned.pt", "again.pt", "--data", "train.npz"])
+    assert res.exit_code == 0, res.output

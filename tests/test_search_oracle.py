@@ -9,7 +9,7 @@ import torch
 
 import graphprune
 from graphprune.errors import InputError
-from graphprune.onnx.bench import CPU, CUDA, available_providers
+from graphprune.onnx.sessions import CPU, CUDA, available_providers
 from graphprune.search import Config, LatencySettings, OrtOracle, SearchSpace, make_budget, search
 from graphprune.search import latency as latency_mod
 from tests.search_models import Ladder

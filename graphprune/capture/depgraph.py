@@ -20,6 +20,7 @@ import torch.fx as fx
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from graphprune.capture.pytrees import state_leaves
 from graphprune.capture.trace import Captured
 from graphprune.errors import PlanError, describe
 from graphprune.reasons import Cause, Reason
@@ -49,6 +50,9 @@ class Group:
     reason: str  # why the frozen channels are frozen; '' when none are
     inexact: str  # why pruning this group changes values; '' when it does not
     cause: Reason | None = None  # `reason` as data (graphprune.reasons); None when nothing is frozen
+    # no op's rule claims any of its spaces (a kernel's spatial dims): a dim of the model's structure,
+    # not a width that could be pruned; the report keeps it apart from the frozen groups
+    structural: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,7 +77,15 @@ def _freeze_boundary(spaces: Spaces, node: fx.Node, why: Reason) -> None:
             spaces.freeze((value, d), why)
 
 
-def _output_values(node: fx.Node) -> list:
+def _state_outputs(captured: Captured) -> set[int]:
+    """Positions of the outputs that are state the model reads back (a KV cache, graphprune.capture.pytrees):
+    the caller does not read their widths, so they narrow with the model instead of being frozen."""
+    spec = getattr(captured.module, "_out_spec", None)
+    return {i for i, inside in enumerate(state_leaves(spec)) if inside} if spec is not None else set()
+
+
+def _output_values(node: fx.Node, state: set[int] = frozenset()) -> list:
+    """The tensor values the caller reads: every output but the positions in `state`."""
     found = []
 
     def visit(a):
@@ -86,7 +98,10 @@ def _output_values(node: fx.Node) -> list:
             for x in a.values():
                 visit(x)
 
-    visit(node.args)
+    outputs = node.args[0]
+    if state and isinstance(outputs, (list, tuple)):
+        outputs = [a for i, a in enumerate(outputs) if i not in state]
+    visit(outputs)
     return found
 
 
@@ -142,7 +157,7 @@ def _apply_rules(captured: Captured, hints: Hints) -> tuple[Spaces, list]:
         if node.op == "placeholder":
             _freeze_boundary(spaces, node, Reason(Cause.INPUT, node=node.name))
         elif node.op == "output":
-            for value in _output_values(node):
+            for value in _output_values(node, _state_outputs(captured)):
                 for d in range(len(shape_of(value))):
                     spaces.freeze((value, d), Reason(Cause.OUTPUT))
         elif node.op in ("call_function", "call_method", "call_module"):
@@ -258,7 +273,9 @@ def build(captured: Captured, attention: str = "heads") -> DependencyGraph:
         cause = reasons.get(int(frozen_comps[0])) if len(frozen_comps) else None
         why_inexact = next((inexact[c] for c in candidates.tolist() if c in inexact), "")
         name = f"{reference[0][0].target}[{reference[1]}]"
+        structural = not len(candidates) and cause is not None and cause.cause is Cause.UNMAPPED and \
+            not any(s in spaces.claimed for s in members)
         groups.append(Group(len(groups), name, tuple(members), reference, candidates,
-                            spaces.size(reference), len(frozen_comps), str(cause or ""), why_inexact, cause))
+                            spaces.size(reference), len(frozen_comps), str(cause or ""), why_inexact, cause, structural))
     log.info("%d groups, %d channels, %d ops without a rule", len(groups), len(frozen), len(unknown))
     return DependencyGraph(captured, spaces, labels, frozen, reasons, tuple(groups), tuple(unknown), inexact_mask)

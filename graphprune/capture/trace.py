@@ -29,6 +29,7 @@ import torch.fx as fx
 from torch.export import Dim
 from torch.utils import _pytree as pytree
 
+from graphprune.capture.pytrees import register_for_model
 from graphprune.errors import TraceError, first_line
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,8 @@ def capture(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     kwargs = dict(kwargs or {})
     from graphprune.capture.modes import eval_mode
+
+    register_for_model(model)  # e.g. transformers' DynamicCache, returned by causal LMs as loaded
 
     with eval_mode(model):
         try:

@@ -1,7 +1,8 @@
 """Checks every pruned model must pass before it is handed back.
 
 `check_structure`: the pruned model runs on the example input and its outputs have the
-same pytree structure, dtypes and shapes as the original's. `check_equal`: outputs are
+same pytree structure, dtypes and shapes as the original's (state the model reads back, a KV
+cache, keeps its rank and dtype; its widths narrow with the model). `check_equal`: outputs are
 numerically equal (used for ratio 0 and the dead-channel oracle).
 """
 
@@ -11,6 +12,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from graphprune.capture.modes import eval_mode, run  # noqa: F401 - checks run models as captured
+from graphprune.capture.pytrees import state_leaves
 from graphprune.errors import VerificationError
 
 
@@ -22,6 +24,7 @@ def _leaves(out) -> tuple[list, object]:
 def check_structure(reference, candidate) -> None:
     ref, ref_spec = _leaves(reference)
     got, got_spec = _leaves(candidate)
+    state = {i for i, inside in enumerate(state_leaves(ref_spec)) if inside}
     if len(ref) != len(got):
         raise VerificationError(
             f"pruned model returns {len(got)} outputs, the original {len(ref)}; this is a graphprune bug, please report it"
@@ -29,6 +32,8 @@ def check_structure(reference, candidate) -> None:
     for k, (a, b) in enumerate(zip(ref, got, strict=True)):
         if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
             raise VerificationError(f"output {k}: tensor/non-tensor mismatch after pruning")
+        if k in state and isinstance(a, torch.Tensor) and a.dim() == b.dim() and a.dtype == b.dtype:
+            continue  # a KV cache narrows with the model (graphprune.capture.pytrees)
         if isinstance(a, torch.Tensor) and (a.shape != b.shape or a.dtype != b.dtype):
             raise VerificationError(
                 f"output {k}: pruned shape {tuple(b.shape)} {b.dtype} differs from the original "

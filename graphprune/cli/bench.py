@@ -35,7 +35,7 @@ def bench(
 ) -> None:
     """Time ONNX models interleaved in ONNX Runtime on every available execution provider."""
     from graphprune.onnx.bench import bench as run_bench
-    from graphprune.onnx.bench import render as render_bench
+    from graphprune.onnx.bench_table import render as render_bench
     from graphprune.onnx.feeds import example_arrays
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)

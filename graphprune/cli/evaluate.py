@@ -25,7 +25,8 @@ from graphprune.io import files as io
 @guard
 def eval_(
     models: list[Path] = typer.Argument(..., help="model files; agreement is measured with the first"),
-    data: str = typer.Option(..., "--data", help="data with labels (accuracy, F1, ...) or without (agreement)"),
+    data: str = typer.Option(..., "--data",
+                             help="data with labels (accuracy, F1, ...) or without (agreement; causal LM text: perplexity)"),
     input_shape: str | None = ShapeOpt,
     example_input: Path | None = ExampleOpt,
     batch_size: int = BatchOpt,
@@ -40,7 +41,8 @@ def eval_(
 ) -> None:
     """Accuracy, macro F1, precision, recall and loss (with labels), agreement with the first model,
     params and MACs of every MODEL on DATA."""
-    from graphprune.data import infer_example
+    from graphprune.check.inputs import check_data, check_models
+    from graphprune.data import infer_example, taken_by
     from graphprune.measure.evaluate import evaluate, render
 
     if json_out is not None:
@@ -50,11 +52,14 @@ def eval_(
     if input_shape or example_input:
         example = io.load_example(example_input, input_shape)
     else:
-        example = next((stored for _, stored in loaded if stored is not None), None) or \
-            infer_example(data, str(tokenizer) if tokenizer else None)
+        example = next((stored for _, stored in loaded if stored is not None), None)  # a tensor: no `or`
+        if example is None:  # one sample of the data, keeping the inputs the first model's forward takes
+            example = taken_by(loaded[0][0], infer_example(data, str(tokenizer) if tokenizer else None))
     if example is None:
         raise io.InputError(f"cannot tell the model's input from --data {data}; pass --input-shape or --example-input")
+    check_models([(str(m), module) for m, (module, _) in zip(models, loaded, strict=True)], example)
     batches = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size, mean=mean, std=std)
+    check_data([(str(m), module) for m, (module, _) in zip(models, loaded, strict=True)], batches)
     with console.status("evaluating"):
         rows = evaluate([(str(m), module) for m, (module, _) in zip(models, loaded, strict=True)], batches)
     render(rows, out_console)

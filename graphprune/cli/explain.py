@@ -79,9 +79,12 @@ def explain_command(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Compare PRUNED with ORIGINAL: structure, decisions on every input, and their explanations (HTML + JSON)."""
+    from graphprune.check.inputs import check_data, check_models
+    from graphprune.data import check_labels
     from graphprune.explain import explain
     from graphprune.explain.structure import report_beside
     from graphprune.explain.write import json_path
+    from graphprune.importance.calibration import first_output, is_class_scores
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or pruned.with_name(pruned.name.rsplit(".", 1)[0] + ".explain.html")
@@ -94,7 +97,11 @@ def explain_command(
     second, stored_b = io.load_model(pruned, safe=safe)
     tok = str(tokenizer) if tokenizer else None
     example = _example(first, second, (stored_a, stored_b), example_input, input_shape, tok, data)
+    reference = check_models([(f"ORIGINAL {original}", first), (f"PRUNED {pruned}", second)], example)[0]
     dataset = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size, mean=mean, std=std)
+    check_data([(f"ORIGINAL {original}", first), (f"PRUNED {pruned}", second)], dataset)
+    if dataset.has_labels and is_class_scores(first_output(reference)):
+        check_labels(dataset, reference)
     bar, step = _progress()
     with bar:
         result = explain(first, second, dataset, samples=samples, out=out, force=force, report=report_beside(pruned),

@@ -38,18 +38,23 @@ def export(
 ) -> None:
     """Export MODEL to ONNX (dynamic batch), simplify it, and check parity in ONNX Runtime."""
     from graphprune.capture.trace import normalize_inputs
+    from graphprune.check.inputs import check_models
     from graphprune.onnx.export import export_onnx
     from graphprune.onnx.files import data_path
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or default_out(model, ".onnx")
+    if out.suffix != ".onnx":
+        raise io.InputError(f"-o {out}: export writes an ONNX model; name it .onnx (shrink -o writes PyTorch models)")
     for file in (out, data_path(out)):
         io.check_output(file, [model, example_input], force)
     module, example = load_inputs(model, arch, safe, example_input, input_shape)
+    check_models([(str(model), module)], example, same_outputs=False)
     args, kwargs = normalize_inputs(example)
     with console.status("exporting"):
         result = export_onnx(module, args, kwargs, out)
     out_console.print(
         f"wrote {out} ({result.exporter} exporter, simplified={result.simplified}); parity in ONNX Runtime: "
         f"max abs error {result.max_abs_error:.3g}, max rel error {result.max_rel_error:.3g}"
+        + (f"; {result.notes[0]}" if result.source_dtype else "")
     )

@@ -25,7 +25,7 @@ from graphprune.cli.app import app, console, fail, guard, out_console
 from graphprune.errors import InputError
 from graphprune.io import files as io
 from graphprune.recovery.options import TrainOptions
-from graphprune.recovery.progress import Bar
+from graphprune.recovery.progress import Bar, StageBar
 
 log = logging.getLogger(__name__)
 # name, type, option. A command that defines one of these itself (shrink's --data, --batch-size,
@@ -124,6 +124,36 @@ def training_options(fn):
     return wrapper
 
 
+def _changed(recovery: Recovery, names: tuple) -> list[str]:
+    """The flags of `names` whose value differs from the option's default: what the user asked for."""
+    return [flag for name, _, default, flag, _ in TRAINING if name in names and getattr(recovery, name) != default]
+
+
+def check_teacher_options(recovery: Recovery, arch: str | None) -> None:
+    """Without --teacher, the options that only shape distillation (and --arch, which builds the
+    teacher) would be ignored: refused instead."""
+    given = _changed(recovery, ("distill_loss", "distill_weight", "temperature", "feature_layers"))
+    given += ["--arch"] if arch else []
+    if given:
+        raise InputError(f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to distillation from --teacher, "
+                         "and no --teacher was given; pass --teacher ORIGINAL or drop " + " and ".join(given))
+
+
+def check_training_options(recovery: Recovery) -> None:
+    """`shrink` without recovery (no --finetune-epochs, no --steps) would ignore training options: refused."""
+    given = _changed(recovery, tuple(name for name, *_ in TRAINING if name != "seed"))
+    if given:
+        raise InputError(f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to recovery; add "
+                         "--finetune-epochs E (or --steps N) with --data, or drop " + " and ".join(given))
+
+
+def check_example(model, example, name: str) -> None:
+    """The model must run on the example input (data batches are cast to its dtypes)."""
+    from graphprune.check.inputs import check_models
+
+    check_models([(name, model)], example, same_outputs=False)
+
+
 def check_checkpoint(path: Path, recovery: Recovery, force: bool) -> None:
     if path.exists() and not recovery.resume and not force:
         raise InputError(f"{path} is the checkpoint of an earlier run; pass --resume to continue it or --force to start afresh")
@@ -165,17 +195,23 @@ def finetune(
     without labels, distillation from --teacher. Writes the best epoch's model by the validation metric."""
     import torch
 
+    from graphprune.check.inputs import check_data
     from graphprune.recovery.distributed import setup
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     out = output or pruned.with_name(pruned.name.rsplit(".", 1)[0] + ".finetuned.pt")
     io.check_output(out, [pruned, teacher, Path(data), recovery.val_data], force)
     opts = recovery.options(epochs, out)
+    if teacher is None:
+        check_teacher_options(recovery, arch)
     check_checkpoint(opts.checkpoint, recovery, force)
     student, stored = io.load_model(pruned, safe=safe)
     original, teacher_example = io.load_model(teacher, arch=arch, safe=safe) if teacher else (None, None)
     example = io.load_example(example_input, input_shape, fallback=stored if stored is not None else teacher_example)
+    check_example(student, example, f"PRUNED {pruned}")
     train, val = recovery.data_sets(example)
+    check_data([(f"PRUNED {pruned}", student)] + ([(f"--teacher {teacher}", original)] if original is not None else []),
+               train)
     world, _ = setup(opts.device)
     result = run_recovery(student, train, val, original, opts, "fine-tuning")
     if world.main:  # under torchrun only rank 0 writes
@@ -204,15 +240,17 @@ def shrink_and_recover(original, example, shrink_options: dict, recovery: Recove
         raise InputError(f"--steps {steps} must be 1 or more")
     if epochs < 0:
         raise InputError(f"--finetune-epochs {epochs} must be 0 or more")
+    if not epochs and steps == 1:
+        check_training_options(recovery)
     opts = recovery.options(epochs, out) if epochs else None
     train = val = None
     if opts is not None or steps > 1:
         train, val = recovery.data_sets(example, shrink_options.get("data"))
     if opts is not None:
         check_checkpoint(opts.checkpoint, recovery, force)
-    say = status.update if status is not None else None
+    say = StageBar(console, status)  # step names on the spinner, data stages as bars with an estimate
     if steps > 1:
-        kwargs = {k: v for k, v in shrink_options.items() if k not in ("data", "search")}
+        kwargs = {k: v for k, v in shrink_options.items() if k not in ("data", "search", "held_out")}
         pruned, report, rows = shrink_in_steps(original, example, steps, data=train, val=val,
                                                train_options=opts, progress=say,
                                                bar=lambda k: Bar(console, f"step {k} of {steps}: recovering", status),

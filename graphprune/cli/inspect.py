@@ -37,12 +37,14 @@ def inspect(
     from rich.table import Table
 
     from graphprune.api import analyze
+    from graphprune.check.inputs import check_models
     from graphprune.plan.planner import plan
     from graphprune.plan.types import PlanOptions
     from graphprune.report.report import interesting
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     module, example = load_inputs(model, arch, safe, example_input, input_shape)
+    check_models([(str(model), module)], example, same_outputs=False)
     with console.status("capturing and analysing"):
         graph = analyze(module, example)
         decisions = plan(graph, PlanOptions(ratio=0.0)).decisions

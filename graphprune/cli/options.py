@@ -13,7 +13,8 @@ import typer
 DataOpt = typer.Option(None, "--data", help="data: .npz (x, y), image folder, torch.save'd tensors, text file "
                        "(with --tokenizer) or package.module:factory")
 BatchOpt = typer.Option(32, "--batch-size", help="samples per batch")
-CalibOpt = typer.Option(16, "--calib-batches", help="batches of --data used to score channels and re-estimate BatchNorm")
+CalibOpt = typer.Option(16, "--calib-batches", help="batches of --data read by every stage that uses data: "
+                        "scoring, allocation, refit, BatchNorm re-estimation")
 TokenizerOpt = typer.Option(None, "--tokenizer", help="Hugging Face tokenizer folder, for text data")
 ImageSizeOpt = typer.Option(None, "--image-size", help="image folders: resize and centre-crop to N x N "
                             "[default: the example input's H x W]")
@@ -36,6 +37,13 @@ def open_data(spec: str | None, example, *, batch_size: int = 32, tokenizer: Pat
               image_size: int | None = None, mean: str | None = None, std: str | None = None):
     """graphprune.data.Data for `--data SPEC` fitted to `example`, or None when no data was given."""
     if spec is None:
+        given = [flag for flag, value in (("--tokenizer", tokenizer), ("--image-size", image_size), ("--mean", mean),
+                                          ("--std", std)) if value is not None]
+        if given:
+            from graphprune.errors import InputError
+
+            raise InputError(f"{', '.join(given)} shape{'s' if len(given) == 1 else ''} the --data it reads, and no --data "
+                             "was given; pass --data or drop " + " and ".join(given))
         return None
     from graphprune.data import load_data
 

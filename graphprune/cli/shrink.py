@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -51,9 +53,10 @@ def shrink(
         None, "--round-to", help="round each pruned group's width to a multiple of N [default: 8, ONNX Runtime CPU's "
         "block size; a latency search defaults to the provider's channel block: 16 on AVX-512 CPUs]"
     ),
-    criterion: str = typer.Option(
-        "l2", "--criterion", help="importance: l1, l2, bn, random (no data); taylor, gradient, fisher, act-mean, "
-        "act-var, act-entropy, apoz (need --data); formulas in docs/CRITERIA.md"),
+    criterion: str | None = typer.Option(
+        None, "--criterion", help="importance: l1, l2, bn, random (no data); taylor, gradient, fisher, act-mean, "
+        "act-var, act-entropy, apoz (need --data); auto: the best of these on held-out data [default: auto with "
+        "--data, else l2]; formulas in docs/CRITERIA.md"),
     data: str | None = DataOpt,
     batch_size: int = BatchOpt,
     calib_batches: int = CalibOpt,
@@ -63,6 +66,9 @@ def shrink(
     std: str | None = StdOpt,
     recalibrate: bool = typer.Option(
         True, "--recalibrate/--no-recalibrate", help="with --data: re-estimate BatchNorm statistics of the pruned model"),
+    bias_correction: bool = typer.Option(
+        True, "--bias-correction/--no-bias-correction", help="fold the removed channels' expected inputs (from "
+        "BatchNorm statistics) into the next layer's bias; with --data kept only if held-out fidelity allows"),
     reconstruct: bool = typer.Option(
         True, "--reconstruct/--no-reconstruct", help="with --data: refit the layers that lost inputs by least squares "
         "to the original's outputs (kept only where held-out calibration error drops)"),
@@ -107,9 +113,6 @@ def shrink(
 
     With --target-latency or --speedup, per-group widths are searched under that budget, measured in
     ONNX Runtime; a plot of the search is written beside the report."""
-    from graphprune.capture.trace import normalize_inputs
-    from graphprune.io.program import save_model
-    from graphprune.onnx.files import data_path, stage_onnx
     from graphprune.search.command import check_extras as check_search_extras
     from graphprune.search.command import request_from_options
 
@@ -118,40 +121,31 @@ def shrink(
                                    provider=provider, latency_batch=latency_batch, threads=threads, samples=samples,
                                    seed=seed, round_to=round_to, blocks=search_blocks)
     check_search_extras(request, search_blocks, search_finetune, data)
-    out = output or default_out(model, ".pruned.pt")
-    report_path = beside(out, ".json")
-    onnx_path = beside(out, ".onnx")
-    plot_path = beside(out, ".search.png")
-    io.check_output(out, [model, example_input], force)
-    io.check_output(report_path, [model, example_input], force)
-    if onnx:
-        for file in (onnx_path, data_path(onnx_path)):
-            io.check_output(file, [model, example_input], force)
-    if request:
-        io.check_output(plot_path, [model, example_input], force)
-        if steps > 1:
-            raise io.InputError("--steps does not combine with --speedup/--target-latency yet; drop one of them")
-    explain_path = beside(out, ".explain.html")
-    if explain:
-        from graphprune.cli.explain import check_explain_outputs
-
-        check_explain_outputs(data, explain_path, [model, example_input], force)
+    if request and steps > 1:
+        raise io.InputError("--steps does not combine with --speedup/--target-latency yet; drop one of them")
+    paths = _Outputs.checked(model, example_input, output, force, onnx=onnx, search=bool(request), explain=explain,
+                             data=data)
+    out = paths.model
+    criterion = criterion or ("auto" if data is not None and not request else "l2")
     options = _shrink_options(ratio, global_ranking, round_to, criterion, threshold, target_macs, target_params,
                               prune_hidden, prune_heads, prune_head_dim, calib_batches, recalibrate, reconstruct, seed,
-                              remove_blocks, block_criterion, has_data=data is not None)
+                              remove_blocks, block_criterion, has_data=data is not None, compensate=bias_correction)
+    _check_applies(ratio=ratio, budget=target_macs is not None or target_params is not None, threshold=threshold,
+                   search=request, bench=bench, onnx=onnx, out=out, blocks=options["depth"].blocks,
+                   block_criterion=block_criterion,
+                   unsearched={"--provider": provider != "cpu", "--latency-batch": latency_batch is not None,
+                               "--threads": threads is not None}, samples=samples, strategy=search)
     module, example = load_inputs(model, arch, safe, example_input, input_shape)
     calibration = open_data(data, example, batch_size=batch_size, tokenizer=tokenizer, image_size=image_size,
                             mean=mean, std=std)
+    if recovery is not None and recovery.val_data:  # the held-out slice: every choice is judged on it
+        options["held_out"] = recovery.load(recovery.val_data, example)
     if search_finetune:
         from dataclasses import replace
 
         from graphprune.search.command import candidate_finetune
 
         request = replace(request, finetune=candidate_finetune(module, calibration, search_finetune))
-    import tempfile
-
-    from graphprune.report.report import render
-
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".graphprune.") as tmp:
         with console.status("starting") as status:
             pruned, report, extra = shrink_and_recover(
@@ -162,34 +156,105 @@ def shrink(
             if onnx:
                 status.update("exporting to ONNX and checking parity in ONNX Runtime")
                 macs = (report.macs_before, report.macs_after)
-                extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / onnx_path.name, bench, macs, onnx_path)
+                extra["onnx"] = _export_pair(module, pruned, example, Path(tmp) / paths.onnx.name, bench, macs, paths.onnx)
+            explained = None
             if explain:
                 from graphprune.cli.explain import explain_pair
 
                 explained = explain_pair(module, pruned, calibration, report.to_dict() | extra, status.update,
                                          str(tokenizer) if tokenizer else None)
-        render(report, out_console)
-        staged = extra["onnx"].pop("staged") if onnx else None
-        with io.atomic_outputs() as stage:  # all three appear together, or none
-            save_model(pruned, *normalize_inputs(example), stage(out), out.suffix)
-            stage(report_path).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
-            if staged:
-                stage_onnx(Path(staged), onnx_path, stage)
-            if request:
-                from graphprune.search.plot import plot_search
+        _write(paths, model, pruned, example, report, extra, explained)
 
-                plot_search(report.search, stage(plot_path))
-            if explain:
-                from graphprune.explain.write import stage as stage_explanation
 
-                stage_explanation(explained, explain_path, stage, sources=(str(model), str(out)))
-    out_console.print(f"wrote {out} and {report_path}" + (f" and {onnx_path}" if onnx else "")
-                      + (f" and {explain_path}" if explain else "") + (f" and {plot_path}" if request else ""))
+@dataclass(frozen=True)
+class _Outputs:
+    """Every file `shrink` writes; each refused before anything runs if it exists (without --force)
+    or is one of the inputs."""
+
+    model: Path
+    report: Path
+    onnx: Path | None
+    plot: Path | None
+    explain: Path | None
+
+    @classmethod
+    def checked(cls, source: Path, example_input, output, force: bool, *, onnx: bool, search: bool, explain: bool,
+                data) -> _Outputs:
+        out = output or default_out(source, ".pruned.pt")
+        paths = cls(out, beside(out, ".json"), beside(out, ".onnx") if onnx else None,
+                    beside(out, ".search.png") if search else None, beside(out, ".explain.html") if explain else None)
+        inputs = [source, example_input]
+        for file in (paths.model, paths.report, paths.plot):
+            if file is not None:
+                io.check_output(file, inputs, force)
+        if onnx:
+            from graphprune.onnx.files import data_path  # onnx loads only for --onnx
+
+            for file in (paths.onnx, data_path(paths.onnx)):
+                io.check_output(file, inputs, force)
+        if explain:
+            from graphprune.cli.explain import check_explain_outputs
+
+            check_explain_outputs(data, paths.explain, inputs, force)
+        return paths
+
+
+def _write(paths: _Outputs, source: Path, pruned, example, report, extra: dict, explained) -> None:
+    """Print the report, then write every output together (all appear, or none)."""
+    from graphprune.capture.trace import normalize_inputs
+    from graphprune.io.program import save_model
+    from graphprune.report.report import render
+
+    render(report, out_console)
+    staged = extra["onnx"].pop("staged") if paths.onnx else None
+    with io.atomic_outputs() as stage:
+        save_model(pruned, *normalize_inputs(example), stage(paths.model), paths.model.suffix)
+        stage(paths.report).write_text(json.dumps(report.to_dict() | extra, indent=2, default=str))
+        if staged:
+            from graphprune.onnx.files import stage_onnx
+
+            stage_onnx(Path(staged), paths.onnx, stage)
+        if paths.plot:
+            from graphprune.search.plot import plot_search
+
+            plot_search(report.search, stage(paths.plot))
+        if paths.explain:
+            from graphprune.explain.write import stage as stage_explanation
+
+            stage_explanation(explained, paths.explain, stage, sources=(str(source), str(paths.model)))
+    written = [p for p in (paths.model, paths.report, paths.onnx, paths.explain, paths.plot) if p is not None]
+    out_console.print("wrote " + " and ".join(str(p) for p in written))
+
+
+def _check_applies(*, ratio: float, budget: bool, threshold, search, bench: bool, onnx: bool, out: Path, blocks,
+                   block_criterion: str, unsearched: dict, samples: int, strategy: str | None) -> None:
+    """Options that another option overrides, or that apply only with one not given, are refused, never ignored."""
+    rules = [name for name, on in (("--target-macs/--target-params", budget), ("--threshold", threshold is not None),
+                                   ("--speedup/--target-latency", search is not None)) if on]
+    if len(rules) > 1:
+        raise io.InputError(f"{' and '.join(rules)} both decide what goes; pass one")
+    if rules and ratio != 0.4:
+        raise io.InputError(f"--ratio and {rules[0]} both decide how much goes; pass one")
+    if bench and not onnx:
+        raise io.InputError("--bench times the ONNX export of both models; add --onnx")
+    if not blocks and block_criterion != "loss":
+        raise io.InputError(f"--block-criterion ranks the blocks --remove-blocks removes; add --remove-blocks K or drop "
+                            f"--block-criterion {block_criterion}")
+    given = [flag for flag, on in unsearched.items() if on]
+    if given and search is None:
+        raise io.InputError(f"{' and '.join(given)} set how a latency search measures; add --speedup X or "
+                            f"--target-latency F, or drop {' and '.join(given)}")
+    if samples != 16 and (search is None or (strategy or "greedy") != "random"):
+        raise io.InputError("--samples is how many configurations --search random tries; add --search random "
+                            "(with --speedup X) or drop --samples")
+    if out.suffix == ".onnx":
+        raise io.InputError(f"-o {out} would hold the pruned PyTorch model, not ONNX; name it .pt or .pt2 and add "
+                            "--onnx, which writes the ONNX file beside it")
 
 
 def _shrink_options(ratio, global_ranking, round_to, criterion, threshold, target_macs, target_params, prune_hidden,
                     prune_heads, prune_head_dim, calib_batches, recalibrate, reconstruct, seed, remove_blocks,
-                    block_criterion, has_data: bool) -> dict:
+                    block_criterion, has_data: bool, compensate: bool = True) -> dict:
     """graphprune.api.shrink's option objects from the flags, checked before anything is loaded."""
     from graphprune.data.options import CalibrationOptions
     from graphprune.depth import parse_count
@@ -201,7 +266,8 @@ def _shrink_options(ratio, global_ranking, round_to, criterion, threshold, targe
                        criterion=criterion, threshold=threshold, target_macs=target_macs, target_params=target_params,
                        prune_hidden=prune_hidden,
                        attention="head-dim" if prune_head_dim else "heads" if prune_heads else "none")
-    calibration = CalibrationOptions(batches=calib_batches, recalibrate=recalibrate, reconstruct=reconstruct, seed=seed)
+    calibration = CalibrationOptions(batches=calib_batches, recalibrate=recalibrate, reconstruct=reconstruct, seed=seed,
+                                     compensate=compensate)
     depth = DepthOptions(blocks=parse_count(remove_blocks), criterion=block_criterion)
     check(plan, calibration, depth, has_data=has_data)
     return {"plan": plan, "calibration": calibration, "depth": depth}
@@ -216,12 +282,14 @@ def _export_pair(original, pruned, example, onnx_path: Path, bench: bool, macs: 
 
     args, kwargs = normalize_inputs(example)
     result = export_onnx(pruned, args, kwargs, onnx_path)
+    if result.source_dtype:  # a bf16/fp16 model: the file is float32, and the user must know it
+        out_console.print(f"onnx: {result.notes[0]}")
     info = {"pruned": result.__dict__ | {"path": str(final)}, "staged": str(result.path)}
     if bench:
         import tempfile
 
         from graphprune.onnx.bench import bench as run_bench
-        from graphprune.onnx.bench import render as render_bench
+        from graphprune.onnx.bench_table import render as render_bench
         from graphprune.onnx.feeds import example_arrays
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -10,6 +10,9 @@ and counting cost must never fail a prune.
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
@@ -115,6 +118,93 @@ def plan_macs(plan) -> int:
             continue
         total += int(found.cost(node, lambda a: _kept_shape(plan, a if isinstance(a, tuple) else (a, None), symbols)))
     return total
+
+
+def graph_macs(plan) -> tuple[int, int] | None:
+    """(MACs of the captured model, MACs of the model `plan` makes), counted on the captured graph.
+
+    An op with a cost formula (graphprune.rules) is counted by it; any other op is run once on meta
+    tensors (no data, no compute) under torch's FlopCounterMode at the original's shapes, and again
+    at the kept shapes when it counts anything: so every op torch would count in a forward pass is
+    counted, as count_macs does. None when some op cannot run on meta tensors (count by a forward
+    pass then).
+    """
+    from graphprune.rules import lookup
+
+    symbols = symbol_values(plan.graph.captured)
+    full = dataclasses.replace(plan, removed=np.zeros_like(plan.removed))
+    totals = [0, 0]
+    for node in plan.graph.captured.graph.nodes:
+        if node.op != "call_function":
+            continue
+        found = lookup(node)
+        for k, which in enumerate((full, plan)):
+            def shape(a, which=which):
+                return _kept_shape(which, a if isinstance(a, tuple) else (a, None), symbols)
+
+            if found is not None and found.cost is not None:
+                totals[k] += int(found.cost(node, shape))
+                continue
+            macs = _probe(node, shape, symbols)
+            if macs is None:
+                return None
+            totals[k] += macs
+            if k == 0 and macs == 0:  # counts nothing at the original's shapes: a shape-only or elementwise op
+                break
+    return totals[0], totals[1]
+
+
+_PROBED: dict = {}  # (op, argument signature) -> MACs; ops recur with the same shapes within and across models
+
+
+def _may_count(op) -> bool:
+    """Whether FlopCounterMode can count anything for `op`: a counted op, or a composite one it decomposes
+    (an op with a kernel of its own and no formula in torch's registry counts nothing)."""
+    packet = getattr(op, "_overloadpacket", None)
+    if packet is None:
+        return False
+    if packet in flop_registry:
+        return True
+    return torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CompositeImplicitAutograd")
+
+
+def _probe(node, shape, symbols: dict) -> int | None:
+    """MACs torch's FlopCounterMode counts for one node run on meta tensors of `shape`'s sizes."""
+    from torch.fx.node import map_aggregate
+
+    if not _may_count(node.target):
+        return 0
+
+    def meta(a):
+        if isinstance(a, torch.fx.Node):
+            val = a.meta.get("val")
+            if isinstance(val, torch.Tensor):
+                return torch.empty(shape(a), dtype=val.dtype, device="meta")
+            if isinstance(val, (list, tuple)):
+                return [torch.empty(shape((a, k)), dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor) else v
+                        for k, v in enumerate(val)]
+            a = val
+        if isinstance(a, torch.SymInt):
+            return _concrete(a, symbols)
+        return torch.device("meta") if isinstance(a, torch.device) else a
+
+    args, kwargs = map_aggregate((node.args, dict(node.kwargs)), meta)
+    key = (node.target, repr(map_aggregate((args, kwargs), _signature)))
+    if key not in _PROBED:
+        if len(_PROBED) > 65536:
+            _PROBED.clear()
+        counter = FlopCounterMode(display=False)
+        try:
+            with counter:
+                node.target(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - no meta kernel, a size list that no longer fits: counted by a forward pass
+            return None
+        _PROBED[key] = int(counter.get_total_flops() // 2)
+    return _PROBED[key]
+
+
+def _signature(a):
+    return ("tensor", tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a
 
 
 def plan_params(plan) -> int:

@@ -23,6 +23,7 @@ Criteria, fine-tuning, search and explain never read files themselves; they take
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -69,9 +70,8 @@ class Data:
 
     def batches(self, limit: int | None = None, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
         """Up to `limit` batches (all by default); shuffled reproducibly from `seed` if asked."""
-        for k, (inputs, labels) in enumerate(self._source.batches(self.batch_size, shuffle, seed)):
-            if limit is not None and k >= limit:
-                return
+        source = self._source.batches(self.batch_size, shuffle, seed)
+        for inputs, labels in source if limit is None else itertools.islice(source, limit):  # no batch past limit is read
             args, kwargs = self.signature.fit(inputs)
             yield Batch(args, kwargs, labels)
 
@@ -84,6 +84,42 @@ class Data:
     def __repr__(self) -> str:
         n = self.num_samples
         return f"Data({self.description}, {n if n is not None else '?'} samples, labels={self.has_labels})"
+
+
+class Kept:
+    """`data` (a Data, or anything with its `batches`) whose first `limit` batches are read once and
+    kept: the calibration batches that every data stage of `shrink` reads (an image folder is decoded,
+    a text file tokenized, once, not once per stage). Each pass gets copies, so a model that writes
+    into its inputs cannot change later passes. Other passes (shuffled, or longer than `limit`) read
+    `data` itself; every other attribute is `data`'s."""
+
+    def __init__(self, data, limit: int | None):
+        self._data, self.limit = data, limit
+        self._kept: list | None = None
+
+    def __getattr__(self, name: str):
+        return getattr(self._data, name)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def batches(self, limit: int | None = None, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
+        inside = self.limit is None or (limit is not None and limit <= self.limit)
+        if shuffle or not inside:
+            yield from self._data.batches(limit=limit, shuffle=shuffle, seed=seed)
+            return
+        if self._kept is None:
+            self._kept = list(self._data.batches(limit=self.limit))
+        for batch in self._kept[:limit]:
+            yield _copy(batch)
+
+
+def _copy(batch: Batch) -> Batch:
+    def clone(v):
+        return v.clone() if isinstance(v, torch.Tensor) else v
+
+    return Batch(tuple(clone(a) for a in batch.args), {k: clone(v) for k, v in batch.kwargs.items()},
+                 None if batch.labels is None else batch.labels.clone())
 
 
 def load_data(spec: str, example: Any, *, batch_size: int = 32, tokenizer: str | None = None,
@@ -107,6 +143,9 @@ def load_data(spec: str, example: Any, *, batch_size: int = 32, tokenizer: str |
     if first is None:
         raise InputError(f"--data {spec} holds no samples; pass a non-empty data set")
     signature.check(first[0], str(spec))
+    leaves = torch.utils._pytree.tree_leaves(first[0])
+    if any(isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all() for t in leaves):
+        raise InputError(f"--data {spec}: the first samples hold NaN or infinite values; clean the data")
     if first[1] is not None:
         sources.check_label_tensor(first[1], str(spec))
     return data
@@ -124,6 +163,22 @@ def infer_example(spec: str, tokenizer: str | None = None):
     example = _infer_example(spec, tokenizer)
     return torch.utils._pytree.tree_map(
         lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, example)
+
+
+def taken_by(model: Any, example: Any) -> Any:
+    """A dict example without the keys `model.forward` does not take (a tokenizer's token_type_ids, say);
+    anything else, or a forward that takes **kwargs, as it is."""
+    import inspect
+
+    if not isinstance(example, dict):
+        return example
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return example
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return example
+    return {k: v for k, v in example.items() if k in params} or example
 
 
 def _infer_example(spec: str, tokenizer: str | None):
@@ -178,4 +233,4 @@ def check_labels(data: Data, output: Any, limit: int | None = None) -> None:
         raise InputError(f"--data {data.description}: label {top} is outside the model's {classes} classes (0..{classes - 1})")
 
 
-__all__ = ["Batch", "Data", "check_labels", "infer_example", "load_data"]
+__all__ = ["Batch", "Data", "Kept", "check_labels", "infer_example", "load_data", "taken_by"]

@@ -15,6 +15,7 @@ class CalibrationOptions:
     batches: int | None = 16  # batches each data stage reads (scoring, allocation, refit, BatchNorm); None: all
     recalibrate: bool = True  # re-estimate the pruned model's BatchNorm statistics on the data
     reconstruct: bool = True  # refit the layers that lost inputs by least squares to the original's outputs
+    compensate: bool = True  # bias correction for the removed channels (graphprune.rewrite.compensate); with data, judged
     seed: int = 0  # seed of sampled patches, drawn labels and the random criterion
 
     def check(self) -> None:

@@ -258,13 +258,39 @@ def _factory(spec: str, signature: Signature):
     raise InputError(f"--data {spec} returned a {type(obj).__name__}; return a torch Dataset or DataLoader")
 
 
+# which format each data option applies to (graphprune.cli_options names the flags)
+APPLIES = {"tokenizer": ("--tokenizer", "text"), "image_size": ("--image-size", "images"), "mean": ("--mean", "images"),
+           "std": ("--std", "images")}
+KINDS = {"text": "a text file", "images": "an image folder", "npz": "an .npz file", "saved": "a torch.save'd file",
+         "factory": "a package.module:factory"}
+
+
+def _kind(path: Path, spec: str) -> str:
+    if not path.exists():
+        return "factory"
+    if path.is_dir():
+        return "images"
+    return {".npz": "npz", ".txt": "text", ".text": "text"}.get(path.suffix, "saved")
+
+
+def _refuse_options(spec: str, kind: str, **given) -> None:
+    """An option that does not apply to this kind of data is refused, never ignored."""
+    for name, value in given.items():
+        flag, applies = APPLIES[name]
+        if value is not None and applies != kind:
+            raise InputError(f"{flag} applies to {KINDS[applies]} only; --data {spec} is {KINDS[kind]}, whose inputs are "
+                             f"used as they are: drop {flag}" + (" (normalise the arrays beforehand)"
+                                                                 if name in ("mean", "std") else ""))
+
+
 def open_source(spec: str, signature: Signature, *, tokenizer=None, image_size=None, mean=None, std=None,
                 max_length=None):
     path = Path(spec)
-    if not path.exists():
-        if FACTORY.match(str(spec)):
-            return _factory(str(spec), signature)
+    if not path.exists() and not FACTORY.match(str(spec)):
         raise LoadError(f"--data {spec}: no such file or folder")
+    _refuse_options(spec, _kind(path, spec), tokenizer=tokenizer, image_size=image_size, mean=mean, std=std)
+    if not path.exists():
+        return _factory(str(spec), signature)
     if path.is_dir():
         return _images(path, signature, image_size, mean, std)
     if path.suffix == ".npz":

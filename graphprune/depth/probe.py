@@ -65,6 +65,9 @@ def _unneeded(graph: fx.Graph, owned: set, bypassed: set, keep: set) -> set:
     for n in reversed(list(graph.nodes)):
         if n not in keep and n.op not in ("placeholder", "output") and n.users and all(u in dead for u in n.users):
             dead.add(n)
+    for n in graph.nodes:  # checks with no users (export's _assert_tensor_metadata) on values not computed
+        if not n.users and n.op == "call_function" and n.all_input_nodes and all(i in dead for i in n.all_input_nodes):
+            dead.add(n)
     return (dead - bypassed) - keep
 
 

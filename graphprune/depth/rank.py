@@ -47,11 +47,14 @@ class Ranked:
 
 
 def rank_blocks(captured: Captured, data, criterion: str = "loss", limit: int | None = 16,
-                blocks: Iterable[Block] | None = None) -> list[Ranked]:
+                blocks: Iterable[Block] | None = None, progress=None) -> list[Ranked]:
     """Blocks of `captured` (all found, or `blocks`) with their scores, least important first.
 
     `data`: a graphprune.data.Data (anything with `batches(limit=)` yielding Batch-like objects).
+    `progress`: a graphprune.data.progress.Stages (stage "blocks", one unit per batch run).
     """
+    from graphprune.data.progress import stages_of
+
     if criterion not in CRITERIA:
         raise InputError(f"unknown block criterion {criterion!r}; use one of: {', '.join(CRITERIA)}")
     blocks = list(find_blocks(captured) if blocks is None else blocks)
@@ -60,8 +63,11 @@ def rank_blocks(captured: Captured, data, criterion: str = "loss", limit: int | 
         raise InputError("the calibration data gave no batches; pass a data set with at least one sample")
     if not blocks:
         return []
+    runs = len(batches) * (1 if criterion == "influence" else 1 + len(blocks))
     try:
-        scores = _influence(captured, blocks, batches) if criterion == "influence" else _loss(captured, blocks, batches)
+        with stages_of(progress).stage("blocks", runs, f"ranking {len(blocks)} blocks ({criterion})") as tick:
+            scores = (_influence(captured, blocks, batches, tick) if criterion == "influence"
+                      else _loss(captured, blocks, batches, tick))
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - a batch the captured graph cannot run is the data's fault
@@ -75,7 +81,7 @@ def rank_blocks(captured: Captured, data, criterion: str = "loss", limit: int | 
     return ranked
 
 
-def _influence(captured: Captured, blocks: list[Block], batches: list) -> dict[str, float]:
+def _influence(captured: Captured, blocks: list[Block], batches: list, tick) -> dict[str, float]:
     total = {b.name: 0.0 for b in blocks}
     count = {b.name: 0 for b in blocks}
 
@@ -89,19 +95,26 @@ def _influence(captured: Captured, blocks: list[Block], batches: list) -> dict[s
     for batch in batches:  # the captured graph is an eval-mode trace: no mode to set
         size = batch.size
         probe(batch.args, batch.kwargs)
+        tick()
     return {name: total[name] / max(count[name], 1) for name in total}
 
 
-def _loss(captured: Captured, blocks: list[Block], batches: list) -> dict[str, float]:
+def _loss(captured: Captured, blocks: list[Block], batches: list, tick) -> dict[str, float]:
     gm = captured.module
     plain = Probe(gm)
-    reference = [plain(b.args, b.kwargs) for b in batches]
+
+    def run(probe, b):
+        out = probe(b.args, b.kwargs)
+        tick()
+        return out
+
+    reference = [run(plain, b) for b in batches]
     measure = _cross_entropy if batches[0].labels is not None else _distance
     base = measure(reference, reference, batches)
     scores = {}
     for block in blocks:
         bypassed = Probe(gm, bypass=[block])
-        scores[block.name] = measure([bypassed(b.args, b.kwargs) for b in batches], reference, batches) - base
+        scores[block.name] = measure([run(bypassed, b) for b in batches], reference, batches) - base
     return scores
 
 

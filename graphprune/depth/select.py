@@ -1,6 +1,6 @@
 """Depth before width: pick the K least important blocks, remove them, and say what each cost.
 
-`shrink(..., remove_blocks=K)` calls `remove_ranked` on the captured graph before it builds
+`shrink(..., depth=DepthOptions(blocks=K))` calls `remove_ranked` on the captured graph before it builds
 the dependency graph, so channels, neurons and heads are planned on the model without those
 blocks. K is a count (an int >= 1) or a fraction in (0, 1) of the blocks found (rounded,
 at least one). Ranking needs calibration data: without it the request is refused rather
@@ -73,7 +73,7 @@ def how_many(k: float, found: int) -> int:
 
 
 def remove_ranked(captured: Captured, data, k: float, criterion: str = "loss", limit: int | None = 16,
-                  *, share: bool = False) -> tuple[Captured, tuple[Removed, ...]]:
+                  *, share: bool = False, progress=None) -> tuple[Captured, tuple[Removed, ...]]:
     """Remove the `k` lowest-ranked blocks of `captured`; (new Captured, what went)."""
     if not k:
         return captured, ()
@@ -84,7 +84,7 @@ def remove_ranked(captured: Captured, data, k: float, criterion: str = "loss", l
         raise InputError("--remove-blocks: this model has no removable blocks (no repeated residual layers or "
                          "residual branches; graphprune inspect shows what was found); drop --remove-blocks")
     count = how_many(k, len(blocks))
-    ranked = rank_blocks(captured, data, criterion, limit=limit, blocks=blocks)[:count]
+    ranked = rank_blocks(captured, data, criterion, limit=limit, blocks=blocks, progress=progress)[:count]
     macs = block_macs(captured.module, [r.block for r in ranked], captured.args, captured.kwargs)
     removed = tuple(Removed(r.block.name, r.block.kind, r.block.module_class, r.score, criterion,
                             r.block.num_params, macs[r.block.name], r.block.params) for r in ranked)
@@ -92,14 +92,14 @@ def remove_ranked(captured: Captured, data, k: float, criterion: str = "loss", l
     return remove_blocks(captured, [r.block for r in ranked], share=share), removed
 
 
-def blocks_first(captured: Captured, data, k: float, criterion: str, limit: int | None, opts):
+def blocks_first(captured: Captured, data, k: float, criterion: str, limit: int | None, opts, progress=None):
     """Remove `k` blocks, then restate a MACs or parameter target for the channels still to go.
 
     A budget is a fraction of the *original*: with blocks already gone, the channel planner,
     which measures against the graph it is given, gets target * original / after_blocks. When
     the blocks alone meet the target, no channels are removed. Returns (Captured, removed, opts).
     """
-    smaller, removed = remove_ranked(captured, data, k, criterion, limit, share=True)
+    smaller, removed = remove_ranked(captured, data, k, criterion, limit, share=True, progress=progress)
     budget = getattr(opts, "budget", None)
     if not removed or budget is None:
         return smaller, removed, opts

@@ -3,6 +3,8 @@
 The loss (`loss_of`), chosen once per batch and named in the report:
 
 * labels given: cross-entropy of the model's class scores against them;
+* no labels, a causal LM (an output with `logits` [N, L, V] for `input_ids` [N, L]): the next-token
+  cross-entropy on the text itself, masked by `attention_mask`;
 * no labels, class scores (a floating [N, C] output, C > 1): cross-entropy against the model's own
   top-1 predictions (the original is being scored, so a loss against its exact outputs would have
   zero gradient);
@@ -17,6 +19,7 @@ The loss (`loss_of`), chosen once per batch and named in the report:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +32,7 @@ LOSSES = {
     "pseudo": "cross-entropy on the model's own top-1 predictions (no labels)",
     "projection": "random projections of the outputs (no labels; Fisher/Taylor of the output change)",
     "sampled": "cross-entropy on labels drawn from the model's own predictions (the true Fisher)",
+    "next-token": "next-token cross-entropy of a causal LM on the text (no labels)",
 }
 
 
@@ -43,9 +47,13 @@ class Calibration:
     notes: list = field(default_factory=list)
     loss: str = ""  # key of LOSSES, set once gradients are taken
     cache: dict = field(default_factory=dict)
+    tick: object = None  # called after each batch a criterion reads (graphprune.data.progress)
 
     def batches(self):
-        return self.data.batches(limit=self.limit)
+        for batch in self.data.batches(limit=self.limit):
+            yield batch
+            if self.tick is not None:
+                self.tick()
 
 
 def first_output(out) -> torch.Tensor:
@@ -61,9 +69,40 @@ def is_class_scores(y: torch.Tensor) -> bool:
     return y.dim() == 2 and y.shape[1] > 1
 
 
-def loss_of(out, labels: torch.Tensor | None, seed: int, sampled: bool = False) -> tuple[torch.Tensor, str]:
+def next_token_logits(out, inputs: dict | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(logits [N, L-1, V], targets [N, L-1], weights [N, L-1]) when `out` is a causal LM's: an output
+    mapping with `logits` [N, L, V] (Hugging Face's convention) for keyword `input_ids` [N, L]; the
+    targets are the next tokens, weighted by the attention mask where there is one. Else None."""
+    logits = out.get("logits") if isinstance(out, Mapping) else None
+    ids = (inputs or {}).get("input_ids")
+    if not isinstance(logits, torch.Tensor) or not isinstance(ids, torch.Tensor) or logits.dim() != 3:
+        return None
+    if tuple(logits.shape[:2]) != tuple(ids.shape) or ids.shape[1] < 2 or int(ids.max()) >= logits.shape[2]:
+        return None
+    mask = (inputs or {}).get("attention_mask")
+    weights = mask[:, 1:].float() if isinstance(mask, torch.Tensor) and mask.shape == ids.shape else torch.ones(ids[:, 1:].shape)
+    return logits[:, :-1], ids[:, 1:], weights.to(logits.device)
+
+
+def next_token_loss(out, inputs: dict | None) -> tuple[torch.Tensor, int] | None:
+    """(mean next-token cross-entropy, tokens counted) of a causal LM's output, else None."""
+    found = next_token_logits(out, inputs)
+    if found is None:
+        return None
+    logits, targets, weights = found
+    each = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    count = float(weights.sum())
+    return (each * weights.flatten()).sum() / max(count, 1.0), int(count)
+
+
+def loss_of(out, labels: torch.Tensor | None, seed: int, sampled: bool = False,
+            inputs: dict | None = None) -> tuple[torch.Tensor, str]:
     """(loss, LOSSES key) for one batch, as the module docstring says; `sampled`: labels drawn from the
-    model's own predictive distribution (the true Fisher), whatever the data's labels."""
+    model's own predictive distribution (the true Fisher), whatever the data's labels. `inputs`: the
+    batch's keyword inputs, for a causal LM's next-token loss."""
+    causal = None if sampled or labels is not None else next_token_loss(out, inputs)
+    if causal is not None:
+        return causal[0], "next-token"
     y = first_output(out)
     if sampled and is_class_scores(y):
         gen = torch.Generator().manual_seed(seed)

@@ -44,14 +44,29 @@ def reduce_to(t: torch.Tensor, dim: int) -> np.ndarray:
     return out.detach().double().cpu().numpy()
 
 
-def per_channel(graph, quantity: Callable[[str, torch.Tensor], torch.Tensor]) -> np.ndarray:
-    """s(c) = sum over the parameter slices of c of quantity(target, W) reduced to the slice's index."""
+def per_channel(graph, quantity: Callable[[str, torch.Tensor], torch.Tensor], elementwise: bool = False) -> np.ndarray:
+    """s(c) = sum over the parameter slices of c of quantity(target, W) reduced to the slice's index.
+
+    `elementwise`: quantity(W)[i] depends on W[i] alone (|W|, W^2), so it is taken on blocks of
+    rows (`_CHUNK` elements), which bounds the temporary float32 copies of a large model's weights.
+    """
     scores = np.zeros(graph.num_channels, dtype=np.float64)
     module = graph.captured.module
+    last = None  # (target, its quantity): a tensor's dims come one after another, computed once for all
     for target, dim, channels in parameter_spaces(graph):
-        q = quantity(target, parameter(module, target).detach().float())
-        np.add.at(scores, channels, reduce_to(q, dim))
+        w = parameter(module, target).detach()
+        if elementwise and w.dim() > 0 and w.numel() > _CHUNK:  # blocks of rows: no whole float32 copy
+            rows = max(1, _CHUNK // max(1, w[0].numel()))
+            parts = [reduce_to(quantity(target, block.float()), dim) for block in w.split(rows)]
+            np.add.at(scores, channels, np.concatenate(parts) if dim == 0 else np.sum(parts, axis=0))
+            continue
+        if last is None or last[0] != target:
+            last = (target, quantity(target, w.float()))
+        np.add.at(scores, channels, reduce_to(last[1], dim))
     return scores
+
+
+_CHUNK = 1 << 22  # elements per block of rows in `per_channel(..., elementwise=True)`: 16 MiB in float32
 
 
 def from_parameters(graph, scores: dict) -> np.ndarray:

@@ -54,7 +54,7 @@ def _stats(graph, calibration: Calibration, sampled: bool = False) -> dict:
     kinds = set()
     for k, batch in enumerate(_micro(calibration.batches(), calibration.grad_batch)):
         out = functional_call(module, own, batch.args, batch.kwargs, strict=False)
-        loss, kind = loss_of(out, batch.labels, calibration.seed + k, sampled=sampled)
+        loss, kind = loss_of(out, batch.labels, calibration.seed + k, sampled=sampled, inputs=batch.kwargs)
         kinds.add(kind)
         grads = dict(zip(own, torch.autograd.grad(loss, list(own.values()), allow_unused=True), strict=True))
         signed = np.zeros(graph.num_channels)

@@ -20,13 +20,13 @@ aten = torch.ops.aten
 @criterion("l1")
 def l1(graph, calibration=None) -> np.ndarray:
     """sum over the channel's parameter slices of |W|"""
-    return per_channel(graph, lambda _, w: w.abs())
+    return per_channel(graph, lambda _, w: w.abs(), elementwise=True)
 
 
 @criterion("l2")
 def l2(graph, calibration=None) -> np.ndarray:
     """sum over the channel's parameter slices of W^2"""
-    return per_channel(graph, lambda _, w: w * w)
+    return per_channel(graph, lambda _, w: w * w, elementwise=True)
 
 
 @criterion("random")

@@ -22,6 +22,7 @@ import torch
 
 from graphprune.data.imports import cwd_importable, import_attr
 from graphprune.errors import InputError, LoadError, first_line
+from graphprune.io import inputspec
 
 
 def _existing(path: str | Path) -> Path:
@@ -125,7 +126,7 @@ def load_model(path: str | Path, *, arch: str | None = None, safe: bool = False)
         return model, None
     obj = _torch_load(p, weights_only=safe)
     if isinstance(obj, torch.nn.Module):
-        return obj, None
+        return obj, inputspec.stored(obj)  # a model from `graphprune shrink` carries its example's spec
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise LoadError(f"{p} holds a state_dict, not a model; pass --arch package.module:factory to build the model")
     raise LoadError(f"{p} holds a {type(obj).__name__}, not a torch.nn.Module; save the model with torch.save(model)")

@@ -4,7 +4,9 @@ For classifiers with labels: accuracy, macro F1, macro precision, macro recall a
 cross-entropy. Without labels (or for outputs that are not class scores), agreement with the
 first model: top-1 agreement (class scores) and mean output cosine. Always params and MACs
 (on one batch of the data, per sample). Models run in eval mode, one batch at a time; the
-models are not changed.
+models are not changed. A causal LM (an output with `logits` [N, L, V] for `input_ids` [N, L], e.g.
+on a text file with `--tokenizer`) also gets its next-token loss and perplexity = exp(mean
+next-token cross-entropy over every token of the data, masked by `attention_mask`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 
 from graphprune.capture.modes import eval_mode
 from graphprune.cost.macs import count_macs, count_params
-from graphprune.importance.calibration import first_output, is_class_scores
+from graphprune.errors import InputError
+from graphprune.importance.calibration import first_output, is_class_scores, next_token_loss
 
 
 @dataclass(frozen=True)
@@ -32,19 +35,25 @@ class Scores:
     loss: float | None = None
     top1_agreement: float | None = None  # with the first model
     cosine: float | None = None  # mean cosine of outputs with the first model's
+    perplexity: float | None = None  # causal LMs: exp(mean next-token cross-entropy)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _outputs(model: torch.nn.Module, data) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    outs, labels = [], []
+def _outputs(model: torch.nn.Module, data) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[float, int]]]:
+    """(first outputs, labels, (next-token loss, tokens) per batch of a causal LM) over the data."""
+    outs, labels, tokens = [], [], []
     with eval_mode(model), torch.no_grad():
         for batch in data.batches():
-            outs.append(first_output(model(*batch.args, **batch.kwargs)).float())
+            out = model(*batch.args, **batch.kwargs)
+            outs.append(first_output(out).float())
+            causal = next_token_loss(out, batch.kwargs)
+            if causal is not None:
+                tokens.append((float(causal[0]) * causal[1], causal[1]))
             if batch.labels is not None:
                 labels.append(batch.labels)
-    return outs, labels
+    return outs, labels, tokens
 
 
 def classification(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -68,15 +77,21 @@ def evaluate(models: list[tuple[str, torch.nn.Module]], data) -> list[Scores]:
     reference = None
     rows = []
     for name, model in models:
-        outs, labels = _outputs(model, data)
+        outs, labels, tokens = _outputs(model, data)
         y = torch.cat(outs)
         macs = count_macs(model, first.args, first.kwargs) // max(first.size, 1)
         row = {"name": name, "params": count_params(model), "macs": macs, "samples": int(y.shape[0])}
         scores = is_class_scores(y)
         if labels and scores:
             truth = torch.cat(labels)
+            if int(truth.max()) >= y.shape[1]:
+                raise InputError(f"--data {data.description}: label {int(truth.max())} is outside {name}'s {y.shape[1]} "
+                                 f"classes (0..{y.shape[1] - 1}); pass data labelled for this model")
             row |= classification(y.argmax(1).numpy(), truth.numpy())
             row["loss"] = float(torch.nn.functional.cross_entropy(y, truth))
+        if tokens and sum(n for _, n in tokens):
+            row["loss"] = sum(total for total, _ in tokens) / sum(n for _, n in tokens)
+            row["perplexity"] = float(np.exp(row["loss"]))
         if reference is None:
             reference = y
         elif reference.shape == y.shape:
@@ -93,7 +108,7 @@ def render(rows: list[Scores], console) -> None:
     table = Table(title=f"graphprune eval ({rows[0].samples} samples)")
     cols = [("model", "name"), ("params", "params"), ("MACs/sample", "macs"), ("acc", "accuracy"), ("F1", "f1"),
             ("prec", "precision"), ("recall", "recall"), ("loss", "loss"), ("top-1 agr", "top1_agreement"),
-            ("cosine", "cosine")]
+            ("cosine", "cosine"), ("perplexity", "perplexity")]
     used = [(h, k) for h, k in cols if any(getattr(r, k) is not None for r in rows)]
     for h, _ in used:
         table.add_column(h, justify="left" if h == "model" else "right", overflow="fold")

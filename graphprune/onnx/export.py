@@ -55,6 +55,7 @@ from graphprune.errors import ExportError, InputError, first_line
 from graphprune.onnx.exporters import export_dynamo, export_torchscript, name_dims, simplify_model
 from graphprune.onnx.files import onnx_size_bytes, publish, save
 from graphprune.onnx.parity import Parity, verify
+from graphprune.onnx.precision import as_float32, half_dtype
 from graphprune.onnx.signature import Job, prepare
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class ExportResult:
     output_names: tuple[str, ...]
     dynamic_batch: bool = False
     dynamic_sequence: bool = False  # dim 1 of the token inputs
+    source_dtype: str = ""  # a half-precision model's dtype: the file is float32 (graphprune.onnx.precision)
     notes: tuple[str, ...] = ()  # why earlier exporters or the simplified model were rejected
 
 
@@ -143,7 +145,8 @@ def export_onnx(
     dynamic batch (an exporter's limit, e.g. LSTMs with dynamo) with the example's batch,
     and `notes` says so.
 
-    The model is used in its current mode (call `model.eval()` first) and is not modified.
+    The model is used in its current mode (call `model.eval()` first) and is not modified. A bfloat16 or
+    float16 model is exported and checked as a float32 copy (graphprune.onnx.precision; `source_dtype`, `notes`).
     """
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
@@ -156,6 +159,15 @@ def export_onnx(
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"folder {path.parent} does not exist; create it first")
+    source = half_dtype(model, args, dict(kwargs or {}))
+    if source is not None:  # ONNX Runtime's CPU kernels take float32: export a float32 copy
+        twin, args32, kwargs32 = as_float32(model, args, dict(kwargs or {}))
+        result = export_onnx(twin, args32, kwargs32, path, dynamic_batch=dynamic_batch, dynamic_sequence=dynamic_sequence,
+                             opset=opset, simplify=simplify, atol=atol, exporters=exporters, static_fallback=static_fallback)
+        name = str(source).removeprefix("torch.")
+        note = (f"the model is {name}; exported and parity-checked in float32 (ONNX Runtime's CPU kernels "
+                f"do not run {name}), from a float32 copy of the model")
+        return dataclasses.replace(result, source_dtype=name, notes=(note, *result.notes))
     if model.training and not isinstance(model, torch.fx.GraphModule):  # ep.module() always reads as training
         log.warning("%s is in training mode; exporting it as it is (call model.eval() first for inference)", type(model).__name__)
     job = prepare(model, args, dict(kwargs or {}), dynamic_batch, dynamic_sequence, opset, atol)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import numpy as np
 import torch
 
 from graphprune.importance import CRITERIA
@@ -46,23 +47,36 @@ def _rules(opts: PlanOptions) -> list[PlanOptions]:
     return out
 
 
-def choose(graph, opts: PlanOptions, scores, data, calib_batches: int | None, progress=None) -> tuple[Plan, list[dict]]:
-    """(the best plan, [{normalize, allocate, loss, chosen}]) over RULES, measured on `data`."""
-    from graphprune.rewrite.recalibrate import recalibrate
-    from graphprune.rewrite.rewriter import rewrite
+def choose(graph, opts: PlanOptions, scores, data, calib_batches: int | None, progress=None,
+           judge=None) -> tuple[Plan, list[dict]]:
+    """(the best plan, [{normalize, allocate, loss, chosen, measured_on}]) over RULES: BatchNorm
+    re-estimated on `data`, judged on `judge`'s held-out selection slice (graphprune.pipeline.decide)
+    or, without one, by the calibration loss on `data`.
+
+    Cost: one pass of the original over the batches (the teacher's outputs, kept), then two per rule
+    (BatchNorm re-estimation, the loss); a rule whose plan removes the same channels as an earlier
+    one's builds the same model and takes its loss without running. `progress`: a
+    graphprune.data.progress.Stages (stage "allocate", one unit per batch run)."""
+    from graphprune.data.progress import stages_of
 
     batches = list(data.batches(limit=calib_batches))
-    teacher = [_run(graph.captured.module, b) for b in batches]
-    objective = losses.choose(data.has_labels, True, teacher[0], "auto", 0.5, 2.0)
+    rules = _rules(opts)
     tried = []
-    for i, rule in enumerate(_rules(opts)):
-        if progress:
-            progress(f"allocation rule {i + 1}: normalize={rule.normalize}, allocate={rule.allocate}")
-        plan = make_plan(graph, rule, scores=scores)
-        model = rewrite(plan)
-        recalibrate(model, data, limit=calib_batches)
-        loss = _loss(objective, model.eval(), teacher, batches)
-        tried.append((loss, i, plan, {"normalize": rule.normalize, "allocate": rule.allocate or "own", "loss": loss}))
+    with stages_of(progress).stage("allocate", len(batches) * (1 + 2 * len(rules)),
+                                   f"allocation: {len(rules)} rules x {len(batches)} batches") as tick:
+        teacher = [_run(graph.captured.module, b, tick) for b in batches]
+        objective = losses.choose(data.has_labels, True, teacher[0], "auto", 0.5, 2.0)
+        where = "held-out selection" if judge is not None and judge.selection is not None else "calibration"
+        for i, rule in enumerate(rules):
+            plan = make_plan(graph, rule, scores=scores)
+            same = next((t for t in tried if np.array_equal(t[2].removed, plan.removed)), None)
+            if same is not None:
+                loss = same[0]
+                tick(2 * len(batches))
+            else:
+                loss = _measure(plan, data, calib_batches, objective, teacher, batches, tick, judge)
+            tried.append((loss, i, plan, {"normalize": rule.normalize, "allocate": rule.allocate or "own", "loss": loss,
+                                          "measured_on": where}))
     best = min(tried, key=lambda t: (t[0], t[1]))
     for t in tried:
         t[3]["chosen"] = t is best
@@ -70,11 +84,31 @@ def choose(graph, opts: PlanOptions, scores, data, calib_batches: int | None, pr
     return best[2], [t[3] for t in tried]
 
 
+def _measure(plan: Plan, data, calib_batches: int | None, objective, teacher: list, batches: list, tick,
+             judge=None) -> float:
+    """The loss of `plan`'s model, its BatchNorm re-estimated on the data: on the judge's selection
+    slice when there is one, else on the calibration batches."""
+    from graphprune.rewrite.recalibrate import recalibrate
+    from graphprune.rewrite.rewriter import rewrite
+
+    model = rewrite(plan)
+    if not recalibrate(model, data, limit=calib_batches, tick=tick):
+        tick(len(batches))  # no batch norm: nothing ran
+    held = judge.loss(model.eval()) if judge is not None else None
+    if held is not None:
+        tick(len(batches))
+        return held
+    return _loss(objective, model.eval(), teacher, batches, tick)
+
+
 @torch.no_grad()
-def _run(model, batch):
-    return model(*batch.args, **batch.kwargs)
+def _run(model, batch, tick=None):
+    out = model(*batch.args, **batch.kwargs)
+    if tick is not None:
+        tick()
+    return out
 
 
-def _loss(objective, model, teacher: list, batches: list) -> float:
-    total = sum(float(objective.loss(_run(model, b), t, b)) * b.size for b, t in zip(batches, teacher, strict=True))
+def _loss(objective, model, teacher: list, batches: list, tick=None) -> float:
+    total = sum(float(objective.loss(_run(model, b, tick), t, b)) * b.size for b, t in zip(batches, teacher, strict=True))
     return total / max(sum(b.size for b in batches), 1)

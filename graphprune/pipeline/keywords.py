@@ -19,7 +19,8 @@ from graphprune.plan.types import PlanOptions
 
 # earlier keyword -> (options object, its field)
 _RENAMED = {"calib_batches": ("calibration", "batches"), "recalibrate": ("calibration", "recalibrate"),
-            "reconstruct": ("calibration", "reconstruct"), "seed": ("calibration", "seed"),
+            "reconstruct": ("calibration", "reconstruct"),
+            "compensate": ("calibration", "compensate"), "seed": ("calibration", "seed"),
             "remove_blocks": ("depth", "blocks"), "block_criterion": ("depth", "criterion")}
 _PLAN_FIELDS = {f.name for f in dataclasses.fields(PlanOptions)}
 

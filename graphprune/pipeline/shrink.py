@@ -1,7 +1,8 @@
 """`shrink`: every stage in order, each checked, the report written as it goes.
 
-capture -> (depth) -> dependency graph -> scores -> plan (or search, or allocation by measurement)
--> rewrite -> checks -> refit and BatchNorm re-estimation on data -> costs and report.
+capture -> (held-out split) -> (depth) -> dependency graph -> scores (or criterion auto) -> plan (or
+search, or allocation by measurement) -> rewrite -> checks -> bias correction, refit and BatchNorm
+re-estimation, each judged on held-out data -> the L2 floor -> fidelity, costs and report.
 A model that torch.export cannot capture whole goes to graphprune.pipeline.parts.
 
 Options come as objects, each field documented where it is defined: PlanOptions (what goes:
@@ -11,6 +12,7 @@ DepthOptions (whole blocks first), a SearchRequest (widths searched under a late
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -23,16 +25,22 @@ from graphprune import depth as blocks_api
 from graphprune.capture.depgraph import DependencyGraph, build
 from graphprune.capture.trace import Captured, capture, normalize_inputs
 from graphprune.check import verify
+from graphprune.check.inputs import check_data
 from graphprune.check.oracle import dead_channel_check
-from graphprune.cost.macs import count_macs, count_params
-from graphprune.data import check_labels
+from graphprune.cost.macs import count_macs, count_params, graph_macs
+from graphprune.data import Kept, check_labels
 from graphprune.data.options import CalibrationOptions
+from graphprune.data.progress import Stages, count, stages_of
 from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError, TraceError, VerificationError, first_line
-from graphprune.pipeline import allocate
+from graphprune.io import inputspec
+from graphprune.measure.fidelity import on_example
+from graphprune.pipeline import allocate, decide
+from graphprune.plan.budget import verdict
 from graphprune.plan.planner import plan as make_plan
 from graphprune.plan.types import Plan, PlanOptions
 from graphprune.report.report import Report
+from graphprune.rewrite.compensate import correct as compensate_biases
 from graphprune.rewrite.recalibrate import recalibrate as recalibrate_bn
 from graphprune.rewrite.reconstruct import reconstruct as refit_layers
 from graphprune.rewrite.rewriter import rewrite as make_model
@@ -48,14 +56,16 @@ def check(plan: PlanOptions, calibration: CalibrationOptions, depth: DepthOption
     plan.check()
     calibration.check()
     depth.check(has_data)
-    if not has_scores and CRITERIA[plan.criterion].needs_data and not has_data:
+    if not has_scores and plan.criterion in CRITERIA and CRITERIA[plan.criterion].needs_data and not has_data:
         raise InputError(f"--criterion {plan.criterion} is measured on data; pass --data (e.g. train.npz)")
 
 
-def verified(plan: Plan, pruned: torch.nn.Module, reference) -> str:
-    """Run the pruned model on the example input and check it against the original."""
+def verified(plan: Plan, pruned: torch.nn.Module, reference, got=None) -> str:
+    """Run the pruned model on the example input (unless its outputs `got` are given) and check it
+    against the original's outputs `reference`."""
     captured = plan.graph.captured
-    got = verify.run(pruned, captured.args, captured.kwargs)
+    if got is None:
+        got = verify.run(pruned, captured.args, captured.kwargs)
     if plan.removed.any():
         verify.check_structure(reference, got)
         return "output structure and shapes match the original"
@@ -74,12 +84,24 @@ def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
         ) from exc
 
 
-def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int):
-    """(scores per channel, calibration info) from a criterion name, a user's array or a callable."""
+def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int, step: Stages):
+    """(scores per channel, calibration info) from a criterion name, a user's array or a callable;
+    a criterion that reads data is the counted stage "score" of `step`."""
+    from graphprune.importance import CRITERIA
+
+    name = criterion if isinstance(criterion, str) else "user scores"
+    if data is None or not isinstance(criterion, str) or not CRITERIA[criterion].needs_data:
+        step(f"scoring channels ({name})")
+        return _score(graph, criterion, data, calib_batches, seed, None)
+    with step.stage("score", count(calib_batches, data), f"scoring ({name})") as tick:
+        return _score(graph, criterion, data, calib_batches, seed, tick)
+
+
+def _score(graph: DependencyGraph, criterion, data, calib_batches: int | None, seed: int, tick):
     from graphprune.importance import LOSSES, Calibration, score
 
     if isinstance(criterion, str):
-        calibration = Calibration(data=data, limit=calib_batches, seed=seed)
+        calibration = Calibration(data=data, limit=calib_batches, seed=seed, tick=tick)
         scores = score(graph, criterion, calibration=calibration)
         info = {"criterion": criterion, "notes": calibration.notes}
         if calibration.loss:
@@ -91,23 +113,36 @@ def _scores(graph: DependencyGraph, criterion, data, calib_batches: int | None, 
     return np.asarray(values, dtype=np.float64), {"criterion": "user scores"}
 
 
-def _checks(chosen: Plan, pruned, reference, dead_channels: bool) -> list[dict]:
-    """Run the product's checks on a pruned model; each is {check, passed, detail}; raise on failure."""
+def _checks(chosen: Plan, pruned, reference, dead_channels: bool, clock) -> list[dict]:
+    """Run the product's checks on a pruned model; each is {check, passed, detail}; raise on failure.
+
+    The pruned model runs once: its outputs serve the structure check and the dead-channel oracle."""
     checks = []
     try:
-        checks.append({"check": "runs", "passed": True, "detail": verified(chosen, pruned, reference)})
+        with clock("verify"):
+            got = verify.run(pruned, chosen.graph.captured.args, chosen.graph.captured.kwargs)
+            checks.append({"check": "runs", "passed": True, "detail": verified(chosen, pruned, reference, got)})
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to run is a verification failure
         raise VerificationError(f"the pruned model does not run: {first_line(exc)}") from exc
-    if dead_channels and chosen.exact().removed.any():
-        try:
-            dead_channel_check(chosen)
-        except VerificationError as exc:
-            raise VerificationError(f"dead-channel check failed ({exc}); this is a graphprune bug, please report it") from exc
-        checks.append({"check": "dead channels", "passed": True,
-                       "detail": "zeroing the removed channels and pruning them left the outputs equal"})
+    if dead_channels:
+        with clock("oracle"):
+            checks.extend(_oracle(chosen, built=(pruned, got)))
     return checks
+
+
+def _oracle(chosen: Plan, built: tuple | None = None) -> list[dict]:
+    """The dead-channel check of a plan as a list of zero or one check entries; raises on failure.
+    `built`: (pruned model, its outputs), to reuse (graphprune.check.oracle.dead_channel_check)."""
+    if not chosen.exact().removed.any():
+        return []
+    try:
+        dead_channel_check(chosen, built=built, lazy=True)  # no second copy of the weights
+    except VerificationError as exc:
+        raise VerificationError(f"dead-channel check failed ({exc}); this is a graphprune bug, please report it") from exc
+    return [{"check": "dead channels", "passed": True,
+             "detail": "zeroing the removed channels and pruning them left the outputs equal"}]
 
 
 @dataclasses.dataclass
@@ -120,18 +155,40 @@ class _Run:
     opts: PlanOptions
     calibration: CalibrationOptions
     data: Any
-    step: Any
+    step: Stages
+    judge: Any = None  # graphprune.pipeline.decide.Judge, with data
+    held_note: str = ""  # why there is no held-out slice
+    release: bool = False  # release_model: the original's tensors are freed as the pruned model is built
+    params_before: int = 0
     t0: float = dataclasses.field(default_factory=time.perf_counter)
     seconds: dict = dataclasses.field(default_factory=dict)
+    counted: dict = dataclasses.field(default_factory=dict)  # step.seconds when this run began
 
-    def lap(self, name: str) -> None:
-        self.seconds[name] = time.perf_counter() - self.t0 - sum(self.seconds.values())
+    def __post_init__(self):
+        self.counted = dict(self.step.seconds)  # a Stages may serve several runs (--steps)
+
+    @contextlib.contextmanager
+    def clock(self, stage: str):
+        """Time the block as `stage` (the report's `seconds`; a stage met twice adds up)."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t
+
+    def timings(self) -> dict:
+        """The clocked stages, the counted data stages (blocks, allocate, refit, recalibrate) of this run
+        beside them (none runs inside a clocked one but score, which its clock covers), and the total."""
+        data = {k: v - self.counted.get(k, 0.0) for k, v in self.step.seconds.items() if v > self.counted.get(k, 0.0)}
+        return {**data, **self.seconds, "total": time.perf_counter() - self.t0}
 
 
 def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = None, data=None,
            calibration: CalibrationOptions | None = None, depth: DepthOptions | None = None, search=None,
-           scores=None, check_dead_channels: bool = True, progress=None) -> tuple[torch.nn.Module, Report]:
-    """Prune `model` and return (pruned model, report). The user's model is not changed.
+           scores=None, check_dead_channels: bool = True, progress=None,
+           held_out=None, release_model: bool = False) -> tuple[torch.nn.Module, Report]:
+    """Prune `model` and return (pruned model, report). The user's model is not changed, unless
+    `release_model` hands its memory over to the pruned one (below).
 
     `plan` says what goes (graphprune.plan.types.PlanOptions); `scores` (an array with one score per
     channel, or a callable graph -> array) replaces its criterion. `data` (graphprune.data.Data) feeds
@@ -139,86 +196,209 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     as `calibration` says. `depth` removes whole blocks first, ranked on `data`; a budget still counts
     from the original. `search` (a graphprune.search.SearchRequest) replaces the cut options by a search
     of per-group widths under a latency budget measured in ONNX Runtime; the report's `search` logs it.
+
+    `progress` hears the steps: a callable taking step names, or a graphprune.data.progress.Stages,
+    which also counts the stages that read data (score, allocate, refit, recalibrate); the report's
+    `seconds` gives each of them either way.
+
+    With `data`, part of it (or `held_out`, a Data) is held out (graphprune.pipeline.decide): every
+    choice is judged on a selection slice and the report's `fidelity` comes from a test slice nothing
+    was chosen on. Criterion 'auto' tries several on it; the bias correction, the refit and BatchNorm
+    re-estimation are kept only when they do not make it worse; the L2 plan (BatchNorm re-estimated)
+    is the floor. Without data the bias correction runs from BatchNorm statistics alone.
+
+    `release_model`: each of the model's tensors is freed as soon as its slice is made (tensors that
+    lose nothing are shared), so the peak stays near the model's own size (docs/BENCHMARKS.md, "Large
+    model"); the model is unusable afterwards. The checks run as without it, the dead-channel oracle
+    before the rewrite; the bias correction, which reads the original's BatchNorm statistics after the
+    rewrite, is skipped. Refused with data, whose stages read the original after the rewrite.
     """
     opts, cal, depth = plan or PlanOptions(), calibration or CalibrationOptions(), depth or DepthOptions()
     check(opts, cal, depth, has_data=data is not None, has_scores=scores is not None)
+    if release_model and data is not None:
+        raise InputError("release_model frees the original's weights, which pruning with data reads after the "
+                         "rewrite (refit, BatchNorm re-estimation); pass release_model=False with data")
+    if opts.criterion == "auto" and (data is None or scores is not None or search is not None):
+        opts = dataclasses.replace(opts, criterion="l2")  # nothing to judge candidates on, or nothing to choose
+    held, held_note = None, ""
+    if data is not None:  # split before anything reads the data: the held-out slices are never calibration
+        data, held, held_note = decide.split(data, held_out, seed=cal.seed)
     args, kwargs = normalize_inputs(example)
-    run = _Run(model, args, kwargs, opts, cal, data, progress or (lambda text: None))
-    run.step("capturing the model with torch.export")
-    reference = run_original(model, args, kwargs)
     if data is not None:
+        data = Kept(data, cal.batches)  # every data stage reads the same batches: read them once
+    run = _Run(model, args, kwargs, opts, cal, data, stages_of(progress), release=release_model,
+               params_before=count_params(model))
+    run.step("capturing the model with torch.export")
+    with run.clock("reference"):
+        reference = original_out = run_original(model, args, kwargs)
+    if data is not None:
+        check_data([("the model", model)], data)
         check_labels(data, reference, limit=cal.batches)
     try:
-        captured = capture(model, args, kwargs)
+        with run.clock("capture"):
+            captured = capture(model, args, kwargs)
     except TraceError as exc:  # e.g. detection models: prune the submodules that do capture
         if data is not None or scores is not None:
             raise TraceError(f"{exc}; pruning it part by part takes a weight criterion and no --data") from exc
         from graphprune.pipeline import parts
 
         return parts.shrink(model, args, kwargs, reference, opts, opts.attention, str(exc), run.step)
-    macs_before = count_macs(captured.module, args, kwargs)
+    original = captured
+    if data is not None:
+        run.step("holding out data to judge every choice on")
+        run.judge, run.held_note = decide.Judge(captured.module, held, cal.batches), held_note
     plan_opts, removed_blocks = opts, ()
     if depth.blocks:
-        run.step(f"ranking blocks ({depth.criterion}) on calibration data")
         captured, removed_blocks, plan_opts = blocks_api.blocks_first(captured, data, depth.blocks, depth.criterion,
-                                                                      cal.batches, opts)
-        reference = verify.run(captured.module, args, kwargs)  # channels are checked against the model without the blocks
-    chosen, graph, calibration_info, searched, allocation = _decide(run, captured, plan_opts, scores, search)
+                                                                      cal.batches, opts, progress=run.step)
+        with run.clock("reference"):  # channels are checked against the model without the blocks
+            reference = verify.run(captured.module, args, kwargs)
+    chosen, graph, calibration_info, searched, allocation, trials = _decide(run, captured, plan_opts, scores, search)
     pruned, checks, refits, recalibrated = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
-    return pruned, _report(run, chosen, graph, pruned, macs_before, checks, scores, calibration_info, recalibrated,
-                           searched, allocation, refits, removed_blocks)
+    floor = None
+    if run.judge is not None and run.judge.selection is not None and not searched and opts.threshold is None \
+            and chosen.removed.any():
+        run.step("comparing with the data-free L2 plan (BatchNorm re-estimated): the floor")
+        chosen, pruned, floor = _floor(run, graph, plan_opts, chosen, pruned, trials)
+        if floor["used"]:
+            checks = _checks(chosen, pruned, reference, check_dead_channels, run.clock)
+            refits, allocation, recalibrated = [], [], 0
+            pruned.train(model.training)
+    run.step("measuring fidelity")
+    with run.clock("fidelity"):
+        fidelity = _fidelity(run, pruned, original_out, floor)
+    report = _report(run, chosen, graph, pruned, original, checks, scores, calibration_info, recalibrated,
+                     searched, allocation, refits, removed_blocks)
+    return pruned, dataclasses.replace(report, fidelity=fidelity)
 
 
 def _decide(run: _Run, captured: Captured, plan_opts: PlanOptions, scores, search):
-    """(plan, graph, calibration info, search result, allocation log): score the channels, then choose."""
-    graph = build(captured, attention=run.opts.attention)
-    run.lap("analyze")
-    criterion = run.opts.criterion if scores is None else scores
-    name = criterion if isinstance(criterion, str) else "user scores"
-    run.step(f"scoring channels ({name})" + (" on calibration data" if run.data is not None else ""))
-    values, calibration_info = _scores(graph, criterion, run.data, run.calibration.batches, run.calibration.seed)
-    run.lap("score")
+    """(plan, graph, calibration info, search result, allocation log, auto's trials): score the
+    channels (or try every criterion: auto), then choose."""
+    with run.clock("graph"):
+        graph = build(captured, attention=run.opts.attention)
+    trials = {}
+    if plan_opts.criterion == "auto" and scores is None:
+        run.step("criterion auto: every criterion's plan judged on held-out data")
+        values, calibration_info, trials = decide.auto(graph, plan_opts, run.data, run.calibration.batches,
+                                                       run.calibration.seed, run.judge, run.step)
+        plan_opts = dataclasses.replace(plan_opts, criterion=calibration_info["criterion"])
+    else:
+        criterion = plan_opts.criterion if scores is None else scores
+        with run.clock("score"):
+            values, calibration_info = _scores(graph, criterion, run.data, run.calibration.batches,
+                                               run.calibration.seed, run.step)
     run.step("planning")
-    searched = None if search is None else search.run(graph, progress=run.step, scores=values, data=run.data,
-                                                      calib_batches=run.calibration.batches,
-                                                      recalibrate=run.calibration.recalibrate)
+    with run.clock("plan"):
+        searched = None if search is None else search.run(graph, progress=run.step, scores=values, data=run.data,
+                                                          calib_batches=run.calibration.batches,
+                                                          recalibrate=run.calibration.recalibrate)
     allocation = []
     if searched:
         chosen = searched[0]
     elif run.data is not None and allocate.applies(plan_opts):
-        chosen, allocation = allocate.choose(graph, plan_opts, values, run.data, run.calibration.batches, run.step)
+        chosen, allocation = allocate.choose(graph, plan_opts, values, run.data, run.calibration.batches, run.step,
+                                             judge=run.judge)
     else:
-        chosen = make_plan(graph, plan_opts, scores=values)
-    return chosen, graph, calibration_info, searched, allocation
+        with run.clock("plan"):
+            chosen = make_plan(graph, plan_opts, scores=values)
+    return chosen, graph, calibration_info, searched, allocation, trials
 
 
 def _build(run: _Run, chosen: Plan, reference, check_dead_channels: bool, blocks_removed: bool):
     """(pruned model, checks, refits, recalibrated batches): rewrite, check, then restore what data can."""
-    run.step("rewriting")
-    pruned = make_model(chosen)
+    # release_model: the oracle reads the original's tensors, so it runs before they are freed
+    early = _oracle(chosen) if run.release and check_dead_channels else []
+    run.step("rewriting" + (" (releasing the original's tensors)" if run.release else ""))
+    with run.clock("rewrite"):
+        pruned = make_model(chosen, release=run.release)
+    inputspec.attach(pruned, run.args, run.kwargs)  # later commands (finetune, eval, explain) need not ask again
     run.step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
-    checks = _checks(chosen, pruned, reference, check_dead_channels)  # the oracle checks the plan itself
-    refits, recalibrated, cal = [], 0, run.calibration
-    if run.data is not None and cal.reconstruct and chosen.removed.any():
-        run.step("refitting the layers that lost inputs (least squares on the data)")
-        refits = refit_layers(chosen, pruned, run.data, limit=cal.batches, seed=cal.seed)
-    if run.data is not None and cal.recalibrate and (chosen.removed.any() or blocks_removed):
-        run.step("re-estimating BatchNorm statistics on the data")
-        recalibrated = recalibrate_bn(pruned, run.data, limit=cal.batches)
+    checks = _checks(chosen, pruned, reference, check_dead_channels and not run.release, run.clock) + early
+    refits, recalibrated = _data_steps(run, chosen, pruned, blocks_removed)
+    if run.data is None and run.calibration.compensate and chosen.removed.any() and not run.release:
+        run.step("correcting biases for the removed channels (no data: from BatchNorm statistics)")
+        compensate_biases(chosen, pruned)
     pruned.train(run.model.training)  # the original's mode: a model saved for inference stays in eval
-    run.lap("plan_rewrite")
     return pruned, checks, refits, recalibrated
 
 
-def _report(run: _Run, chosen: Plan, graph: DependencyGraph, pruned, macs_before: int, checks: list, scores,
+def _data_steps(run: _Run, chosen: Plan, pruned, blocks_removed: bool) -> tuple[list, int]:
+    """Bias correction, refit and BatchNorm re-estimation, each kept only if held-out fidelity allows.
+    Returns (the refit's per-layer records, batches the re-estimation ran on, 0 when undone)."""
+    if run.data is None:
+        return [], 0
+    cal, judge, refits, ran = run.calibration, run.judge, [], {"batches": 0}
+
+    def correct():
+        n = compensate_biases(chosen, pruned)
+        return f"{n} layers corrected" if n else None
+
+    def refit():
+        refits.extend(refit_layers(chosen, pruned, run.data, limit=cal.batches, seed=cal.seed, progress=run.step))
+        done = [r for r in refits if r.lam is not None]
+        return f"{len(done)} of {len(refits)} layers refit" if done else None
+
+    def estimate():
+        with run.step.stage("recalibrate", count(cal.batches, run.data), "BatchNorm re-estimation") as tick:
+            ran["batches"] = recalibrate_bn(pruned, run.data, limit=cal.batches, tick=tick)
+        return f"{ran['batches']} batches" if ran["batches"] else None
+
+    if cal.compensate and chosen.removed.any():
+        run.step("correcting biases for the removed channels")
+        judge.step("bias correction", pruned, correct)
+    if cal.reconstruct and chosen.removed.any():
+        judge.step("refit", pruned, refit)
+    kept = False
+    if cal.recalibrate and (chosen.removed.any() or blocks_removed):
+        kept = judge.step("BatchNorm re-estimation", pruned, estimate)
+    return refits, ran["batches"] if kept else 0
+
+
+def _floor(run: _Run, graph, opts: PlanOptions, chosen: Plan, pruned, trials: dict) -> tuple:
+    """(plan, model, record): the better on the selection slice of the result and the L2 plan at the
+    same budget with BatchNorm re-estimated (where that helps)."""
+    from graphprune.importance import score
+
+    base = trials.get("l2")
+    if base is None:
+        l2 = dataclasses.replace(opts, criterion="l2")
+        base = decide.trial(graph, l2, score(graph, "l2"), run.data, run.calibration.batches, run.judge)
+    mine = run.judge.loss(pruned)
+    used = base.loss < mine
+    record = {"criterion": "l2", "steps": "BatchNorm re-estimated (where it helps)", "loss": base.loss,
+              "result_loss": mine, "used": used}
+    return (base.plan, base.model, record) if used else (chosen, pruned, record)
+
+
+def _fidelity(run: _Run, pruned, original_out, floor) -> dict:
+    """The report's `fidelity`: held-out figures (test slice), the choices made on the selection
+    slice, and how far outputs moved on the example input."""
+    out = {"data": "none" if run.data is None else run.data.description,
+           "example": on_example(original_out, verify.run(pruned, run.args, run.kwargs))}
+    if run.held_note:
+        out["note"] = run.held_note
+    judge = run.judge
+    if judge is None:
+        return out
+    final = judge.final(pruned)
+    if final is not None:
+        out["held_out"] = final.to_dict() | {"slice": judge.test.description}
+        out["selection"] = {"slice": judge.selection.description, "samples": judge.selection.samples}
+    out["steps"] = [r.to_dict() for r in judge.records]
+    if floor is not None:
+        out["floor"] = floor
+    return out
+
+
+def _report(run: _Run, chosen: Plan, graph: DependencyGraph, pruned, original: Captured, checks: list, scores,
             calibration_info: dict, recalibrated: int, searched, allocation: list, refits: list, blocks: tuple) -> Report:
     run.step("counting MACs")
     opts = run.opts
-    params = (count_params(run.model), count_params(pruned))
-    # the captured graph, not the eager model: eager modules may take fused fast paths
-    # (nn.TransformerEncoder) that the FLOP counter cannot see
-    macs = (macs_before, count_macs(pruned, run.args, run.kwargs))
+    with run.clock("macs"):
+        params = (run.params_before, count_params(pruned))
+        macs = _macs(chosen, original, pruned)
     options = {k: v for k, v in opts.__dict__.items() if v is not None}
     if scores is not None:
         options["criterion"] = "user scores"
@@ -226,19 +406,33 @@ def _report(run: _Run, chosen: Plan, graph: DependencyGraph, pruned, macs_before
         params_before=params[0], params_after=params[1], macs_before=macs[0], macs_after=macs[1],
         ratio=opts.ratio, options=options, decisions=chosen.decisions, unknown_ops=graph.unknown,
         dynamic_batch=graph.captured.dynamic_batch, dynamic_sequence=graph.captured.dynamic_sequence,
-        verified=checks[0]["detail"], seconds={**run.seconds, "total": time.perf_counter() - run.t0},
+        verified=checks[0]["detail"], seconds=run.timings(),
         search=searched[1].to_dict() if searched else None,
         calibration=calibration_info | ({"recalibrated_batches": recalibrated} if recalibrated else {}),
-        checks=tuple(checks), budget=_budget(opts, params, macs),
+        checks=tuple(checks), budget=_budget(opts, params, macs, chosen.budget),
         blocks=tuple(dataclasses.asdict(b) for b in blocks),
         allocation=tuple(allocation), reconstruction=tuple(dataclasses.asdict(r) for r in refits),
     )
 
 
-def _budget(opts: PlanOptions, params: tuple, macs: tuple) -> dict | None:
-    """The budget asked for and the fraction of the original reached, from (before, after) counts."""
+def _macs(chosen: Plan, original: Captured, pruned: torch.nn.Module) -> tuple[int, int]:
+    """(MACs before, after) on the captured graph (graphprune.cost.macs.graph_macs), else by counting forward passes.
+
+    Counted on the captured graph, not the eager model: eager modules may take fused fast paths
+    (nn.TransformerEncoder) that the FLOP counter cannot see. With blocks removed, `before` is the
+    original captured model's (the plan's graph is the one without the blocks)."""
+    counted = graph_macs(chosen)
+    args, kwargs = chosen.graph.captured.args, chosen.graph.captured.kwargs
+    if counted is not None and original is chosen.graph.captured:
+        return counted
+    before = count_macs(original.module, args, kwargs)
+    return before, counted[1] if counted is not None else count_macs(pruned, args, kwargs)
+
+
+def _budget(opts: PlanOptions, params: tuple, macs: tuple, outcome=None) -> dict | None:
+    """The budget asked for and what was reached, from (before, after) counts (graphprune.plan.budget.verdict)."""
     if opts.budget is None:
         return None
     kind, target = opts.budget
     before, after = macs if kind == "macs" else params
-    return {"kind": kind, "target": target, "achieved": after / before if before else 1.0}
+    return verdict(kind, target, after / before if before else 1.0, opts.tolerance, outcome)

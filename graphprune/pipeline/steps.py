@@ -27,10 +27,12 @@ import torch
 from graphprune.capture.trace import normalize_inputs
 from graphprune.cost.macs import count_macs, count_params
 from graphprune.data.options import CalibrationOptions
+from graphprune.data.progress import within
 from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError
 from graphprune.pipeline.keywords import from_keywords
 from graphprune.pipeline.shrink import check, shrink
+from graphprune.plan.budget import verdict
 from graphprune.plan.types import PlanOptions
 from graphprune.recovery.loop import finetune
 from graphprune.recovery.options import TrainOptions
@@ -95,7 +97,7 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, plan: P
     for k in range(steps):
         kind = plan.budget[0] if plan.budget else "params"
         fraction = getattr(rows[-1], kind) / base[kind] if rows else 1.0
-        say = (lambda text, k=k: progress(f"step {k + 1} of {steps}: {text}")) if progress is not None else None
+        say = within(progress, f"step {k + 1} of {steps}: ")
         current, report = shrink(current, example, plan=_step_plan(k, aims, plan, fraction), data=data,
                                  calibration=calibration, depth=depth if k == 0 else None, progress=say)
         removed_blocks = removed_blocks or report.blocks
@@ -113,6 +115,6 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, plan: P
                     macs_after=rows[-1].macs, ratio=plan.ratio, blocks=removed_blocks)
     budget = plan.budget
     if budget is not None:  # the last step's budget was relative to the step before; state it for the original
-        final = replace(final, budget={"kind": budget[0], "target": budget[1],
-                                       "achieved": getattr(rows[-1], budget[0]) / base[budget[0]]})
+        achieved = getattr(rows[-1], budget[0]) / base[budget[0]]
+        final = replace(final, budget=verdict(budget[0], budget[1], achieved, plan.tolerance))
     return current, final, rows

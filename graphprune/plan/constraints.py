@@ -102,5 +102,6 @@ def finalize(graph: DependencyGraph, picks: dict, scores: np.ndarray, opts: Plan
             note = "; ".join(x for x in (note, f"{g.frozen_channels} channels frozen: {g.reason}") if x)
         if g.inexact and final:
             note = "; ".join(x for x in (note, f"inexact: {g.inexact}") if x)
-        decisions.append(Decision(g.name, g.width, after, len(g.channels), len(final), note, g.cause))
+        decisions.append(Decision(g.name, g.width, after, len(g.channels), len(final), note, g.cause,
+                                  g.structural))
     return removed, tuple(decisions)

@@ -9,7 +9,8 @@ How many channels go (graphprune.plan.cuts holds the rules):
 * threshold ('mean', 'percentile:P', 'sigma:K'): channels scoring below the threshold go,
   per group or (global) over every group's normalised scores.
 * budget (target_macs / target_params, fractions of the original): cost-aware global ranking
-  (graphprune.plan.budget) chooses every group's width so the exact cost lands on the target.
+  (graphprune.plan.budget) chooses every group's width so the exact cost lands at most on the target
+  and within `tolerance` under it; `Plan.budget` says what it reached, and why when it missed.
 * widths: an explicit kept width per group name (the search's knob).
 
 Constraints, applied per group after the choice: every space keeps at least one
@@ -63,13 +64,14 @@ def plan(graph: DependencyGraph, options: PlanOptions | None = None, scores: np.
         raise PlanError(f"scores have shape {scores.shape}; one score per channel ({graph.num_channels}) is needed")
     if not opts.prune_hidden:
         graph = exact_only(graph)
+    outcome = None
     if opts.widths is not None:
         removed, decisions = finalize(graph, cuts.widths_choice(graph, scores, opts.widths), scores, opts, rounding=False)
     elif opts.budget is not None:
-        removed, decisions = budget.choose(graph, scores, opts, allocation=_allocation(graph, opts))
+        removed, decisions, outcome = budget.choose(graph, scores, opts, allocation=_allocation(graph, opts))
     elif opts.global_ranking and (allocation := _allocation(graph, opts)) is not None:
         counts = {gi: len(c) for gi, c in cuts.choose(graph, allocation, opts).items()}
         removed, decisions = finalize(graph, cuts.lowest(graph, scores, counts), scores, opts)
     else:
         removed, decisions = finalize(graph, cuts.choose(graph, scores, opts), scores, opts)
-    return Plan(full, opts, removed, decisions)
+    return Plan(full, opts, removed, decisions, outcome)

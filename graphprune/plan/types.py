@@ -24,7 +24,7 @@ class PlanOptions:
     ratio: float = 0.4  # --ratio: fraction of each group's candidate channels removed, in [0, 1)
     global_ranking: bool = False  # --global: rank channels across groups by normalised score
     round_to: int = 8  # --round-to: kept widths in multiples of N (ONNX Runtime's NCHWc block on AVX2)
-    criterion: str = "l2"  # --criterion: graphprune.importance.CRITERIA
+    criterion: str = "l2"  # --criterion: graphprune.importance.CRITERIA, or 'auto' (with data: pipeline.decide.auto)
     max_group_ratio: float = 0.9  # global rules: at most this fraction of one group goes
     prune_hidden: bool = True  # --no-prune-hidden: False keeps widths whose pruning is inexact (LayerNorm/RMSNorm)
     threshold: str | None = None  # --threshold: 'mean', 'percentile:P' or 'sigma:K' (instead of ratio)
@@ -48,8 +48,9 @@ class PlanOptions:
             raise PlanError(f"--ratio {self.ratio} is outside [0, 1); e.g. --ratio 0.4 removes 40% of each group")
         if self.round_to < 1:
             raise PlanError(f"--round-to {self.round_to} must be 1 or more (1 turns rounding off)")
-        if self.criterion not in CRITERIA:
-            raise PlanError(f"unknown criterion {self.criterion!r} (--criterion); choose from {', '.join(sorted(CRITERIA))}")
+        if self.criterion not in CRITERIA and self.criterion != "auto":
+            raise PlanError(f"unknown criterion {self.criterion!r} (--criterion); choose from auto, "
+                            f"{', '.join(sorted(CRITERIA))}")
         if not 0.0 < self.max_group_ratio < 1.0:
             raise PlanError("max_group_ratio must be in (0, 1)")
         for flag, value in (("--target-macs", self.target_macs), ("--target-params", self.target_params)):
@@ -87,6 +88,7 @@ class Decision:
     removed: int
     note: str
     cause: Reason | None = None  # why the group's frozen channels are frozen, as data (graphprune.reasons)
+    structural: bool = False  # a dim no rule claims (a kernel's spatial dims): not a width, never reported frozen
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,6 +97,7 @@ class Plan:
     options: PlanOptions
     removed: np.ndarray  # channel id -> removed?
     decisions: tuple
+    budget: object = None  # graphprune.plan.budget.Outcome under a budget: what it reached, why it missed if it did
 
     def exact(self) -> Plan:
         """This plan without its inexact removals (channels whose removal changes values even

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from graphprune.data import Data, check_labels
+from graphprune.errors import InputError, first_line
 from graphprune.measure import objective as losses
 from graphprune.recovery import checkpoint, distributed, schedule
 from graphprune.recovery.features import FeatureMatch
@@ -124,6 +125,26 @@ def _epoch(run: _Run, data: Data, epoch: int, opt, sched, on_step, progress) -> 
     return total / max(count, 1)
 
 
+def _shapes(output) -> list:
+    leaves, spec = torch.utils._pytree.tree_flatten(output)
+    return [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in leaves], str(spec)
+
+
+def check_teacher(teacher: torch.nn.Module, sample, batch) -> None:
+    """The teacher must take the student's inputs and give outputs of the student's structure and
+    shapes (distillation compares them element by element); else one line naming both."""
+    try:
+        with torch.no_grad():
+            out = teacher(*batch.args, **batch.kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's teacher: its failure is named, not a bug
+        raise InputError(f"the teacher rejects the data's inputs ({type(exc).__name__}: {first_line(exc)}); pass the "
+                         "model the student was pruned from as --teacher") from exc
+    (want, want_spec), (got, got_spec) = _shapes(sample), _shapes(out)
+    if want != got or want_spec != got_spec:
+        raise InputError(f"the teacher's outputs {got} do not match the student's {want} (batch first); distillation "
+                         "compares them: pass the model the student was pruned from as --teacher")
+
+
 def _prepare(model, data: Data, teacher, options: TrainOptions) -> _Run:
     world, device = distributed.setup(options.device)
     torch.manual_seed(options.seed)
@@ -133,6 +154,8 @@ def _prepare(model, data: Data, teacher, options: TrainOptions) -> _Run:
     with torch.no_grad():
         sample = student.eval()(*first.args, **first.kwargs)
     check_labels(data, sample)
+    if frozen is not None:
+        check_teacher(frozen, sample, first)
     objective = losses.choose(data.has_labels, frozen is not None, sample, options.distill_loss,
                               options.distill_weight, options.temperature)
     features = FeatureMatch(frozen, student, options.feature_layers) if options.feature_layers and frozen else None

@@ -1,9 +1,12 @@
-"""A rich progress bar for fine-tuning: steps done, the last loss, the last validation metric."""
+"""Rich progress bars on stderr: fine-tuning (steps done, the last loss, the last validation metric)
+and the stages of `shrink` that pass over data (graphprune.data.progress)."""
 
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from graphprune.data.progress import Stages
 
 
 class Bar:
@@ -39,3 +42,37 @@ class Bar:
             self.bar = None
         if self.pause is not None:
             self.pause.start()
+
+
+class StageBar(Stages):
+    """graphprune.data.progress.Stages drawn on `console` (stderr): step names on the `status` spinner,
+    each counted stage (scoring, allocation, refit, BatchNorm re-estimation) as a bar with its
+    elapsed time and an estimate of the time left. Nothing is drawn when the console is not a terminal."""
+
+    def __init__(self, console: Console, status=None):
+        super().__init__(say=status.update if status is not None else None)
+        self.console, self.status = console, status
+        self.bar: Progress | None = None
+        self.task = None
+
+    def begin(self, name: str, total: int, text: str) -> None:
+        if not self.console.is_terminal or self.bar is not None:
+            return
+        if self.status is not None:
+            self.status.stop()  # one live display at a time
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task(text, total=max(total, 1))
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=n)
+
+    def end(self, name: str) -> None:
+        if self.bar is None:
+            return
+        self.bar.stop()
+        self.bar = None
+        if self.status is not None:
+            self.status.start()

@@ -7,9 +7,11 @@ terminal summary.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.markup import escape
 
 from graphprune.plan.types import Decision
-from graphprune.reasons import Cause
 from graphprune.report.depth import removed_table
 from graphprune.report.format import human
 
@@ -38,6 +40,7 @@ class Report:
     search: dict | None = None  # graphprune.search's log: every configuration tried, the final measurement
     allocation: tuple = ()  # graphprune.pipeline.allocate: {normalize, allocate, loss, chosen} per rule tried
     reconstruction: tuple = ()  # graphprune.rewrite.reconstruct.Refit per layer that lost inputs
+    fidelity: dict | None = None  # pipeline.shrink: held-out figures, each judged step, the floor, the example input
 
     @property
     def macs_ratio(self) -> float:
@@ -52,35 +55,54 @@ class Report:
         data["decisions"] = [asdict(d) for d in self.decisions]
         data["parts"] = [asdict(p) for p in self.parts]
         data["frozen_by_cause"] = frozen_by_cause(self.decisions)
+        data["structural"] = structural(self.decisions)
         data["macs_ratio"] = self.macs_ratio
         data["params_ratio"] = self.params_ratio
         return data
 
 
 def interesting(decisions: tuple[Decision, ...]) -> list[Decision]:
-    """Decisions worth showing: groups with candidates, and groups frozen for a named reason
-    (not the shape-only dims, kernel or spatial, that their op does not map)."""
-    shown = []
+    """Decisions worth showing: groups with candidates, and widths frozen for a reason (not the
+    structural dims, a kernel's spatial dims, that no op's rule claims: Decision.structural)."""
+    return [d for d in decisions if d.candidates or (d.cause is not None and not d.structural and d.width_before > 1)]
+
+
+def structural(decisions: tuple[Decision, ...]) -> list[dict]:
+    """The dims no op's rule claims (kernel spatial dims), one row per op: never prunable, so not
+    frozen groups; listed so that every group of the graph is accounted for."""
+    rows: dict = {}
     for d in decisions:
-        if d.candidates:
-            shown.append(d)
-        elif d.cause is not None and d.cause.cause is not Cause.UNMAPPED and d.width_before > 1:
-            shown.append(d)
-    return shown
+        if not d.structural:
+            continue
+        row = rows.setdefault(d.cause.op, {"op": d.cause.op, "groups": 0, "example": d.group})
+        row["groups"] += 1
+    return sorted(rows.values(), key=lambda r: (-r["groups"], r["op"]))
 
 
 def frozen_by_cause(decisions: tuple[Decision, ...]) -> list[dict]:
-    """Wholly frozen groups, one row per cause and op (not one per spatial dim), widest first."""
+    """Wholly frozen widths (channels, features, heads, hidden units), one row per cause and op,
+    widest first; structural dims (Decision.structural) are not among them."""
     rows: dict = {}
     for d in decisions:
-        if d.candidates or d.cause is None or d.width_before < 2:
+        if d.candidates or d.cause is None or d.width_before < 2 or d.structural:
             continue
         key = (d.cause.cause, d.cause.op)
         row = rows.setdefault(key, {"cause": d.cause.cause.value, "op": d.cause.op, "groups": 0, "channels": 0,
-                                    "example": d.group, "reason": str(d.cause)})
+                                    "example": d.group, "reason": str(d.cause), "where": d.cause.where})
         row["groups"] += 1
         row["channels"] += d.width_before
     return sorted(rows.values(), key=lambda r: (-r["channels"], r["cause"], r["op"]))
+
+
+def _render_budget(budget: dict | None, console) -> None:
+    """The budget asked for and reached, under the summary; when it missed its band, why."""
+    if not budget:
+        return
+    line = f"budget: {budget['kind']} {budget['target']:.3f} of the original, reached {budget['achieved']:.3f}"
+    if budget.get("met", True):
+        console.print(line)
+    else:
+        console.print(f"[yellow]{escape(line)}, NOT met:[/yellow] {escape(budget['why'])}")
 
 
 def _render_parts(report: Report, console) -> None:
@@ -104,13 +126,28 @@ def _render_frozen(report: Report, console, limit: int = 12) -> None:
     if not rows:
         return
     table = Table(title=f"frozen groups by cause ({sum(r['groups'] for r in rows)} groups)")
-    for col in ("cause", "op", "groups", "channels", "for example"):
+    for col in ("cause", "groups", "channels", "for example (the op is named in it)"):
         table.add_column(col, overflow="fold")
     for r in rows[:limit]:
-        table.add_row(r["cause"], r["op"] or "-", str(r["groups"]), str(r["channels"]), f"{r['example']}: {r['reason']}")
+        table.add_row(r["cause"], str(r["groups"]), str(r["channels"]), _example(r))
     if len(rows) > limit:
-        table.add_row(f"... {len(rows) - limit} more in the JSON report", "", "", "", "")
+        table.add_row(f"... {len(rows) - limit} more in the JSON report", "", "", "")
     console.print(table)
+
+
+def _example(row: dict) -> str:
+    """A frozen row's example group and reason, its source line on a line of its own (relative to the
+    working folder when under it), so that the table reads at 80 columns."""
+    where = row.get("where") or ""
+    reason = row["reason"].replace(f" at {where}", "") if where else row["reason"]
+    if not where:
+        return f"{row['example']}: {reason}"
+    path, _, line = where.rpartition(":")
+    try:
+        path = str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        pass
+    return f"{row['example']}: {reason},\n{path}:{line}"
 
 
 def render(report: Report, console, limit: int = 40) -> None:
@@ -122,6 +159,7 @@ def render(report: Report, console, limit: int = 40) -> None:
     summary.add_row("params", human(report.params_before), human(report.params_after), f"{report.params_ratio:.3f}")
     summary.add_row("MACs", human(report.macs_before), human(report.macs_after), f"{report.macs_ratio:.3f}")
     console.print(summary)
+    _render_budget(report.budget, console)
     _render_parts(report, console)
     if report.blocks:
         console.print(removed_table(report.blocks))
@@ -144,19 +182,57 @@ def render(report: Report, console, limit: int = 40) -> None:
                       f"{len(report.search['tried'])} configurations tried, {report.search['seconds']['total']:.0f}s")
     for check in report.checks or ({"check": "runs", "detail": report.verified},) if report.verified else ():
         console.print(f"[green]verified ({check['check']}):[/green] {check['detail']}")
-    if report.budget:
-        b = report.budget
-        console.print(f"budget: {b['kind']} {b['target']:.3f} of the original, reached {b['achieved']:.3f}")
+    _render_fidelity(report.fidelity, console)
     if report.allocation:
         best = next(a for a in report.allocation if a["chosen"])
-        console.print(f"widths shared by normalize={best['normalize']}, allocate={best['allocate']}: lowest calibration "
+        where = best.get("measured_on", "calibration")
+        console.print(f"widths shared by normalize={best['normalize']}, allocate={best['allocate']}: lowest {where} "
                       f"loss of {len(report.allocation)} rules ({best['loss']:.4g})")
     if report.reconstruction:
         refit = [r for r in report.reconstruction if r["lam"] is not None]
         if refit:
             before = sum(r["before"] for r in refit) / len(refit)
             after = sum(r["after"] for r in refit) / len(refit)
+            few = sum(r.get("verdict") == "refused: fewer rows than inputs" for r in report.reconstruction)
             console.print(f"refit {len(refit)} of {len(report.reconstruction)} layers that lost inputs: held-out relative "
-                          f"error {before:.3f} -> {after:.3f} (mean)")
+                          f"error {before:.3f} -> {after:.3f} (mean)" + (f"; {few} refused, fewer rows than inputs" if few else ""))
     if report.calibration.get("loss"):
         console.print(f"criterion {report.calibration['criterion']}: gradients of {report.calibration['loss']}")
+
+
+def _figures(d: dict) -> str:
+    parts = []
+    if "agreement" in d:
+        parts.append(f"top-1 agreement {d['agreement']:.3f}")
+    if "kl" in d:
+        parts.append(f"KL {d['kl']:.3g}")
+    if "cosine" in d:
+        parts.append(f"cosine {d['cosine']:.4f}")
+    if "rel_error" in d:
+        parts.append(f"relative error {d['rel_error']:.3g}")
+    if "accuracy" in d:
+        parts.append(f"accuracy {d['accuracy'][0]:.3f} -> {d['accuracy'][1]:.3f}, macro F1 {d['f1'][0]:.3f} -> {d['f1'][1]:.3f}")
+    return ", ".join(parts)
+
+
+def _render_fidelity(fidelity: dict | None, console) -> None:
+    """The fidelity lines: held-out figures with data, or plainly that no data was used."""
+    if not fidelity:
+        return
+    for s in fidelity.get("steps", ()):
+        change = "" if s["before"] is None else f": held-out loss {s['before']:.4g} -> {s['after']:.4g}"
+        console.print(f"step {s['step']} {s['outcome']}{change}" + (f" ({s['detail']})" if s["detail"] else ""))
+    floor = fidelity.get("floor")
+    if floor and floor["used"]:
+        console.print(f"[yellow]the L2 plan with BatchNorm re-estimated did better on held-out data "
+                      f"({floor['loss']:.4g} < {floor['result_loss']:.4g}): it is returned instead[/yellow]")
+    held = fidelity.get("held_out")
+    if held:
+        console.print(f"[bold]fidelity on held-out data[/bold] ({held['samples']} samples never used to fit or choose): "
+                      + _figures(held))
+    elif fidelity["data"] == "none":
+        console.print("[yellow]no data used[/yellow]: on the example input the pruned model's output vs the original's: "
+                      + _figures(fidelity["example"]) + "; pass --data to measure and guard fidelity")
+    else:
+        console.print(f"[yellow]fidelity not measured[/yellow]: {fidelity.get('note', '')}; on the example input: "
+                      + _figures(fidelity["example"]))

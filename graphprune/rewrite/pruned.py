@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch.fx.graph_module import reduce_graph_module
+from torch.utils import _pytree as pytree
 
 log = logging.getLogger(__name__)
 _SYMBOLIC = (torch.SymInt, torch.SymFloat, torch.SymBool)
@@ -98,6 +99,18 @@ class ReloadTracer(fx.Tracer):
 
     proxy_buffer_attributes = True
 
+    def create_arg(self, a: Any) -> Any:
+        """An output container fx cannot write (a Hugging Face ModelOutput, which fx would turn into a
+        plain dict, or its DynamicCache: graphprune.capture.pytrees) but pytree knows becomes one node
+        rebuilding it from its leaves, with the spec it was flattened by held by the module."""
+        if type(a) in (tuple, list, dict) or hasattr(a, "_fields") or type(a) not in pytree.SUPPORTED_NODES:
+            return super().create_arg(a)
+        leaves, spec = pytree.tree_flatten(a)
+        name = f"_graphprune_state_spec_{sum(k.startswith('_graphprune_state_spec_') for k in vars(self.root))}"
+        setattr(self.root, name, spec)
+        holder = self.create_proxy("get_attr", name, (), {})
+        return self.create_node("call_function", pytree.tree_unflatten, (self.create_arg(leaves), holder.node), {})
+
 
 class _ValueName:
     """What `_validate_dynamic_axes` needs of a torch._C.Value: its `debugName()`."""
@@ -140,6 +153,9 @@ class PrunedModule(fx.GraphModule):
 def _reload(body: dict[str, Any], import_block: str) -> PrunedModule:
     """Unpickle: torch rebuilds a plain GraphModule from the saved code; it becomes a PrunedModule
     holding the same submodules, tensors and attributes (`meta` too, which torch drops)."""
+    from graphprune.capture.pytrees import register_for_spec
+
+    register_for_spec(body.get("_out_spec"))  # e.g. a causal LM's DynamicCache, in a fresh process
     meta = body.get("meta", {})
     module = as_pruned(reduce_graph_module(body, import_block))
     module.meta = meta

@@ -23,8 +23,9 @@ def _norms(model: torch.nn.Module) -> list[TrainSwitch]:
     return [m for m in model.modules() if isinstance(m, TrainSwitch) and m.statistics]
 
 
-def recalibrate(model: torch.nn.Module, data, limit: int | None = 16) -> int:
-    """Re-estimate the running statistics of every batch norm of `model`; returns how many batches ran."""
+def recalibrate(model: torch.nn.Module, data, limit: int | None = 16, tick=None) -> int:
+    """Re-estimate the running statistics of every batch norm of `model`; returns how many batches ran.
+    `tick()` is called after each batch (graphprune.data.progress)."""
     norms = _norms(model)
     if not norms:
         return 0
@@ -39,6 +40,8 @@ def recalibrate(model: torch.nn.Module, data, limit: int | None = 16) -> int:
             for batch in data.batches(limit=limit):
                 model(*batch.args, **batch.kwargs)
                 batches += 1
+                if tick is not None:
+                    tick()
         finally:
             for m in norms:
                 m.cumulative = m.reset = False

@@ -14,12 +14,21 @@ the rows' leading dims, else 1, so padding does not count. Normal equations accu
 
 lam is chosen on held-out calibration batches (every HOLD-th): from LAMBDAS (times the mean of
 diag(G)), the one with the least held-out error, and the layer is left as it was unless the refit
-lowers that error by GAIN or more. The report gives each refit layer's relative error before and after, held out.
+lowers that error by GAIN or more. A layer whose fitting rows are fewer than its unknowns per output
+(input width, plus one with a bias) is refused: the fit would be decided by lam, not by the data.
+The report gives each refit layer's relative error before and after, held out.
+
+Cost: each layer's rows need the pruned model's input to it with the earlier layers already refit, so
+the layers are visited in graph order, all batches at each layer. The original and the pruned graph
+are interpreted once per batch, paused at each refit op (`_Walk`; a layer's weights are read by that
+op alone, so nothing computed before it changes when it is refit): linear in depth and batches, with
+the paused activations bounded by MEMORY bytes (beyond it a batch's pass restarts from its inputs).
 Ops with shared (tied) weights, grouped convolutions and layers that lost no inputs are left alone.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass
 
@@ -27,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 from torch.fx._pytree import tree_flatten_spec
+from torch.utils import _pytree as pytree
 
 from graphprune.rules.registry import Role, has_role
 
@@ -36,7 +46,16 @@ LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 HOLD = 4  # every 4th calibration batch is held out to choose lam (the last one, with fewer)
 ROWS = 1024  # convolution: patches sampled per sample
 GAIN = 0.01  # a refit is kept only if it lowers the held-out error by 1% or more
+MEMORY = 2 << 30  # bytes of activations the paused cursors may hold (graphprune.rewrite.reconstruct._Walk)
 _LINEAR = (torch.ops.aten.linear.default,)  # the refit targets (Role.REFIT) that are not convolutions: rows = last dim
+
+
+class Verdict(enum.StrEnum):
+    """What the refit did to one layer; the value is the JSON report's spelling."""
+
+    REFIT = "refit"
+    NO_GAIN = "left alone: no gain on held-out rows"
+    FEW_ROWS = "refused: fewer rows than inputs"
 
 
 @dataclass(frozen=True)
@@ -46,40 +65,102 @@ class Refit:
     before: float  # held-out relative squared error of the pruned layer as cut
     after: float  # ... after the refit (equal to before when left alone)
     lam: float | None  # None: left alone
+    verdict: Verdict = Verdict.REFIT
+    rows: int = 0  # rows the fit had (positive weight)
 
 
-class _Stop(Exception):
-    pass
+class _Cursor(fx.Interpreter):
+    """`module` interpreted on one batch node by node, paused between calls: `before(node)` runs the
+    nodes ahead of `node` and returns its positional arguments; `through(node)` runs `node` too and
+    returns its output. Values no later node reads are freed as in `fx.Interpreter.run`."""
 
-
-class _Tap(fx.Interpreter):
-    """Runs `module` until `node`, handing its (args, output) to `seen`."""
-
-    def __init__(self, module: fx.GraphModule, node: fx.Node, seen):
+    def __init__(self, module: fx.GraphModule, batch):
         super().__init__(module)
-        self.node, self.seen = node, seen
+        flat = tree_flatten_spec((batch.args, batch.kwargs), module._in_spec)
+        self.args_iter = iter(self.graph.process_inputs(*flat))
+        self.env = {}
+        self.nodes = list(self.graph.nodes)
+        self.at = 0  # index of the next node to run
 
-    def run_node(self, n):
-        out = super().run_node(n)
-        if n is self.node:
-            self.seen(self.fetch_args_kwargs_from_env(n)[0], out)
-            raise _Stop
+    def before(self, node: fx.Node) -> tuple:
+        self._run(node)
+        return self.fetch_args_kwargs_from_env(node)[0]
+
+    def through(self, node: fx.Node) -> torch.Tensor:
+        self._run(node)
+        with torch.no_grad():
+            out = self.env[node] = self.run_node(node)
+        self._free(node)
+        self.at += 1
         return out
 
+    def _run(self, stop: fx.Node) -> None:
+        with torch.no_grad():
+            while self.nodes[self.at] is not stop:
+                n = self.nodes[self.at]
+                if n.op == "output":
+                    raise ValueError(f"{stop.format_node()} is not ahead of the cursor")
+                self.env[n] = self.run_node(n)
+                self._free(n)
+                self.at += 1
 
-def _run_to(module: fx.GraphModule, node: fx.Node, batch) -> tuple[tuple, torch.Tensor]:
-    got = {}
+    def _free(self, n: fx.Node) -> None:
+        for gone in self.user_to_last_uses.get(n, []):
+            del self.env[gone]
 
-    def seen(args, out):
-        got["args"], got["out"] = args, out
+    def bytes(self) -> int:
+        """Memory held by the values computed so far (not parameters, constants or inputs)."""
+        seen, total = set(), 0
+        for n, v in self.env.items():
+            if n.op in ("get_attr", "placeholder"):
+                continue
+            for t in pytree.tree_leaves(v):
+                if isinstance(t, torch.Tensor) and not isinstance(t, torch.nn.Parameter):
+                    s = t.untyped_storage()
+                    if s.data_ptr() not in seen:
+                        seen.add(s.data_ptr())
+                        total += s.nbytes()
+        return total
 
-    flat = tree_flatten_spec((batch.args, batch.kwargs), module._in_spec)
-    with torch.no_grad():
-        try:
-            _Tap(module, node, seen).run(*flat)
-        except _Stop:
-            pass
-    return got["args"], got["out"]
+
+class _Walk:
+    """One cursor per batch on the original and on the pruned graph, moving forward with the refit:
+    each graph is interpreted once per batch (not once per layer and batch). A cursor is kept while
+    all kept cursors hold at most MEMORY bytes; one that is not kept starts again from the inputs
+    at the next layer (still right, only slower)."""
+
+    def __init__(self, original: fx.GraphModule, pruned: fx.GraphModule, batches: list):
+        self.modules, self.batches = (original, pruned), batches
+        self.cursors: list[list[_Cursor | None]] = [[None, None] for _ in batches]
+        self.index = tuple({n: i for i, n in enumerate(m.graph.nodes)} for m in self.modules)
+        self.restarts = 0
+        self.peak = 0  # most bytes the kept cursors held after a layer
+
+    def _cursor(self, i: int, which: int, node: fx.Node) -> _Cursor:
+        c = self.cursors[i][which]
+        if c is None or c.at > self.index[which][node]:
+            self.restarts += c is not None
+            c = self.cursors[i][which] = _Cursor(self.modules[which], self.batches[i])
+        return c
+
+    def original_output(self, i: int, node: fx.Node) -> torch.Tensor:
+        return self._cursor(i, 0, node).through(node)
+
+    def pruned_args(self, i: int, node: fx.Node) -> tuple:
+        return self._cursor(i, 1, node).before(node)
+
+    def bound(self) -> None:
+        """Drop the cursors past MEMORY bytes, the last batches' first."""
+        held = 0
+        for pair in self.cursors:
+            for which, c in enumerate(pair):
+                if c is not None:
+                    size = c.bytes()
+                    if held + size > MEMORY:
+                        pair[which] = None
+                    else:
+                        held += size
+        self.peak = max(self.peak, held)
 
 
 def _weight_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:
@@ -115,7 +196,9 @@ def _rows(node: fx.Node, args: tuple, y: torch.Tensor, weight_shape, gen: torch.
         x, y = x.unsqueeze(2), y.unsqueeze(2)
         stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
     kernel = tuple(weight_shape[2:]) if conv2d else (1, *weight_shape[2:])
-    cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # [N, k, L]
+    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(padding)
+    # a 1x1 convolution's patches are its input's positions: no copy before the rows are picked
+    cols = x.flatten(2) if pointwise else F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # [N, k, L]
     ys = y.flatten(2)  # [N, m, L]
     if cols.shape[-1] > ROWS:
         pick = torch.randperm(cols.shape[-1], generator=gen)[:ROWS]
@@ -136,6 +219,7 @@ class _Normal:
     def __init__(self):
         self.G = self.C = None
         self.s = 0.0
+        self.rows = 0
 
     def add(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, bias: bool) -> None:
         x = x.double()
@@ -145,6 +229,7 @@ class _Normal:
         g, c = wx.T @ x, wx.T @ y
         self.G, self.C = (g, c) if self.G is None else (self.G + g, self.C + c)
         self.s += float((w[:, None] * y * y).sum())
+        self.rows += int((w > 0).sum())
 
     def error(self, theta: torch.Tensor) -> float:
         """Relative squared error of the rows under theta [k(+1), m]."""
@@ -181,19 +266,29 @@ class _Layer:
     full_inputs: int
 
 
-def reconstruct(plan, pruned: fx.GraphModule, data, limit: int | None = 16, seed: int = 0) -> list[Refit]:
+def reconstruct(plan, pruned: fx.GraphModule, data, limit: int | None = 16, seed: int = 0,
+                progress=None) -> list[Refit]:
     """Refit, in place, the linear and convolution layers of `pruned` whose inputs `plan` cut, to
-    the outputs of `plan.graph.captured.module` on `data` (graphprune.data.Data). Returns what was done."""
+    the outputs of `plan.graph.captured.module` on `data` (graphprune.data.Data). Returns what was done.
+    `progress`: graphprune.data.progress.Stages (stage "refit", one unit per layer and batch)."""
+    from graphprune.data.progress import stages_of
+
     original = plan.graph.captured.module
     batches = list(data.batches(limit=limit))
     if len(batches) < 2:
         log.info("reconstruction needs 2 or more calibration batches; skipped")
         return []
-    done = []
-    for layer in _layers(plan, original, pruned):
-        fit, held = _normal_equations(original, pruned, layer, batches, seed)
-        done.append(_refit(layer, fit, held))
-        log.info("reconstructed %s: held-out error %.4f -> %.4f", layer.target, done[-1].before, done[-1].after)
+    layers = _layers(plan, original, pruned)
+    walk, done = _Walk(original, pruned, batches), []
+    with stages_of(progress).stage("refit", len(layers) * len(batches),
+                                   f"refit: {len(layers)} layers x {len(batches)} batches") as tick:
+        for layer in layers:
+            fit, held = _normal_equations(walk, layer, seed, tick)
+            done.append(_refit(layer, fit, held))
+            walk.bound()
+            log.info("reconstructed %s: held-out error %.4f -> %.4f", layer.target, done[-1].before, done[-1].after)
+    log.info("refit: paused passes held at most %.1f MiB; %d restarted from the inputs to stay under %d bytes",
+             walk.peak / 2**20, walk.restarts, MEMORY)
     return done
 
 
@@ -214,19 +309,21 @@ def _layers(plan, original: fx.GraphModule, pruned: fx.GraphModule) -> list[_Lay
     return out
 
 
-def _normal_equations(original, pruned, layer: _Layer, batches: list, seed: int) -> tuple[_Normal, _Normal]:
+def _normal_equations(walk: _Walk, layer: _Layer, seed: int, tick) -> tuple[_Normal, _Normal]:
     """(fit, held out): the layer's normal equations on the calibration batches, every HOLD-th held out."""
     fits = (_Normal(), _Normal())
-    held_out = {i for i in range(len(batches)) if i % HOLD == HOLD - 1} or {len(batches) - 1}
-    for i, batch in enumerate(batches):
-        _, y = _run_to(original, layer.ref, batch)
-        args, _ = _run_to(pruned, layer.node, batch)
+    n = len(walk.batches)
+    held_out = {i for i in range(n) if i % HOLD == HOLD - 1} or {n - 1}
+    for i, batch in enumerate(walk.batches):
+        y = walk.original_output(i, layer.ref)
+        args = walk.pruned_args(i, layer.node)
         gen = torch.Generator().manual_seed(seed * 7919 + i)
         x_rows, y_rows, lead = _rows(layer.node, args, y, layer.weight.shape, gen)
         if layer.keep_out is not None:
             y_rows = y_rows[:, torch.as_tensor(layer.keep_out)]
         weights = _row_weights(lead, len(x_rows), batch.kwargs)
         fits[i in held_out].add(x_rows, y_rows, weights, layer.bias is not None)
+        tick()
     return fits
 
 
@@ -234,6 +331,9 @@ def _refit(layer: _Layer, fit: _Normal, held: _Normal) -> Refit:
     """Solve for each lam, keep the best on held-out rows if it gains GAIN or more; write it in place."""
     theta0 = _theta(layer.weight, layer.bias)
     before = err = held.error(theta0)
+    shape = (layer.full_inputs, int(layer.weight.shape[1]))
+    if fit.rows < len(theta0):
+        return Refit(layer.target, shape, before, before, None, Verdict.FEW_ROWS, fit.rows)
     best, lam = theta0, None
     for candidate in LAMBDAS:
         theta = _solve(fit, theta0, candidate)
@@ -246,4 +346,4 @@ def _refit(layer: _Layer, fit: _Normal, held: _Normal) -> Refit:
             layer.weight.copy_(best[:k].T.reshape(layer.weight.shape).to(layer.weight.dtype))
             if layer.bias is not None:
                 layer.bias.copy_(best[k].to(layer.bias.dtype))
-    return Refit(layer.target, (layer.full_inputs, int(layer.weight.shape[1])), before, err, lam)
+    return Refit(layer.target, shape, before, err, lam, Verdict.REFIT if lam is not None else Verdict.NO_GAIN, fit.rows)

@@ -22,6 +22,7 @@ import torch.fx as fx
 from graphprune.errors import RewriteError, describe
 from graphprune.importance import parameter
 from graphprune.plan.types import Plan
+from graphprune.rewrite.lazy import lazy_module as _lazy
 from graphprune.rewrite.pruned import as_pruned
 from graphprune.rewrite.trainable import make_trainable
 from graphprune.rules import RewriteContext, lookup
@@ -66,18 +67,19 @@ def _kind(module: torch.nn.Module, target: str) -> tuple[str, bool]:
     return "constant", False
 
 
-def _sliced(plan: Plan, node: fx.Node, tensor: torch.Tensor) -> torch.Tensor:
-    """A new tensor (never a view of the user's) holding the kept indices of every dim."""
+def _sliced(plan: Plan, node: fx.Node, tensor: torch.Tensor, share: bool = False) -> torch.Tensor:
+    """A new tensor (never a view of the user's, unless `share` and nothing is cut) holding the kept
+    indices of every dim."""
     out, copied = tensor.detach(), False
     for dim in range(out.dim()):
         keep = plan.kept(((node, None), dim))
         if keep is not None:
             out = out.index_select(dim, torch.as_tensor(keep, dtype=torch.long, device=out.device))
             copied = True
-    return out if copied else out.clone()
+    return out if copied or share else out.clone()
 
 
-def _new_root(plan: Plan, gm: fx.GraphModule, tensors: dict) -> torch.nn.Module:
+def _new_root(plan: Plan, gm: fx.GraphModule, tensors: dict, release: bool = False) -> torch.nn.Module:
     root = torch.nn.Module()
     used = {}
     for node in gm.graph.nodes:
@@ -86,7 +88,9 @@ def _new_root(plan: Plan, gm: fx.GraphModule, tensors: dict) -> torch.nn.Module:
     names = dict(gm.named_parameters(remove_duplicate=False))
     names.update(dict(gm.named_buffers(remove_duplicate=False)))
     made: dict[int, torch.Tensor] = {}  # id of the user's tensor -> its new tensor (tied weights)
-    for target in list(used) + [t for t in names if t not in used]:
+    order = list(used) + [t for t in names if t not in used]
+    last = _last_reads(gm, order, tensors) if release else {}
+    for k, target in enumerate(order):
         tensor = tensors[target] if target in tensors else parameter(gm, target)
         if isinstance(tensor, torch.nn.Module):  # subgraphs of higher-order ops: copied whole
             *path, name = target.split(".")
@@ -100,20 +104,41 @@ def _new_root(plan: Plan, gm: fx.GraphModule, tensors: dict) -> torch.nn.Module:
         if not isinstance(tensor, torch.Tensor):
             continue
         kind, persistent = _kind(gm, target)
-        new = _sliced(plan, used[target], tensor) if target in used else None
+        new = _sliced(plan, used[target], tensor, share=release) if target in used else None
         tied = made.get(id(tensor))
         if tied is not None and (new is None or (new.shape == tied.shape and torch.equal(new, tied))):
             new = tied  # another name of a tensor already rewritten: keep them one tensor
         elif new is None:
-            new = tensor.detach().clone()
+            new = tensor.detach() if release else tensor.detach().clone()
         if kind == "parameter" and new is not tied:
             new.requires_grad_(tensor.requires_grad)
         made.setdefault(id(tensor), _assign(root, target, new, kind, persistent))
+        if last.get(_storage(tensor)) == k and new.untyped_storage().data_ptr() != _storage(tensor):
+            tensor.untyped_storage().resize_(0)  # release: its last reader is done; the memory goes back now
     return root
 
 
-def rewrite(plan: Plan, tensors: dict | None = None) -> fx.GraphModule:
+def _storage(tensor) -> int | None:
+    return tensor.untyped_storage().data_ptr() if isinstance(tensor, torch.Tensor) else None
+
+
+def _last_reads(gm: fx.GraphModule, order: list[str], tensors: dict) -> dict:
+    """Storage of each tensor -> the position in `order` of the last name that reads it."""
+    last = {}
+    for k, target in enumerate(order):
+        tensor = tensors[target] if target in tensors else parameter(gm, target)
+        if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().nbytes():
+            last[_storage(tensor)] = k
+    return last
+
+
+def rewrite(plan: Plan, tensors: dict | None = None, lazy: bool = False, release: bool = False) -> fx.GraphModule:
     """Build the pruned model described by `plan`.
+
+    `lazy`: a model that slices the captured module's own tensors when it runs (graphprune.rewrite.lazy),
+    for checks that must not hold a second copy of a large model's weights. `release`: free each of
+    the captured module's tensors (hence the user's model's, which they are) as soon as its slice is
+    made, so that the pruned model is built in the original's memory: the original is unusable after.
 
     `tensors` (name -> tensor) stands in for the captured module's parameters and buffers of those
     names (the dead-channel oracle passes zeroed copies): the captured module is never changed.
@@ -142,7 +167,9 @@ def rewrite(plan: Plan, tensors: dict | None = None) -> fx.GraphModule:
             found.rewrite(RewriteContext(node, val_map[node], new_shape, plan.kept, val_map, constants))
         except Exception as exc:  # noqa: BLE001 - re-raised with the node named
             raise RewriteError(f"cannot rewrite {describe(node)} for the pruned shapes: {exc}") from exc
-    root = _new_root(plan, old, tensors or {})
+    if lazy:
+        return _lazy(plan, old, graph, val_map, constants)
+    root = _new_root(plan, old, tensors or {}, release)
     for name, tensor in constants.items():
         root.register_buffer(name, tensor)
     pruned = fx.GraphModule(root, graph, class_name=type(old).__name__)

@@ -12,7 +12,9 @@ from graphprune.rules import (  # noqa: F401
     pointwise,
     pool,
     recurrent,
+    reshape,
     shape,
+    shuffle,
 )
 from graphprune.rules.registry import RULES, RewriteContext, RuleContext, lookup, rule
 

@@ -139,7 +139,9 @@ class RuleContext:
 
     # -- relation -------------------------------------------------------------
     def claim(self, value: Value, dim: int) -> None:
-        self.claimed.add((value, dim_index(dim, len(shape_of(value)))))
+        space = (value, dim_index(dim, len(shape_of(value))))
+        self.claimed.add(space)
+        self.spaces.claimed.add(space)
 
     def same(self, a: Value, da: int, b: Value, db: int) -> None:
         """Element k of a[da] is element k of b[db]."""

@@ -95,6 +95,7 @@ class Spaces:
     links: list = field(default_factory=list)  # (Space, Space) pairs that share elements
     layout: dict = field(default_factory=dict)  # composite Space -> 'sc' (batch major) or 'cs'
     heads: list = field(default_factory=list)  # ids of attention-head dims (for factor hints)
+    claimed: set = field(default_factory=set)  # spaces some op's rule relates or freezes itself (a channel-like dim)
 
     def ids(self, space: Space) -> np.ndarray | None:
         """Element ids of a space (allocated on first use), None if its size is symbolic."""

@@ -9,16 +9,16 @@ def request_from_options(*, target_latency: float | None, speedup: float | None,
                          max_drop: float | None, provider: str, latency_batch: int | None, threads: int | None,
                          samples: int, seed: int, round_to: int | None, blocks: bool = False):
     """A SearchRequest, or None without a latency budget (plain shrink); one-line InputError for any bad value."""
+    if target_latency is None and speedup is None:
+        given = [flag for flag, value in (("--search", strategy), ("--max-drop", max_drop)) if value is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} need a latency budget: add --target-latency F or --speedup X")
+        return None  # before the imports below: a plain shrink loads no ONNX Runtime
     from graphprune.search.budget import make_budget
     from graphprune.search.driver import STRATEGIES
     from graphprune.search.latency import PROVIDERS, LatencySettings
     from graphprune.search.request import SearchRequest
 
-    if target_latency is None and speedup is None:
-        given = [flag for flag, value in (("--search", strategy), ("--max-drop", max_drop)) if value is not None]
-        if given:
-            raise InputError(f"{' and '.join(given)} need a latency budget: add --target-latency F or --speedup X")
-        return None
     budget = make_budget(target_latency, speedup)
     strategy = strategy or "greedy"
     if strategy not in STRATEGIES:

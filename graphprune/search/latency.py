@@ -1,7 +1,7 @@
 """The latency oracle: real exported models timed in ONNX Runtime against the original.
 
 Each measurement exports a configuration's model (graphprune.onnx.export.export_onnx, checked
-against PyTorch in ONNX Runtime), opens a pinned session (graphprune.onnx.bench.make_session) and
+against PyTorch in ONNX Runtime), opens a pinned session (graphprune.onnx.sessions.make_session) and
 times it interleaved with the original's session at one batch size:
 
     round r:  original, candidate   (r even)     candidate, original   (r odd)
@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from graphprune.errors import InputError
-from graphprune.onnx.bench import CPU, CUDA, available_providers, make_feeds, make_session
 from graphprune.onnx.export import export_onnx
+from graphprune.onnx.feeds import make_feeds
+from graphprune.onnx.sessions import CPU, CUDA, available_providers, make_session
 from graphprune.search.space import Config
 
 log = logging.getLogger(__name__)

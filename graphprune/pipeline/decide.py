@@ -1,0 +1,155 @@
+"""Data-driven choices, each decided on held-out data that nothing was fitted on.
+
+With `--data`, `split` cuts the data three ways (docs/RECOVERY.md, "Held-out fidelity"):
+
+    calibration   criteria's scores, the refit's normal equations, BatchNorm statistics;
+    selection     every choice: the criterion (`auto`), the allocation rule, whether each step
+                  (bias correction, refit, re-estimation) is kept, and the floor;
+    test          the report's fidelity figures only: nothing is chosen on it.
+
+A given `--val-data` replaces the held-out part of `--data` (halved into selection and test).
+`Judge.step` runs one step on the pruned model in place, measures the selection slice before and
+after, and undoes the step (restores the state dict) when the figure got worse; every step is a
+`StepRecord` in the report. Without a held-out slice (a DataLoader factory cannot be split) steps
+run unjudged and the report says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from graphprune.errors import InputError
+from graphprune.measure.fidelity import Fidelity, Teacher
+from graphprune.reasons import Outcome
+
+log = logging.getLogger(__name__)
+
+HELD_OUT = 0.3  # of --data held out (half for selection, half for test) when no --val-data is given
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: str  # 'bias correction', 'refit', 'BatchNorm re-estimation', ...
+    outcome: Outcome
+    before: float | None  # selection-slice loss (Fidelity.loss) before the step
+    after: float | None  # ... with the step (before undoing it)
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "outcome": self.outcome.value, "before": self.before, "after": self.after,
+                "detail": self.detail}
+
+
+def split(data, held_out=None, fraction: float = HELD_OUT, seed: int = 0):
+    """(calibration data, (selection data, test data) or None, note)."""
+    try:
+        if held_out is None:
+            data, held_out = data.split(fraction, seed)
+        name = held_out.description
+        selection, test = held_out.split(0.5, seed + 1)
+    except InputError as exc:
+        return data, None, f"no held-out slice ({exc}); data-driven steps are not judged"
+    selection.description, test.description = f"{name}: selection half", f"{name}: test half"
+    return data, (selection, test), ""
+
+
+class Judge:
+    """Measures candidates and steps on the selection slice; the test slice gives the final figures."""
+
+    def __init__(self, original: torch.nn.Module, held, limit: int | None = None):
+        self.selection = Teacher(original, held[0], limit) if held else None
+        self.test = Teacher(original, held[1], limit) if held else None
+        self.records: list[StepRecord] = []
+
+    def loss(self, model: torch.nn.Module) -> float | None:
+        return self.selection.measure(model).loss if self.selection else None
+
+    def step(self, name: str, model: torch.nn.Module, apply: Callable[[], str | None]) -> bool:
+        """Run `apply()` (it changes `model` in place and returns a detail, or None when it did nothing);
+        keep it unless the selection loss rose. Returns whether the step's change stands."""
+        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        before = self.loss(model)
+        detail = apply()
+        if detail is None:
+            self.records.append(StepRecord(name, Outcome.NOTHING, before, before))
+            return False
+        if before is None:
+            self.records.append(StepRecord(name, Outcome.UNJUDGED, None, None, detail))
+            return True
+        after = self.loss(model)
+        if after <= before:
+            self.records.append(StepRecord(name, Outcome.KEPT, before, after, detail))
+            return True
+        model.load_state_dict(saved)
+        self.records.append(StepRecord(name, Outcome.UNDONE, before, after, detail))
+        log.info("%s undone: held-out loss %.4g -> %.4g", name, before, after)
+        return False
+
+    def final(self, model: torch.nn.Module) -> Fidelity | None:
+        return self.test.measure(model) if self.test else None
+
+
+AUTO = ("l2", "taylor", "fisher", "gradient", "act-mean", "act-var", "act-entropy", "apoz")  # what `auto` tries
+
+
+@dataclass
+class Trial:
+    """One candidate plan, rewritten, its BatchNorm re-estimated on calibration data (kept only when
+    that does not make the selection slice worse), and judged."""
+
+    criterion: str
+    plan: object
+    model: torch.nn.Module
+    loss: float | None
+
+
+def trial(graph, opts, scores, data, limit: int | None, judge: Judge) -> Trial:
+    from graphprune.plan.planner import plan as make_plan
+    from graphprune.rewrite.recalibrate import recalibrate
+    from graphprune.rewrite.rewriter import rewrite
+
+    chosen = make_plan(graph, opts, scores=scores)
+    model = rewrite(chosen).eval()
+    before = judge.loss(model)
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if recalibrate(model, data, limit=limit):
+        after = judge.loss(model)
+        if before is not None and after > before:  # re-estimation judged as in shrink: undone when worse
+            model.load_state_dict(saved)
+            return Trial(opts.criterion, chosen, model, before)
+        return Trial(opts.criterion, chosen, model, after)
+    return Trial(opts.criterion, chosen, model, before)
+
+
+def auto(graph, opts, data, limit: int | None, seed: int, judge: Judge, progress=None):
+    """(scores, calibration info, {criterion: Trial}, rows) for the criterion of `AUTO` whose plan
+    (BatchNorm re-estimated) is best on the selection slice. The criteria share one `Calibration`, so
+    gradients and activations are gathered once for all of them."""
+    import dataclasses
+
+    from graphprune.errors import GraphPruneError
+    from graphprune.importance import Calibration, score
+
+    calibration = Calibration(data=data, limit=limit, seed=seed)
+    trials, rows, all_scores = {}, [], {}
+    for name in AUTO:
+        if progress:
+            progress(f"criterion auto: trying {name}")
+        try:
+            all_scores[name] = score(graph, name, calibration=calibration)
+        except GraphPruneError as exc:
+            rows.append({"criterion": name, "loss": None, "chosen": False, "skipped": str(exc)})
+            continue
+        trials[name] = trial(graph, dataclasses.replace(opts, criterion=name), all_scores[name], data, limit, judge)
+        rows.append({"criterion": name, "loss": trials[name].loss, "chosen": False})
+    best = min(trials.values(), key=lambda t: (t.loss if t.loss is not None else 0.0, AUTO.index(t.criterion)))
+    for row in rows:
+        row["chosen"] = row["criterion"] == best.criterion
+    info = {"criterion": best.criterion, "notes": calibration.notes, "auto": rows}
+    if calibration.cache:
+        info["batches"] = limit
+    return all_scores[best.criterion], info, trials
