@@ -11,6 +11,8 @@ the other suite's section as it was.
     python -m scripts.coverage --suite transformers  # attention and recurrent models at --ratio 0.3,
                                                      # with Torch-Pruning 1.6.1 beside
     python -m scripts.coverage --suite vision        # detection (parts), optical flow and video at --ratio 0.4
+    python -m scripts.coverage --suite field         # Ultralytics YOLO/RT-DETR, diffusers UNet, OpenCLIP, SAM
+                                                     # at --ratio 0.4, with Torch-Pruning 1.6.1 beside
     python -m scripts.coverage --models resnet18 mobilenet_v2 --out /tmp/cov.md
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import multiprocessing
 import platform
 import sys
@@ -31,6 +34,7 @@ import torchvision
 
 import graphprune
 from graphprune.errors import first_line
+from scripts import coverage_field as field
 from scripts.common import ROOT
 from scripts.docsection import write_section
 
@@ -84,6 +88,8 @@ def _hf(name: str):
 
 def build(name: str):
     torch.manual_seed(0)
+    if name in field.FIELD:
+        return field.build(name)
     if name.startswith("hf_"):
         model, example = _hf(name)
         return model.eval(), example
@@ -146,6 +152,9 @@ def torch_pruning(name: str, ratio: float) -> str:
     model, example = build(name)
     args = example if isinstance(example, dict) else (example,)
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1:]
+    if name in field.FIELD:  # its examples: the task head ignored, every parameter trainable
+        last = field.head_layers(model)
+        model.requires_grad_(True)
     try:
         reference = _outputs(model(**args) if isinstance(args, dict) else model(*args))
         pruner = tp.pruner.MetaPruner(model, args, importance=tp.importance.GroupMagnitudeImportance(p=2),
@@ -236,6 +245,7 @@ def check(name: str, ratio: float, onnx: bool, baseline: bool = False) -> dict:
         "model": name, "ok": ok,
         "macs": report.macs_ratio, "params": report.params_ratio, "seconds": seconds,
         "unknown": len(report.unknown_ops), "dynamic": report.dynamic_batch,
+        "dead": "passed" if any(c["check"] == "dead channels" for c in report.checks) else "none removed exactly",
     }
     buf = io.BytesIO()
     torch.save(pruned, buf)
@@ -264,12 +274,26 @@ SETUP = {
     "cnn": "batch 1, 224x224 images (299 for inception_v3)",
     "transformers": "batch 1; torchvision ViT/Swin/MaxViT on 224x224 images; Hugging Face models from small configs "
     "on 32 tokens (ViT on 64x64 images); LSTM/GRU on 40 features x 50 frames; the reference models on their example inputs",
+    "field": field.SETUP,
+}
+TITLES = {"cnn": "torchvision classification families", "transformers": "attention and recurrent models",
+          "field": "the models people prune in the field"}
+PREPARED = {  # how weights were prepared so that the parity column measures something
+    "field": "the packages' own initialisation, BatchNorm statistics left at their defaults",
+}
+BASELINE = {  # how Torch-Pruning was configured
+    "field": "`MetaPruner` with L2 magnitude, every parameter trainable and the task head ignored as its YOLOv8 "
+    "example does (Ultralytics `Detect` and its subclasses, `Classify`, `RTDETRDecoder`; elsewhere the output layer), "
+    "without that example's hand-written `C2f` replacement",
 }
 
 
 def markdown(rows: list[dict], argv: list[str], ratio: float, suite: str) -> str:
     baseline = any("tp" in r for r in rows)
-    title = "torchvision classification families" if suite == "cnn" else "attention and recurrent models"
+    title, dead = TITLES[suite], suite == "field"
+    prepared = PREPARED.get(suite, "BatchNorm statistics are calibrated on random images first, so outputs are O(1), "
+                            "and weight matrices initialised to zero, like torchvision ViT's head, are drawn from N(0, 0.02)")
+    tp = BASELINE.get(suite, "`MetaPruner` with L2 magnitude and the final Linear ignored")
     lines = [
         f"## {title}",
         "",
@@ -287,25 +311,28 @@ def markdown(rows: list[dict], argv: list[str], ratio: float, suite: str) -> str
         "original output shapes; *MACs* and *params* = "
         "pruned / original; *reload* = `torch.save` then `torch.load` gives equal outputs; *ONNX* = max abs "
         "error of ONNX Runtime against PyTorch divided by max(1, output scale), the output scale, and the exporter "
-        "used (*any length*: it takes any sequence length, checked at one more token); BatchNorm statistics are "
-        "calibrated on random images first, so outputs are O(1), and weight matrices "
-        "initialised to zero, like torchvision ViT's head, are drawn from N(0, 0.02); *no rule* = "
+        f"used (*any length*: it takes any sequence length, checked at one more token); {prepared}; *no rule* = "
         "ops frozen for lack of a rule"
-        + ("; *Torch-Pruning* = `MetaPruner` with L2 magnitude and the final Linear ignored, run in a separate "
+        + ("; *dead channels* = `shrink`'s dead-channel oracle (the removed channels zeroed, then pruned: outputs "
+           "equal) passed on the model returned" if dead else "")
+        + (f"; *Torch-Pruning* = {tp}, run in a separate "
            f"process stopped above {TP_MEMORY_GIB:g} GiB or after {TP_SECONDS:.0f} s, *ok* when its model runs with "
            "the original output shape." if baseline else "."),
         "",
-        "| model | runs | MACs | params | reload | ONNX parity | no rule | prune time (s) |"
+        "| model | runs |" + (" dead channels |" if dead else "")
+        + " MACs | params | reload | ONNX parity | no rule | prune time (s) |"
         + (" Torch-Pruning 1.6.1 |" if baseline else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if baseline else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if dead else "") + ("---|" if baseline else ""),
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | FAILED: {r['error']} | | | | | | |" + (" |" if baseline else ""))
+            empty = " |" * (6 + dead + baseline)
+            lines.append(f"| {r['model']} | FAILED: {r['error']} |{empty}")
             continue
         flag = "" if r["macs"] <= 0.45 or baseline else " (above 0.45)"
         lines.append(
-            f"| {r['model']} | {'yes' if r['ok'] else 'NO'} | {r['macs']:.3f}{flag} | {r['params']:.3f} | "
+            f"| {r['model']} | {'yes' if r['ok'] else 'NO'} |" + (f" {r.get('dead', '')} |" if dead else "")
+            + f" {r['macs']:.3f}{flag} | {r['params']:.3f} | "
             f"{'yes' if r['reload'] else 'NO'} | {r.get('onnx', 'not run')} | {r['unknown']} | {r['seconds']:.1f} |"
             + (f" {r.get('tp', '')} |" if baseline else "")
         )
@@ -314,31 +341,47 @@ def markdown(rows: list[dict], argv: list[str], ratio: float, suite: str) -> str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=["cnn", "transformers", "vision"], default="cnn")
+    parser.add_argument("--suite", choices=["cnn", "transformers", "vision", "field"], default="cnn")
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--ratio", type=float, default=None, help="default 0.4 (cnn), 0.3 (transformers)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and parity column")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file (a shard of a sweep)")
+    parser.add_argument("--merge", type=Path, nargs="*", default=None,
+                        help="write the section from the rows of these --json files (shards run side by side) instead of running")
     args = parser.parse_args()
     if args.suite == "vision":
         return _vision(args)
     cnn = args.suite == "cnn"
-    models = args.models or (FAMILIES if cnn else TRANSFORMERS)
-    ratio = args.ratio if args.ratio is not None else (0.4 if cnn else 0.3)
+    models = args.models or {"cnn": FAMILIES, "transformers": TRANSFORMERS, "field": field.FIELD}[args.suite]
+    ratio = args.ratio if args.ratio is not None else (0.3 if args.suite == "transformers" else 0.4)
     out = args.out or ROOT / "docs" / "COVERAGE.md"
     torch.set_num_threads(2)
+    rows = _merged(args.merge, models) if args.merge is not None else _rows(models, ratio, not args.no_onnx, not cnn)
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+    write_section(out, f"coverage_{args.suite}", markdown(rows, sys.argv[1:], ratio, args.suite), HEADER)
+    print(f"wrote {out}")
+    return 0 if all("error" not in r and r["ok"] for r in rows) else 1
+
+
+def _rows(models: list[str], ratio: float, onnx: bool, baseline: bool) -> list[dict]:
     rows = []
     for name in models:
         try:
-            row = check(name, ratio, not args.no_onnx, baseline=not cnn)
+            row = check(name, ratio, onnx, baseline=baseline)
         except Exception as exc:  # noqa: BLE001 - a failure is a row in the table, not the end of the sweep
             traceback.print_exc()
             row = {"model": name, "error": f"{type(exc).__name__}: {first_line(exc, 120)}"}
         print(row, flush=True)
         rows.append(row)
-    write_section(out, f"coverage_{args.suite}", markdown(rows, sys.argv[1:], ratio, args.suite), HEADER)
-    print(f"wrote {out}")
-    return 0 if all("error" not in r and r["ok"] for r in rows) else 1
+    return rows
+
+
+def _merged(paths: list[Path], models: list[str]) -> list[dict]:
+    """The rows of several shards, in the suite's order."""
+    rows = {r["model"]: r for path in paths for r in json.loads(path.read_text())}
+    return [rows[m] for m in models if m in rows] + [r for m, r in rows.items() if m not in models]
 
 
 def _vision(args) -> int:

@@ -7,7 +7,9 @@ then dead: a zero weight column reads nothing from them, zero rows and norm affi
 write nothing into them. Pruning them must leave every output equal to the zeroed model's; the
 pruned model of the check slices the captured tensors as it runs (`rewrite(plan, lazy=True)`). Channels whose removal is
 inexact by nature (LayerNorm statistics, sums after a nonlinearity) are left out of the check: it
-runs on `plan.exact()`. `shrink` runs it on every model it returns.
+runs on `plan.exact()`. `shrink` runs it on every model it returns. Selections (`topk`, `sort`,
+`argmax`, ...) are checked by the values they pick and then follow the reference's choice
+(graphprune/check/selections.py): rounding may reorder ties, which is not a pruning error.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch.utils import _pytree as pytree
 
 from graphprune.capture.pytrees import state_leaves
 from graphprune.check import verify
+from graphprune.check.selections import SELECTIONS, Pinned
 from graphprune.importance import parameter
 from graphprune.plan.types import Plan
 from graphprune.rewrite.lazy import zeroed_module
@@ -88,6 +91,13 @@ def dead_channel_check(plan: Plan, atol: float = 1e-4, rtol: float = 1e-4, built
     """
     exact = plan.exact()
     captured = plan.graph.captured
+    if any(n.op == "call_function" and n.target in SELECTIONS for n in captured.graph.nodes):
+        killed_tensors = killed(exact)
+        pruned = rewrite(exact, tensors=killed_tensors)
+        reference, output = _with_selections_pinned(exact, killed_tensors, pruned, atol)
+        floor = _precision_floor(reference)
+        verify.check_equal(reference, output, atol=max(atol, floor), rtol=max(rtol, floor), scaled=True)
+        return pruned
     tensors, reference = zeroed or zeroed_outputs(plan)
     if built is not None and not (exact.removed != plan.removed).any() and _read_once(captured.module):
         pruned, output = built
@@ -132,3 +142,13 @@ def _narrowed(plan: Plan, reference):
             if keep is not None:
                 leaves[i] = leaves[i].index_select(dim, torch.as_tensor(keep, dtype=torch.long))
     return pytree.tree_unflatten(leaves, spec)
+
+
+def _with_selections_pinned(plan: Plan, zeroed: dict, pruned, atol: float) -> tuple:
+    """(reference outputs, pruned outputs), flat, the pruned graph following the reference's selections."""
+    captured = plan.graph.captured
+    first = Pinned(captured.module, tensors=zeroed)
+    reference = first.outputs(captured.args, captured.kwargs)
+    with verify.eval_mode(pruned):
+        got = Pinned(pruned, recorded=first.picks, plan=plan, atol=atol).outputs(captured.args, captured.kwargs)
+    return reference, got

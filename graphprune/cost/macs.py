@@ -2,7 +2,10 @@
 
 MACs come from torch's own FlopCounterMode (MACs = FLOPs / 2) on the example input,
 so every op torch counts is counted, for the original and the pruned model alike. Both
-run in eval mode (the user's model is put back in its mode after).
+run in eval mode (the user's model is put back in its mode after). Only the total is read,
+so the counter runs without its per-module attribution (`totals_counter`): that part hooks
+autograd on module inputs and fails on some models (timm's PiT and CaiT after pruning),
+and counting cost must never fail a prune.
 """
 
 from __future__ import annotations
@@ -25,10 +28,35 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class _NoModules:
+    """Stands in for FlopCounterMode's ModuleTracker: every op is counted under 'Global' only.
+
+    The tracker registers autograd hooks on every module's tensor inputs that require grad
+    (`register_multi_grad_hook`), which raises "Expected gradient function to be set" for a view
+    of a parameter taken under no_grad and passed to a submodule (PiT's and CaiT's expanded class
+    token, once the pruned graph calls its blocks with it). Per-module counts are never read here.
+    """
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args) -> None:
+        return None
+
+
+def totals_counter() -> FlopCounterMode:
+    """A FlopCounterMode that counts every op it knows into its total and tracks no modules."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModules()
+    return counter
+
+
 def count_macs(model: torch.nn.Module, args: tuple, kwargs: dict | None = None) -> int:
     from graphprune.capture.modes import eval_mode
 
-    counter = FlopCounterMode(display=False)
+    counter = totals_counter()
     with eval_mode(model), counter, torch.no_grad():
         model(*args, **(kwargs or {}))
     return int(counter.get_total_flops() // 2)
