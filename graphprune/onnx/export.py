@@ -123,6 +123,41 @@ def _attempt(job: Job, exporter: str, stage: Path, name: str, simplify: bool, no
     return _Candidate(file, exporter, False, parity, time.perf_counter() - start)
 
 
+def _check_request(model, args, kwargs, path, exporters: Sequence[str], atol: float) -> Path:
+    """Refuse what cannot be exported before anything runs; the output path as a Path."""
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(args, tuple) or not isinstance(kwargs or {}, dict):
+        raise InputError("pass args as a tuple and kwargs as a dict or None")
+    if unknown := [e for e in exporters if e not in _EXPORTERS]:
+        raise InputError(f"unknown exporters {unknown}; choose from {sorted(_EXPORTERS)}")
+    if not atol >= 0:
+        raise InputError(f"atol must be >= 0, got {atol}")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"folder {path.parent} does not exist; create it first")
+    return path
+
+
+def _first_verified(job: Job, exporters: Sequence[str], path: Path, simplify: bool, notes: list[str]) -> ExportResult | None:
+    """The exporters tried in order in a staging folder beside `path`; the first model that passes every
+    check is published to `path`. None when none did (`notes` says why each failed)."""
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        for exporter in exporters:
+            try:
+                best = _attempt(job, exporter, stage, path.name, simplify, notes)
+            except Exception as exc:  # noqa: BLE001 - any failure of one exporter: note it, try the next
+                notes.append(f"{exporter}: {exc if isinstance(exc, ExportError) else first_line(exc, 200)}")
+                log.warning("ONNX export with %s failed: %s", exporter, notes[-1])
+                continue
+            publish(best.file, path)
+            return _result(job, best, path, notes)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return None
+
+
 def export_onnx(
     model: torch.nn.Module,
     args: tuple,
@@ -148,17 +183,7 @@ def export_onnx(
     The model is used in its current mode (call `model.eval()` first) and is not modified. A bfloat16 or
     float16 model is exported and checked as a float32 copy (graphprune.onnx.precision; `source_dtype`, `notes`).
     """
-    if not isinstance(model, torch.nn.Module):
-        raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(args, tuple) or not isinstance(kwargs or {}, dict):
-        raise InputError("pass args as a tuple and kwargs as a dict or None")
-    if unknown := [e for e in exporters if e not in _EXPORTERS]:
-        raise InputError(f"unknown exporters {unknown}; choose from {sorted(_EXPORTERS)}")
-    if not atol >= 0:
-        raise InputError(f"atol must be >= 0, got {atol}")
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"folder {path.parent} does not exist; create it first")
+    path = _check_request(model, args, kwargs, path, exporters, atol)
     source = half_dtype(model, args, dict(kwargs or {}))
     if source is not None:  # ONNX Runtime's CPU kernels take float32: export a float32 copy
         twin, args32, kwargs32 = as_float32(model, args, dict(kwargs or {}))
@@ -171,20 +196,10 @@ def export_onnx(
     if model.training and not isinstance(model, torch.fx.GraphModule):  # ep.module() always reads as training
         log.warning("%s is in training mode; exporting it as it is (call model.eval() first for inference)", type(model).__name__)
     job = prepare(model, args, dict(kwargs or {}), dynamic_batch, dynamic_sequence, opset, atol)
-    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     notes: list[str] = []
-    try:
-        for exporter in exporters:
-            try:
-                best = _attempt(job, exporter, stage, path.name, simplify, notes)
-            except Exception as exc:  # noqa: BLE001 - any failure of one exporter: note it, try the next
-                notes.append(f"{exporter}: {exc if isinstance(exc, ExportError) else first_line(exc, 200)}")
-                log.warning("ONNX export with %s failed: %s", exporter, notes[-1])
-                continue
-            publish(best.file, path)
-            return _result(job, best, path, notes)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    result = _first_verified(job, exporters, path, simplify, notes)
+    if result is not None:
+        return result
     if any(job.seq_axes) and static_fallback:
         log.warning("no exporter kept the sequence dynamic; exporting %s with the example's sequence length", path.name)
         result = export_onnx(model, args, kwargs, path, dynamic_batch=dynamic_batch, dynamic_sequence=False, opset=opset,
