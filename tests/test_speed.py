@@ -77,8 +77,8 @@ def test_the_oracle_checks_the_model_shrink_returns(monkeypatch):
     the oracle no longer rewrites the plan a second time."""
     real = pipeline.make_model
 
-    def wrong(plan):
-        pruned = real(plan)
+    def wrong(plan, **kwargs):
+        pruned = real(plan, **kwargs)
         with torch.no_grad():
             next(p for p in pruned.parameters() if p.dim() == 2).mul_(-1.0)
         return pruned

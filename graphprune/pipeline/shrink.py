@@ -130,8 +130,9 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
         run.step("comparing with the data-free L2 plan (BatchNorm re-estimated): the floor")
         chosen, pruned, floor = l2_floor(run, graph, plan_opts, chosen, pruned, trials)
         if floor["used"]:  # the L2 plan's model is checked as the chosen one was; nothing of the chosen one's steps stays
+            # the L2 model had its BatchNorm statistics re-estimated: the oracle checks its plan afresh
             checks, refits, allocation, recalibrated = run_checks(chosen, pruned, reference, check_dead_channels,
-                                                                  run.clock), [], [], 0
+                                                                  run.clock, as_rewritten=False), [], [], 0
             pruned.train(model.training)
     run.step("measuring fidelity")
     with run.clock("fidelity"):
