@@ -33,7 +33,7 @@ from graphprune.errors import PlanError
 from graphprune.importance import CRITERIA
 from graphprune.plan import budget, cuts
 from graphprune.plan.constraints import exact_only, finalize
-from graphprune.plan.types import Decision, Plan, PlanOptions  # noqa: F401 - the plan's types, where callers look
+from graphprune.plan.types import Plan, PlanOptions
 
 
 def _allocation(graph: DependencyGraph, opts: PlanOptions) -> np.ndarray | None:
