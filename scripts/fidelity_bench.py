@@ -252,6 +252,11 @@ def _finetuned(name, target, model, pruned, data, epochs: int, measure, held) ->
 # ---- report --------------------------------------------------------------------------------------------
 
 
+def _rule(c: dict) -> str:
+    """'/mean/auto': the allocation rule a candidate was planned under (absent in older results)."""
+    return f"/{c['normalize']}/{c['allocate']}" if c.get("normalize") else ""
+
+
 def _cell(r: dict) -> str:
     if "cosine" in r:
         return f"{r['cosine']:.3f} (min {r['cosine_min']:.2f})"
@@ -297,8 +302,10 @@ def render(data: dict) -> str:
                          f"{r.get('seconds', 0):.0f} |")
         autos = [r for r in rows if r["variant"] == "auto" and r.get("auto")]
         for r in autos:
-            cands = ", ".join(f"{c['criterion']} {c['loss']:.4g}" for c in r["auto"] if c.get("loss") is not None)
-            lines.append(f"\n{model} {r['budget']} auto candidates (selection-slice loss, lower is better): {cands}")
+            cands = ", ".join(f"{c['criterion']}{_rule(c)} {c['loss']:.4g}" + (" (chosen)" if c.get("chosen") else "")
+                              for c in r["auto"] if c.get("loss") is not None)
+            lines.append(f"\n{model} {r['budget']} auto candidates (criterion/normalize/allocate: selection-slice loss, "
+                         f"lower is better): {cands}")
         lines.append("")
     runs = data.get("runs") or [data["argv"]]
     lines += ["Produced by " + "; ".join(f"`python -m scripts.fidelity_bench {shlex.join(a)}`" for a in runs[:-1])

@@ -220,6 +220,17 @@ def test_auto_reports_every_candidate_and_keeps_the_best(data_file):
     assert len(rows) >= 4
     best = min(rows, key=lambda r: r["loss"])
     assert best["chosen"] and report.calibration["criterion"] == best["criterion"]
+    # under a budget each criterion is judged under every allocation rule, and the chosen pair is what was built
+    assert len({(r["normalize"], r["allocate"]) for r in rows if r["criterion"] == "taylor"}) >= 3
+    (rule,) = [a for a in report.allocation if a["chosen"]]
+    assert (rule["normalize"], rule["allocate"]) == (best["normalize"], best["allocate"])
+    from rich.console import Console
+
+    from graphprune.report.report import render
+
+    console = Console(record=True, width=300)
+    render(report, console)
+    assert f"criterion auto: {best['criterion']} (lowest held-out loss of {len(rows)} candidates" in console.export_text()
     assert {s["step"] for s in report.fidelity["steps"]} >= {"refit", "BatchNorm re-estimation"}
 
 

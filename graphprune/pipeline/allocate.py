@@ -36,7 +36,8 @@ def applies(opts: PlanOptions) -> bool:
     return opts.allocate == "auto" and opts.normalize == "mean" and (opts.budget is not None or opts.global_ranking)
 
 
-def _rules(opts: PlanOptions) -> list[PlanOptions]:
+def rules(opts: PlanOptions) -> list[PlanOptions]:
+    """The options under each rule of RULES (a weight criterion's own rule and 'auto' are one)."""
     out, seen = [], set()
     for normalize, allocate in RULES:
         if allocate is None and not CRITERIA[opts.criterion].needs_data:
@@ -60,14 +61,14 @@ def choose(graph, opts: PlanOptions, scores, data, calib_batches: int | None, pr
     from graphprune.data.progress import stages_of
 
     batches = list(data.batches(limit=calib_batches))
-    rules = _rules(opts)
+    candidates = rules(opts)
     tried = []
-    with stages_of(progress).stage("allocate", len(batches) * (1 + 2 * len(rules)),
-                                   f"allocation: {len(rules)} rules x {len(batches)} batches") as tick:
+    with stages_of(progress).stage("allocate", len(batches) * (1 + 2 * len(candidates)),
+                                   f"allocation: {len(candidates)} rules x {len(batches)} batches") as tick:
         teacher = [_run(graph.captured.module, b, tick) for b in batches]
         objective = losses.choose(data.has_labels, True, teacher[0], "auto", 0.5, 2.0)
         where = "held-out selection" if judge is not None and judge.selection is not None else "calibration"
-        for i, rule in enumerate(rules):
+        for i, rule in enumerate(candidates):
             plan = make_plan(graph, rule, scores=scores)
             same = next((t for t in tried if np.array_equal(t[2].removed, plan.removed)), None)
             if same is not None:

@@ -99,57 +99,95 @@ AUTO = ("l2", "taylor", "fisher", "gradient", "act-mean", "act-var", "act-entrop
 @dataclass
 class Trial:
     """One candidate plan, rewritten, its BatchNorm re-estimated on calibration data (kept only when
-    that does not make the selection slice worse), and judged."""
+    that does not make the selection slice worse), and judged. `model` is None for a plan judged
+    before under another name (its loss is that one's)."""
 
     criterion: str
     plan: object
-    model: torch.nn.Module
+    model: torch.nn.Module | None
     loss: float | None
+    rule: dict | None = None  # {normalize, allocate}: how widths were shared out (graphprune.pipeline.allocate)
 
 
-def trial(graph, opts, scores, data, limit: int | None, judge: Judge) -> Trial:
+def trial(graph, opts, scores, data, limit: int | None, judge: Judge, seen: dict | None = None) -> Trial:
+    """`opts`' plan under `scores`, judged; `seen` (removed-channel mask bytes -> loss) skips plans judged before."""
     from graphprune.plan.planner import plan as make_plan
     from graphprune.rewrite.recalibrate import recalibrate
     from graphprune.rewrite.rewriter import rewrite
 
     chosen = make_plan(graph, opts, scores=scores)
+    rule = {"normalize": opts.normalize, "allocate": opts.allocate or "own"}
+    key = chosen.removed.tobytes()
+    if seen is not None and key in seen:
+        return Trial(opts.criterion, chosen, None, seen[key], rule)
     model = rewrite(chosen).eval()
-    before = judge.loss(model)
+    loss = before = judge.loss(model)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if recalibrate(model, data, limit=limit):
-        after = judge.loss(model)
-        if before is not None and after > before:  # re-estimation judged as in shrink: undone when worse
+        loss = judge.loss(model)
+        if before is not None and loss > before:  # re-estimation judged as in shrink: undone when worse
             model.load_state_dict(saved)
-            return Trial(opts.criterion, chosen, model, before)
-        return Trial(opts.criterion, chosen, model, after)
-    return Trial(opts.criterion, chosen, model, before)
+            loss = before
+    if seen is not None:
+        seen[key] = loss
+    return Trial(opts.criterion, chosen, model, loss, rule)
 
 
-def auto(graph, opts, data, limit: int | None, seed: int, judge: Judge, progress=None):
-    """(scores, calibration info, {criterion: Trial}, rows) for the criterion of `AUTO` whose plan
-    (BatchNorm re-estimated) is best on the selection slice. The criteria share one `Calibration`, so
-    gradients and activations are gathered once for all of them."""
+@dataclass
+class Auto:
+    """What `auto` found: the chosen criterion's scores and trial, the data-free L2 trial (the floor's),
+    one row per candidate for the report, and the calibration's notes."""
+
+    scores: object
+    best: Trial
+    l2: Trial | None
+    rows: list
+    info: dict
+
+    def allocation(self, where: str) -> list[dict]:
+        """The chosen criterion's rows in the shape of graphprune.pipeline.allocate.choose's log."""
+        return [{"normalize": r["normalize"], "allocate": r["allocate"], "loss": r["loss"], "measured_on": where,
+                 "chosen": r["chosen"]} for r in self.rows if r["criterion"] == self.best.criterion and "loss" in r]
+
+
+def auto(graph, opts, data, limit: int | None, seed: int, judge: Judge, progress=None) -> Auto:
+    """Every criterion of `AUTO` under every allocation rule that applies to the options
+    (graphprune.pipeline.allocate.rules: how a budget's widths are shared out decides as much as
+    the criterion), each plan's model BatchNorm re-estimated and judged on the selection slice; the
+    best pair is kept. The criteria share one `Calibration`, so gradients and activations are
+    gathered once for all of them, and a plan two candidates share is built and judged once."""
     import dataclasses
 
     from graphprune.errors import GraphPruneError
     from graphprune.importance import Calibration, score
+    from graphprune.pipeline import allocate
 
     calibration = Calibration(data=data, limit=limit, seed=seed)
-    trials, rows, all_scores = {}, [], {}
+    best, l2, rows, seen, chosen_scores = None, None, [], {}, None
     for name in AUTO:
         if progress:
             progress(f"criterion auto: trying {name}")
         try:
-            all_scores[name] = score(graph, name, calibration=calibration)
+            values = score(graph, name, calibration=calibration)
         except GraphPruneError as exc:
             rows.append({"criterion": name, "loss": None, "chosen": False, "skipped": str(exc)})
             continue
-        trials[name] = trial(graph, dataclasses.replace(opts, criterion=name), all_scores[name], data, limit, judge)
-        rows.append({"criterion": name, "loss": trials[name].loss, "chosen": False})
-    best = min(trials.values(), key=lambda t: (t.loss if t.loss is not None else 0.0, AUTO.index(t.criterion)))
+        named = dataclasses.replace(opts, criterion=name)
+        for rule in allocate.rules(named) if allocate.applies(named) else [named]:
+            t = trial(graph, rule, values, data, limit, judge, seen)
+            rows.append({"criterion": name, **t.rule, "loss": t.loss, "chosen": False})
+            if name == "l2" and l2 is None:  # the options' own rule comes first: the floor's plan
+                l2 = t
+            if t.model is not None and (best is None or _better(t.loss, best.loss)):
+                best, chosen_scores = t, values
     for row in rows:
-        row["chosen"] = row["criterion"] == best.criterion
+        row["chosen"] = row["criterion"] == best.criterion and "normalize" in row and \
+            (row["normalize"], row["allocate"]) == (best.rule["normalize"], best.rule["allocate"])
     info = {"criterion": best.criterion, "notes": calibration.notes, "auto": rows}
     if calibration.cache:
         info["batches"] = limit
-    return all_scores[best.criterion], info, trials
+    return Auto(chosen_scores, best, l2, rows, info)
+
+
+def _better(loss: float | None, than: float | None) -> bool:
+    return loss is not None and (than is None or loss < than)

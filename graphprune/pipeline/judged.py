@@ -50,13 +50,12 @@ def data_steps(run: Run, chosen: Plan, pruned, blocks_removed: bool) -> tuple[li
     return refits, ran["batches"] if kept else 0
 
 
-def l2_floor(run: Run, graph, opts: PlanOptions, chosen: Plan, pruned, trials: dict) -> tuple:
+def l2_floor(run: Run, graph, opts: PlanOptions, chosen: Plan, pruned, base=None) -> tuple:
     """(plan, model, record): the better on the selection slice of the result and the L2 plan at the
-    same budget with BatchNorm re-estimated (where that helps)."""
+    same budget with BatchNorm re-estimated (where that helps); `base`: that plan's trial when auto made it."""
     from graphprune.importance import score
 
-    base = trials.get("l2")
-    if base is None:
+    if base is None or base.model is None:
         l2 = dataclasses.replace(opts, criterion="l2")
         base = decide.trial(graph, l2, score(graph, "l2"), run.data, run.calibration.batches, run.judge)
     mine = run.judge.loss(pruned)

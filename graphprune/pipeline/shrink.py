@@ -122,13 +122,13 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
                                                                       cal.batches, opts, progress=run.step)
         with run.clock("reference"):  # channels are checked against the model without the blocks
             reference = verify.run(captured.module, args, kwargs)
-    chosen, graph, calibration_info, searched, allocation, trials = _decide(run, captured, plan_opts, scores, search)
+    chosen, graph, calibration_info, searched, allocation, l2_trial = _decide(run, captured, plan_opts, scores, search)
     pruned, checks, refits, recalibrated = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
     floor = None
     if run.judge is not None and run.judge.selection is not None and not searched and opts.threshold is None \
             and chosen.removed.any():
         run.step("comparing with the data-free L2 plan (BatchNorm re-estimated): the floor")
-        chosen, pruned, floor = l2_floor(run, graph, plan_opts, chosen, pruned, trials)
+        chosen, pruned, floor = l2_floor(run, graph, plan_opts, chosen, pruned, l2_trial)
         if floor["used"]:  # the L2 plan's model is checked as the chosen one was; nothing of the chosen one's steps stays
             # the L2 model had its BatchNorm statistics re-estimated: the oracle checks its plan afresh
             checks, refits, allocation, recalibrated = run_checks(chosen, pruned, reference, check_dead_channels,
@@ -157,21 +157,22 @@ def _start(model, example, opts: PlanOptions, cal: CalibrationOptions, data, hel
 
 
 def _decide(run: Run, captured: Captured, plan_opts: PlanOptions, scores, search):
-    """(plan, graph, calibration info, search result, allocation log, auto's trials): score the
-    channels (or try every criterion: auto), then choose."""
+    """(plan, graph, calibration info, search result, allocation log, auto's L2 trial or None): score the
+    channels and choose the plan, or try every criterion under every allocation rule (auto)."""
     with run.clock("graph"):
         graph = build(captured, attention=run.opts.attention)
-    trials = {}
     if plan_opts.criterion == "auto" and scores is None:
-        run.step("criterion auto: every criterion's plan judged on held-out data")
-        values, calibration_info, trials = decide.auto(graph, plan_opts, run.data, run.calibration.batches,
-                                                       run.calibration.seed, run.judge, run.step)
-        plan_opts = dataclasses.replace(plan_opts, criterion=calibration_info["criterion"])
-    else:
-        criterion = plan_opts.criterion if scores is None else scores
-        with run.clock("score"):
-            values, calibration_info = score_channels(graph, criterion, run.data, run.calibration.batches,
-                                               run.calibration.seed, run.step)
+        run.step("criterion auto: every criterion's plan, under every allocation rule, judged on held-out data")
+        with run.clock("auto"):
+            tried = decide.auto(graph, plan_opts, run.data, run.calibration.batches, run.calibration.seed, run.judge,
+                                run.step)
+        where = "held-out selection" if run.judge.selection is not None else "calibration"
+        allocation = tried.allocation(where) if allocate.applies(plan_opts) else []
+        return tried.best.plan, graph, tried.info, None, allocation, tried.l2
+    criterion = plan_opts.criterion if scores is None else scores
+    with run.clock("score"):
+        values, calibration_info = score_channels(graph, criterion, run.data, run.calibration.batches,
+                                                  run.calibration.seed, run.step)
     run.step("planning")
     with run.clock("plan"):
         searched = None if search is None else search.run(graph, progress=run.step, scores=values, data=run.data,
@@ -186,7 +187,7 @@ def _decide(run: Run, captured: Captured, plan_opts: PlanOptions, scores, search
     else:
         with run.clock("plan"):
             chosen = make_plan(graph, plan_opts, scores=values)
-    return chosen, graph, calibration_info, searched, allocation, trials
+    return chosen, graph, calibration_info, searched, allocation, None
 
 
 def _build(run: Run, chosen: Plan, reference, check_dead_channels: bool, blocks_removed: bool):

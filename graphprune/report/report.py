@@ -183,6 +183,7 @@ def render(report: Report, console, limit: int = 40) -> None:
     for check in report.checks or ({"check": "runs", "detail": report.verified},) if report.verified else ():
         console.print(f"[green]verified ({check['check']}):[/green] {check['detail']}")
     _render_fidelity(report.fidelity, console)
+    _render_auto(report.calibration.get("auto"), console)
     if report.allocation:
         best = next(a for a in report.allocation if a["chosen"])
         where = best.get("measured_on", "calibration")
@@ -213,6 +214,20 @@ def _figures(d: dict) -> str:
     if "accuracy" in d:
         parts.append(f"accuracy {d['accuracy'][0]:.3f} -> {d['accuracy'][1]:.3f}, macro F1 {d['f1'][0]:.3f} -> {d['f1'][1]:.3f}")
     return ", ".join(parts)
+
+
+def _render_auto(rows: list | None, console) -> None:
+    """criterion auto: the chosen candidate, and each criterion's best held-out loss."""
+    judged = [r for r in rows or () if r.get("loss") is not None]
+    if not judged:
+        return
+    chosen = next(r for r in judged if r["chosen"])
+    best: dict[str, float] = {}
+    for r in judged:
+        best[r["criterion"]] = min(best.get(r["criterion"], r["loss"]), r["loss"])
+    each = ", ".join(f"{name} {loss:.4g}" for name, loss in best.items())
+    console.print(f"criterion auto: {chosen['criterion']} (lowest held-out loss of {len(judged)} candidates; "
+                  f"best per criterion: {each})")
 
 
 def _render_fidelity(fidelity: dict | None, console) -> None:
