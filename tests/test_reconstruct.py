@@ -19,7 +19,9 @@ from torch import nn
 import graphprune
 from graphprune.data import load_data
 from graphprune.plan.types import PlanOptions
-from graphprune.rewrite.reconstruct import _row_weights, reconstruct
+from graphprune.rewrite.lstsq import row_weights
+from graphprune.rewrite.reconstruct import reconstruct
+from graphprune.rewrite.walk import Cursor
 
 
 class Twins(nn.Module):
@@ -115,9 +117,9 @@ def test_nothing_removed_nothing_refit(tmp_path):
 
 def test_padding_rows_do_not_count():
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    w = _row_weights((2, 3), 6, {"attention_mask": mask})
+    w = row_weights((2, 3), 6, {"attention_mask": mask})
     assert w.tolist() == [1, 1, 0, 1, 0, 0]
-    assert _row_weights((2, 3), 6, {}).tolist() == [1.0] * 6
+    assert row_weights((2, 3), 6, {}).tolist() == [1.0] * 6
 
 
 class _Deep(nn.Module):
@@ -144,13 +146,13 @@ def _deep_refit(tmp_path, monkeypatch, memory: int | None):
     if memory is not None:
         monkeypatch.setattr(rc, "MEMORY", memory)
     calls = {"nodes": 0}
-    run_node = rc._Cursor.run_node
+    run_node = Cursor.run_node
 
     def counted(self, n):
         calls["nodes"] += 1
         return run_node(self, n)
 
-    monkeypatch.setattr(rc._Cursor, "run_node", counted)
+    monkeypatch.setattr(Cursor, "run_node", counted)
     x = torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(4))
     np.savez(tmp_path / "x.npz", x=x.numpy())
     data = load_data(str(tmp_path / "x.npz"), x[:1], batch_size=8)

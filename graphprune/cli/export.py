@@ -7,32 +7,17 @@ from pathlib import Path
 
 import typer
 
-from graphprune.cli.app import (
-    ArchOpt,
-    ExampleOpt,
-    ModelArg,
-    SafeOpt,
-    ShapeOpt,
-    VerboseOpt,
-    app,
-    console,
-    default_out,
-    guard,
-    load_inputs,
-    out_console,
-)
+from graphprune.cli.app import VerboseOpt, app, console, default_out, guard, out_console
+from graphprune.cli.groups import ModelSource, with_groups
 from graphprune.io import files as io
 
 
 @app.command()
 @guard
+@with_groups("model input_shape example_input output")  # --help's order
 def export(
-    model: Path = ModelArg,
-    input_shape: str | None = ShapeOpt,
-    example_input: Path | None = ExampleOpt,
+    source: ModelSource,
     output: Path | None = typer.Option(None, "-o", "--output", help="ONNX file [default: MODEL.onnx]"),
-    arch: str | None = ArchOpt,
-    safe: bool = SafeOpt,
     force: bool = typer.Option(False, "--force", help="replace OUTPUT (and OUTPUT.data) if it exists"),
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -43,13 +28,13 @@ def export(
     from graphprune.onnx.files import data_path
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
-    out = output or default_out(model, ".onnx")
+    out = output or default_out(source.model, ".onnx")
     if out.suffix != ".onnx":
         raise io.InputError(f"-o {out}: export writes an ONNX model; name it .onnx (shrink -o writes PyTorch models)")
     for file in (out, data_path(out)):
-        io.check_output(file, [model, example_input], force)
-    module, example = load_inputs(model, arch, safe, example_input, input_shape)
-    check_models([(str(model), module)], example, same_outputs=False)
+        io.check_output(file, [source.model, source.example_input], force)
+    module, example = source.load()
+    check_models([(str(source.model), module)], example, same_outputs=False)
     args, kwargs = normalize_inputs(example)
     with console.status("exporting"):
         result = export_onnx(module, args, kwargs, out)

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import typer
 
-from graphprune.cli.app import (
-    ArchOpt,
-    ExampleOpt,
-    ModelArg,
-    SafeOpt,
-    ShapeOpt,
-    VerboseOpt,
-    app,
-    console,
-    guard,
-    load_inputs,
-    out_console,
-)
+from graphprune.cli.app import VerboseOpt, app, console, guard, out_console
+from graphprune.cli.groups import ModelSource, with_groups
 
 
 @app.command()
 @guard
+@with_groups()
 def inspect(
-    model: Path = ModelArg,
-    input_shape: str | None = ShapeOpt,
-    example_input: Path | None = ExampleOpt,
-    arch: str | None = ArchOpt,
-    safe: bool = SafeOpt,
+    source: ModelSource,
     show_all: bool = typer.Option(False, "--all", help="also list groups frozen by shape-only dims"),
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -43,8 +28,8 @@ def inspect(
     from graphprune.report.report import interesting
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
-    module, example = load_inputs(model, arch, safe, example_input, input_shape)
-    check_models([(str(model), module)], example, same_outputs=False)
+    module, example = source.load()
+    check_models([(str(source.model), module)], example, same_outputs=False)
     with console.status("capturing and analysing"):
         graph = analyze(module, example)
         decisions = plan(graph, PlanOptions(ratio=0.0)).decisions

@@ -1,14 +1,18 @@
 """Command-line options shared by every command that takes `--data`, and opening the data.
 
-Commands declare the options with these objects and call `open_data(...)`, so `shrink`, `eval`,
-`finetune`, `explain` and the search read data the same way (graphprune.data).
+Commands declare the options with these objects (or take them as one `DataFlags` group) and call
+`open_data(...)`, so `shrink`, `eval`, `finetune`, `explain` and the search read data the same way
+(graphprune.data).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
+
+from graphprune.cli.groups import flag
 
 DataOpt = typer.Option(None, "--data", help="data: .npz (x, y), image folder, torch.save'd tensors, text file "
                        "(with --tokenizer) or package.module:factory")
@@ -49,3 +53,20 @@ def open_data(spec: str | None, example, *, batch_size: int = 32, tokenizer: Pat
 
     return load_data(str(spec), example, batch_size=batch_size, tokenizer=str(tokenizer) if tokenizer else None,
                      image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataFlags:
+    """The data a command reads (graphprune.cli.groups): --data and how its files are read."""
+
+    data: str | None = flag(DataOpt)
+    batch_size: int = flag(BatchOpt)
+    tokenizer: Path | None = flag(TokenizerOpt)
+    image_size: int | None = flag(ImageSizeOpt)
+    mean: str | None = flag(MeanOpt)
+    std: str | None = flag(StdOpt)
+
+    def open(self, example):
+        """graphprune.data.Data fitted to `example`, or None without --data (`open_data`)."""
+        return open_data(self.data, example, batch_size=self.batch_size, tokenizer=self.tokenizer,
+                         image_size=self.image_size, mean=self.mean, std=self.std)

@@ -48,14 +48,7 @@ def search(graph: DependencyGraph, budget: Budget, strategy: str = "greedy", dat
     `recalibrate`: with `data`, each candidate's BatchNorm statistics are re-estimated on it before it is
     scored (as graphprune.shrink does to the chosen model), so the search ranks what it will deliver.
     """
-    if strategy not in STRATEGIES:
-        raise InputError(f"--search {strategy!r} is not one of {sorted(STRATEGIES)}")
-    if max_drop is not None and not max_drop >= 0:
-        raise InputError(f"--max-drop {max_drop} must be 0 or more (a metric drop, e.g. 0.01 = 1 accuracy point)")
-    if samples < 1:
-        raise InputError(f"--samples {samples} must be 1 or more")
-    if round_to is not None and round_to < 1:
-        raise InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
+    _check_arguments(strategy, max_drop, samples, round_to)
     say = progress or (lambda text: None)
     start = time.perf_counter()
     args, kwargs = graph.captured.args, graph.captured.kwargs
@@ -72,31 +65,53 @@ def search(graph: DependencyGraph, budget: Budget, strategy: str = "greedy", dat
                               recalibrate=recalibrate)
     table = fit_table(space, lambda c: oracle.measure(c, settings.table_batch), say)
     t_table = time.perf_counter() - start
-    record = SearchLog(strategy)
-    ctx = SearchContext(space, calibration, oracle, table, budget, record, settings.batch, max_drop, samples, seed,
-                        say, finetune)
+    ctx = SearchContext(space, calibration, oracle, table, budget, SearchLog(strategy), settings.batch, max_drop,
+                        samples, seed, say, finetune)
     chosen = STRATEGIES[strategy](ctx)
-    final = oracle.measure(chosen, settings.batch)
-    at_table = oracle.measure(chosen, settings.table_batch)
+    final = _measure_chosen(ctx, chosen, settings, round_to, start, t_table)
+    if not budget.met(final.ratio):
+        log.warning("search %s stopped at %.3f of the original latency, short of the budget %.3f",
+                    strategy, final.ratio, budget.fraction)
+    say(f"{strategy}: chosen latency {final.ratio:.3f} of the original (budget {budget.fraction:.3f})")
+    return space.plan(chosen), ctx.record
+
+
+def _check_arguments(strategy: str, max_drop: float | None, samples: int, round_to: int | None) -> None:
+    """The search's own arguments, refused before anything is measured."""
+    if strategy not in STRATEGIES:
+        raise InputError(f"--search {strategy!r} is not one of {sorted(STRATEGIES)}")
+    if max_drop is not None and not max_drop >= 0:
+        raise InputError(f"--max-drop {max_drop} must be 0 or more (a metric drop, e.g. 0.01 = 1 accuracy point)")
+    if samples < 1:
+        raise InputError(f"--samples {samples} must be 1 or more")
+    if round_to is not None and round_to < 1:
+        raise InputError(f"--round-to {round_to} must be 1 or more (1 turns rounding off)")
+
+
+def _measure_chosen(ctx: SearchContext, chosen: Config, settings: LatencySettings, round_to: int, started: float,
+                    table_seconds: float):
+    """The final figure: `chosen` measured whole at the latency batch (and at the table batch, to show
+    how well the table predicts) and scored; what the search did goes into `ctx.record.facts`.
+    `started`: the search's perf_counter at its start. Returns the measurement at the latency batch."""
+    final = ctx.oracle.measure(chosen, settings.batch)
+    at_table = ctx.oracle.measure(chosen, settings.table_batch)
     score = ctx.evaluate(chosen, note="chosen")
-    record.facts = {
+    budget, calibration, space = ctx.budget, ctx.calibration, ctx.space
+    ctx.record.facts = {
         "budget": {"latency_fraction": budget.fraction, "speedup": budget.speedup},
-        "latency_settings": {**oracle.settings, "batch": settings.batch, "threads": settings.threads,
+        "latency_settings": {**ctx.oracle.settings, "batch": settings.batch, "threads": settings.threads,
                              "table_batch": settings.table_batch, "round_to": round_to},
         "calibration": calibration.description,
-        "max_drop": max_drop, "seed": seed, "samples": samples if strategy == "random" else None,
+        "max_drop": ctx.max_drop, "seed": ctx.seed,
+        "samples": ctx.samples if ctx.record.strategy == "random" else None,
         "groups": {k.name: k.full for k in space.knobs}, "blocks": list(space.blocks),
-        "table": table.to_dict(),
+        "table": ctx.table.to_dict(),
         "chosen": {**chosen.to_dict(), "loss": score.loss, "metric": score.metric,
                    "metric_drop": calibration.drop(score), "baseline_metric": calibration.baseline.metric},
         "final": {"latency_ratio": final.ratio, "speedup": 1.0 / final.ratio, "ms": final.ms, "original_ms": final.base_ms,
                   "noise": final.spread, "batch": final.batch, "budget_met": budget.met(final.ratio),
                   "table_batch_ratio": at_table.ratio, "table_batch_noise": at_table.spread},
-        "seconds": {"table": t_table, "total": time.perf_counter() - start},
+        "seconds": {"table": table_seconds, "total": time.perf_counter() - started},
         "evaluated": len(ctx._scores), "measured": len(ctx._measured),
     }
-    if not budget.met(final.ratio):
-        log.warning("search %s stopped at %.3f of the original latency, short of the budget %.3f",
-                    strategy, final.ratio, budget.fraction)
-    say(f"{strategy}: chosen latency {final.ratio:.3f} of the original (budget {budget.fraction:.3f})")
-    return space.plan(chosen), record
+    return final
