@@ -167,3 +167,60 @@ def test_label_free_gradients_say_which_loss(tmp_path):
     calibration = Calibration(data=load_data(str(tmp_path / "x.pt"), x[:1], batch_size=1), limit=4)
     assert np.isfinite(score(g, "fisher", calibration=calibration)).all()
     assert calibration.loss == "projection"
+
+
+def test_share_without_statistics_matches_hand_computation(setup):
+    """No batch norm: a hidden neuron's variance is taken from its row of fc1 (unit-variance inputs),
+    scaled to mean 1, and its score is its mean share of fc2's outputs' variance."""
+    model, _, _, _, graph = setup
+    w1, w2 = model.fc1.weight.detach().double(), model.fc2.weight.detach().double()
+    var = w1.pow(2).sum(1)
+    var = var / var.mean()
+    contribution = w2.pow(2) * var[None, :]
+    expected = (contribution / contribution.sum(1, keepdim=True)).mean(0).numpy()
+    np.testing.assert_allclose(hidden_scores(graph, score(graph, "share")), expected, rtol=1e-6)
+
+
+def test_share_ranks_a_dead_neuron_lowest_where_l2_does_not(setup):
+    model, x, _, _, _ = setup
+    with torch.no_grad():
+        model.fc1.weight[2] = 0.0  # neuron 2 outputs relu(b1[2]): a constant, whatever its outgoing weights
+        model.fc2.weight[:, 2] *= 50.0
+    graph = graphprune.analyze(model, x[:1])
+    assert np.argmin(hidden_scores(graph, score(graph, "share"))) == 2
+    assert np.argmin(hidden_scores(graph, score(graph, "l2"))) != 2
+
+
+class ConvBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))))
+
+
+def test_share_reads_batchnorm_statistics_not_the_producing_weights():
+    """After a batch norm a channel's spread is its gamma, whatever the conv before it: a channel with a
+    tiny gamma (and beta 0) carries almost nothing even with the largest conv weights."""
+    torch.manual_seed(0)
+    model = ConvBN().eval()
+    with torch.no_grad():
+        model.bn.weight.copy_(torch.linspace(0.5, 1.5, 8))
+        model.bn.weight[5] = 1e-3
+        model.bn.bias.zero_()
+        model.conv.weight[5] *= 100.0
+    graph = graphprune.analyze(model, torch.randn(1, 3, 6, 6))
+    node = next(n for n in graph.captured.graph.nodes if n.op == "get_attr" and n.target == "conv.weight")
+    scores = score(graph, "share")[graph.labels[graph.spaces.ids(((node, None), 0))]]
+    assert np.argmin(scores) == 5
+    assert np.argmax(score(graph, "l2")[graph.labels[graph.spaces.ids(((node, None), 0))]]) == 5
+
+
+def test_auto_without_data_is_share_with_scores_compared_across_groups():
+    torch.manual_seed(0)
+    model = ConvBN().eval()
+    pruned, report = graphprune.shrink(model, torch.randn(1, 3, 6, 6),
+                                       plan=graphprune.PlanOptions(criterion="auto", ratio=0.5, round_to=1))
+    assert report.options["criterion"] == "share" and report.options["normalize"] == "none"
+    assert pruned(torch.randn(2, 3, 6, 6)).shape == (2, 4, 6, 6) and report.params_after < report.params_before

@@ -246,6 +246,7 @@ def test_cli_summary_says_no_data_and_how_far_outputs_moved(tmp_path):
     assert "no data used" in text and "cosine" in text and "KL" in text
     report = json.loads((tmp_path / "m.pruned.json").read_text())
     assert report["fidelity"]["data"] == "none"
+    assert report["options"]["criterion"] == "share"  # the CLI's default, auto, without data
 
 
 def test_refit_refuses_a_layer_with_fewer_rows_than_inputs(tmp_path):

@@ -37,9 +37,9 @@ class PlanFlags:
         None, "--round-to", help="round each pruned group's width to a multiple of N [default: 8, ONNX Runtime CPU's "
         "block size; a latency search defaults to the provider's channel block: 16 on AVX-512 CPUs]"))
     criterion: str | None = flag(typer.Option(
-        None, "--criterion", help="importance: l1, l2, bn, random (no data); taylor, gradient, fisher, act-mean, "
-        "act-var, act-entropy, apoz (need --data); auto: the best of these on held-out data [default: auto with "
-        "--data, else l2]; formulas in docs/CRITERIA.md"))
+        None, "--criterion", help="importance: l1, l2, bn, share, random (no data); taylor, gradient, fisher, "
+        "act-mean, act-var, act-entropy, apoz (need --data); auto: with --data the best of these on held-out data, "
+        "without it share [default: auto; l2 with --speedup or --target-latency]; formulas in docs/CRITERIA.md"))
     prune_heads: bool = flag(typer.Option(True, "--prune-heads/--no-prune-heads", help="remove whole attention heads"))
     prune_head_dim: bool = flag(typer.Option(
         False, "--prune-head-dim", help="narrow every attention head instead of removing heads (implies --no-prune-heads)"))
@@ -147,7 +147,7 @@ def shrink_options(plan: PlanFlags, calibration: CalibrationFlags, depth: DepthF
     """graphprune.api.shrink's option objects from the flags, checked before anything is loaded."""
     from graphprune.pipeline.shrink import check
 
-    options = {"plan": plan.options("auto" if has_data and not search else "l2"),
+    options = {"plan": plan.options("l2" if search else "auto"),
                "calibration": calibration.options(seed), "depth": depth.options()}
     check(options["plan"], options["calibration"], options["depth"], has_data=has_data)
     return options

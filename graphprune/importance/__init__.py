@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphprune.errors import PlanError
-from graphprune.importance import activation, gradient, magnitude  # noqa: F401 - registers the criteria
+from graphprune.importance import activation, gradient, magnitude, share  # noqa: F401 - registers the criteria
 from graphprune.importance.calibration import LOSSES, Calibration
 from graphprune.importance.channels import from_parameters, parameter
 from graphprune.importance.magnitude import l1, l2, random

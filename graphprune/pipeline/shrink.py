@@ -93,8 +93,7 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     if release_model and data is not None:
         raise InputError("release_model frees the original's weights, which pruning with data reads after the "
                          "rewrite (refit, BatchNorm re-estimation); pass release_model=False with data")
-    if opts.criterion == "auto" and (data is None or scores is not None or search is not None):
-        opts = dataclasses.replace(opts, criterion="l2")  # nothing to judge candidates on, or nothing to choose
+    opts = _resolve_auto(opts, data, scores, search)
     run, held, held_note = _start(model, example, opts, cal, data, held_out, progress, release_model)
     args, kwargs, data = run.args, run.kwargs, run.data
     run.step("capturing the model with torch.export")
@@ -140,6 +139,17 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     report = _report(run, chosen, graph, pruned, original, checks, scores, calibration_info, recalibrated,
                      searched, allocation, refits, removed_blocks)
     return pruned, dataclasses.replace(report, fidelity=fidelity)
+
+
+def _resolve_auto(opts: PlanOptions, data, scores, search) -> PlanOptions:
+    """Criterion 'auto' where nothing can be judged: without data the `share` criterion, its scores compared
+    across groups as they are (normalize 'none' in place of the default 'mean'); with a search or the user's
+    scores, l2 (nothing to choose)."""
+    if opts.criterion != "auto" or (data is not None and scores is None and search is None):
+        return opts
+    if data is None and scores is None and search is None:
+        return dataclasses.replace(opts, criterion="share", normalize="none" if opts.normalize == "mean" else opts.normalize)
+    return dataclasses.replace(opts, criterion="l2")
 
 
 def _start(model, example, opts: PlanOptions, cal: CalibrationOptions, data, held_out, progress,
