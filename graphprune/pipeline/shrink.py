@@ -95,50 +95,70 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
                          "rewrite (refit, BatchNorm re-estimation); pass release_model=False with data")
     opts = _resolve_auto(opts, data, scores, search)
     run, held, held_note = _start(model, example, opts, cal, data, held_out, progress, release_model)
-    args, kwargs, data = run.args, run.kwargs, run.data
     run.step("capturing the model with torch.export")
-    with run.clock("reference"):
-        reference = original_out = run_original(model, args, kwargs)
-    if data is not None:
-        check_data([("the model", model)], data)
-        check_labels(data, reference, limit=cal.batches)
+    reference = original_out = _reference(run, model)
     try:
         with run.clock("capture"):
-            captured = capture(model, args, kwargs)
+            captured = original = capture(model, run.args, run.kwargs)
     except TraceError as exc:  # e.g. detection models: prune the submodules that do capture
-        if data is not None or scores is not None:
-            raise TraceError(f"{exc}; pruning it part by part takes a weight criterion and no --data") from exc
-        from graphprune.pipeline import parts
-
-        return parts.shrink(model, args, kwargs, reference, opts, opts.attention, str(exc), run.step)
-    original = captured
-    if data is not None:
+        return _in_parts(run, model, reference, scores, exc)
+    if run.data is not None:
         run.step("holding out data to judge every choice on")
         run.judge, run.held_note = decide.Judge(captured.module, held, cal.batches), held_note
     plan_opts, removed_blocks = opts, ()
     if depth.blocks:
-        captured, removed_blocks, plan_opts = blocks_api.blocks_first(captured, data, depth.blocks, depth.criterion,
+        captured, removed_blocks, plan_opts = blocks_api.blocks_first(captured, run.data, depth.blocks, depth.criterion,
                                                                       cal.batches, opts, progress=run.step)
         with run.clock("reference"):  # channels are checked against the model without the blocks
-            reference = verify.run(captured.module, args, kwargs)
+            reference = verify.run(captured.module, run.args, run.kwargs)
     chosen, graph, calibration_info, searched, allocation, l2_trial = _decide(run, captured, plan_opts, scores, search)
-    pruned, checks, refits, recalibrated = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
-    floor = None
-    if run.judge is not None and run.judge.selection is not None and not searched and opts.threshold is None \
-            and chosen.removed.any():
-        run.step("comparing with the data-free L2 plan (BatchNorm re-estimated): the floor")
-        chosen, pruned, floor = l2_floor(run, graph, plan_opts, chosen, pruned, l2_trial)
-        if floor["used"]:  # the L2 plan's model is checked as the chosen one was; nothing of the chosen one's steps stays
-            # the L2 model had its BatchNorm statistics re-estimated: the oracle checks its plan afresh
-            checks, refits, allocation, recalibrated = run_checks(chosen, pruned, reference, check_dead_channels,
-                                                                  run.clock, as_rewritten=False), [], [], 0
-            pruned.train(model.training)
+    built = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
+    chosen, (pruned, checks, refits, recalibrated), floor = _floor(run, graph, plan_opts, chosen, built, l2_trial,
+                                                                   reference, check_dead_channels, searched)
+    if floor and floor["used"]:
+        allocation = []  # nothing of the chosen plan's choices stays
     run.step("measuring fidelity")
     with run.clock("fidelity"):
         fidelity = fidelity_report(run, pruned, original_out, floor)
     report = _report(run, chosen, graph, pruned, original, checks, scores, calibration_info, recalibrated,
                      searched, allocation, refits, removed_blocks)
     return pruned, dataclasses.replace(report, fidelity=fidelity)
+
+
+def _reference(run: Run, model: torch.nn.Module):
+    """The original's outputs on the example, and the data checked against them."""
+    with run.clock("reference"):
+        reference = run_original(model, run.args, run.kwargs)
+    if run.data is not None:
+        check_data([("the model", model)], run.data)
+        check_labels(run.data, reference, limit=run.calibration.batches)
+    return reference
+
+
+def _in_parts(run: Run, model: torch.nn.Module, reference, scores, exc: TraceError):
+    """A model torch.export cannot capture whole is pruned part by part, with a weight criterion."""
+    if run.data is not None or scores is not None:
+        raise TraceError(f"{exc}; pruning it part by part takes a weight criterion and no --data") from exc
+    from graphprune.pipeline import parts
+
+    return parts.shrink(model, run.args, run.kwargs, reference, run.opts, run.opts.attention, str(exc), run.step)
+
+
+def _floor(run: Run, graph, plan_opts: PlanOptions, chosen: Plan, built: tuple, l2_trial, reference,
+           check_dead_channels: bool, searched) -> tuple:
+    """(plan, (model, checks, refits, recalibrated batches), floor record or None): with a held-out selection
+    slice, the data-free L2 plan (BatchNorm re-estimated) replaces the result when it does better there."""
+    judged = run.judge is not None and run.judge.selection is not None
+    if not judged or searched or run.opts.threshold is not None or not chosen.removed.any():
+        return chosen, built, None
+    run.step("comparing with the data-free L2 plan (BatchNorm re-estimated): the floor")
+    better, pruned, floor = l2_floor(run, graph, plan_opts, chosen, built[0], l2_trial)
+    if not floor["used"]:
+        return chosen, built, floor
+    # the L2 model had its BatchNorm statistics re-estimated: the oracle checks its plan afresh
+    checks = run_checks(better, pruned, reference, check_dead_channels, run.clock, as_rewritten=False)
+    pruned.train(run.model.training)
+    return better, (pruned, checks, [], 0), floor
 
 
 def _resolve_auto(opts: PlanOptions, data, scores, search) -> PlanOptions:
