@@ -97,6 +97,12 @@ def _pick(ctx, config: Config, loss: float, options: dict[str, Config], stale: d
         value = worth(ctx, config, loss, options[top])
         stale[top] = fresh[top] = value if value is not None else float("inf")
     usable = {n: v for n, v in fresh.items() if v < float("inf")}
+    if not usable:  # the leaders lost their worth since they were scored: score every other one before giving up
+        for name in [n for n in options if n not in fresh and stale[n] < float("inf")]:
+            value = worth(ctx, config, loss, options[name])
+            stale[name] = value if value is not None else float("inf")
+            if value is not None:
+                usable[name] = value
     return min(usable, key=usable.get) if usable else None
 
 
