@@ -253,6 +253,11 @@ def _finetuned(name, target, model, pruned, data, epochs: int, measure, held) ->
 # ---- report --------------------------------------------------------------------------------------------
 
 
+def _number(r: dict, key: str, spec: str) -> str:
+    """r[key] formatted, or '-' where the run did not measure it (the Torch-Pruning rows: no params, no clock)."""
+    return format(r[key], spec) if r.get(key) is not None else "-"
+
+
 def _rule(c: dict) -> str:
     """'/mean/auto': the allocation rule a candidate was planned under (absent in older results)."""
     return f"/{c['normalize']}/{c['allocate']}" if c.get("normalize") else ""
@@ -299,8 +304,8 @@ def render(data: dict) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['budget']} | {r['variant']} | {r.get('criterion') or '-'} | {r.get('macs', 0):.3f} | "
-                         f"{r.get('params', 0):.3f} | {_cell(r)} | {_report_cell(r)} | {_steps(r)} | "
-                         f"{r.get('seconds', 0):.0f} |")
+                         f"{_number(r, 'params', '.3f')} | {_cell(r)} | {_report_cell(r)} | {_steps(r)} | "
+                         f"{_number(r, 'seconds', '.0f')} |")
         autos = [r for r in rows if r["variant"] == "auto" and r.get("auto")]
         for r in autos:
             cands = ", ".join(f"{c['criterion']}{_rule(c)} {c['loss']:.4g}" + (" (chosen)" if c.get("chosen") else "")
