@@ -284,7 +284,7 @@ def _steps(r: dict) -> str:
     out = [f"{s['step'].split()[0]} {marks.get(s['outcome'], s['outcome'])}" for s in steps]
     floor = (r.get("fidelity") or {}).get("floor")
     if floor and floor["used"]:
-        out.append("L2 floor used")
+        out.append(f"{floor['criterion']} floor used")
     return ", ".join(out) or "-"
 
 

@@ -5,7 +5,7 @@ Oracles: the report's held-out figures equal the same figures computed here from
 outputs; pruning nothing leaves perfect fidelity; a step that makes held-out fidelity worse is
 undone, leaving the model exactly as it was; removing channels that carry a constant (BatchNorm
 scale 0) and folding that constant into the next layer leaves the outputs equal to the original's;
-with data, a plan chosen by adversarial scores is replaced by the L2 floor.
+with data, a plan chosen by adversarial scores is replaced by the data-free floor (L2 or share).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def test_bias_correction_into_a_batch_norms_running_mean():
         assert torch.allclose(pruned.eval()(x), model(x), atol=1e-4)
 
 
-def test_with_data_a_bad_plan_falls_back_to_the_l2_floor(data_file):
+def test_with_data_a_bad_plan_falls_back_to_the_data_free_floor(data_file):
     model = Narrow().eval()
     with torch.no_grad():  # half of the units are near zero: L2 removes them, minus L2 the others
         model.body[0].weight[::2] *= 0.01
@@ -206,9 +206,10 @@ def test_with_data_a_bad_plan_falls_back_to_the_l2_floor(data_file):
                                        calibration=CalibrationOptions(reconstruct=False))
     floor = report.fidelity["floor"]
     assert floor["used"] and floor["loss"] < floor["result_loss"]
-    l2_plan, _ = graphprune.shrink(model, torch.randn(1, 12), plan=PlanOptions(ratio=0.5),
-                                  calibration=CalibrationOptions(compensate=False))
-    assert torch.equal(pruned.get_parameter("body.0.weight"), l2_plan.get_parameter("body.0.weight"))
+    assert set(floor["candidates"]) == {"l2", "share"} and floor["loss"] == min(floor["candidates"].values())
+    free_plan, _ = graphprune.shrink(model, torch.randn(1, 12), plan=PlanOptions(ratio=0.5, criterion=floor["criterion"]),
+                                     calibration=CalibrationOptions(compensate=False))
+    assert torch.equal(pruned.get_parameter("body.0.weight"), free_plan.get_parameter("body.0.weight"))
 
 
 def test_auto_reports_every_candidate_and_keeps_the_best(data_file):

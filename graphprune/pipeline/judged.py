@@ -1,6 +1,6 @@
 """The steps of shrink that held-out data judges (graphprune.pipeline.decide.Judge): bias correction,
 least-squares refit and BatchNorm re-estimation, each kept only if held-out fidelity allows; the data-free
-L2 plan as the floor; the report's `fidelity`.
+plans as the floor; the report's `fidelity`.
 """
 
 from __future__ import annotations
@@ -50,19 +50,29 @@ def data_steps(run: Run, chosen: Plan, pruned, blocks_removed: bool) -> tuple[li
     return refits, ran["batches"] if kept else 0
 
 
-def l2_floor(run: Run, graph, opts: PlanOptions, chosen: Plan, pruned, base=None) -> tuple:
-    """(plan, model, record): the better on the selection slice of the result and the L2 plan at the
-    same budget with BatchNorm re-estimated (where that helps); `base`: that plan's trial when auto made it."""
+# the data-free plans (criterion, normalize in place of the default 'mean'): L2, and auto's without data
+FLOORS = (("l2", "mean"), ("share", "none"))
+
+
+def data_free_floor(run: Run, graph, opts: PlanOptions, chosen: Plan, pruned, base=None) -> tuple:
+    """(plan, model, record): the best on the selection slice of the result and the data-free plans at the
+    same budget (FLOORS: L2, and share as `auto` makes it without data), each with BatchNorm re-estimated
+    where that helps; `base`: the L2 plan's trial when auto made it."""
     from graphprune.importance import score
 
-    if base is None or base.model is None:
-        l2 = dataclasses.replace(opts, criterion="l2")
-        base = decide.trial(graph, l2, score(graph, "l2"), run.data, run.calibration.batches, run.judge)
+    trials = {}
+    for name, normalize in FLOORS:
+        if name == "l2" and base is not None and base.model is not None:
+            trials[name] = base
+            continue
+        free = dataclasses.replace(opts, criterion=name, normalize=normalize if opts.normalize == "mean" else opts.normalize)
+        trials[name] = decide.trial(graph, free, score(graph, name), run.data, run.calibration.batches, run.judge)
+    best = min(trials.values(), key=lambda t: t.loss)
     mine = run.judge.loss(pruned)
-    used = base.loss < mine
-    record = {"criterion": "l2", "steps": "BatchNorm re-estimated (where it helps)", "loss": base.loss,
-              "result_loss": mine, "used": used}
-    return (base.plan, base.model, record) if used else (chosen, pruned, record)
+    used = best.loss < mine
+    record = {"criterion": best.criterion, "steps": "BatchNorm re-estimated (where it helps)", "loss": best.loss,
+              "result_loss": mine, "used": used, "candidates": {k: t.loss for k, t in trials.items()}}
+    return (best.plan, best.model, record) if used else (chosen, pruned, record)
 
 
 def fidelity_report(run: Run, pruned, original_out, floor) -> dict:

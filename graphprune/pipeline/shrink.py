@@ -2,7 +2,7 @@
 
 capture -> (held-out split) -> (depth) -> dependency graph -> scores (or criterion auto) -> plan (or
 search, or allocation by measurement) -> rewrite -> checks -> bias correction, refit and BatchNorm
-re-estimation, each judged on held-out data -> the L2 floor -> fidelity, costs and report.
+re-estimation, each judged on held-out data -> the data-free floor -> fidelity, costs and report.
 A model that torch.export cannot capture whole goes to graphprune.pipeline.parts.
 
 Options come as objects, each field documented where it is defined: PlanOptions (what goes:
@@ -16,8 +16,8 @@ which also counts the stages that read data (score, allocate, refit, recalibrate
 With `data`, part of it (or `held_out`, a Data) is held out (graphprune.pipeline.decide): every
 choice is judged on a selection slice and the report's `fidelity` comes from a test slice nothing
 was chosen on. Criterion 'auto' tries several on it; the bias correction, the refit and BatchNorm
-re-estimation are kept only when they do not make it worse; the L2 plan (BatchNorm re-estimated)
-is the floor. Without data the bias correction runs from BatchNorm statistics alone.
+re-estimation are kept only when they do not make it worse; the data-free plans (L2, share; BatchNorm
+re-estimated) are the floor. Without data the bias correction runs from BatchNorm statistics alone.
 
 `release_model`: each of the model's tensors is freed as soon as its slice is made (tensors that
 lose nothing are shared), so the peak stays near the model's own size (docs/BENCHMARKS.md, "Large
@@ -48,7 +48,7 @@ from graphprune.errors import InputError, TraceError
 from graphprune.io import inputspec
 from graphprune.pipeline import allocate, decide
 from graphprune.pipeline.checks import oracle_checks, run_checks, run_original
-from graphprune.pipeline.judged import data_steps, fidelity_report, l2_floor
+from graphprune.pipeline.judged import data_free_floor, data_steps, fidelity_report
 from graphprune.pipeline.run import Run
 from graphprune.pipeline.scores import score_channels
 from graphprune.plan.budget import verdict
@@ -147,12 +147,12 @@ def _in_parts(run: Run, model: torch.nn.Module, reference, scores, exc: TraceErr
 def _floor(run: Run, graph, plan_opts: PlanOptions, chosen: Plan, built: tuple, l2_trial, reference,
            check_dead_channels: bool, searched) -> tuple:
     """(plan, (model, checks, refits, recalibrated batches), floor record or None): with a held-out selection
-    slice, the data-free L2 plan (BatchNorm re-estimated) replaces the result when it does better there."""
+    slice, the best data-free plan (BatchNorm re-estimated) replaces the result when it does better there."""
     judged = run.judge is not None and run.judge.selection is not None
     if not judged or searched or run.opts.threshold is not None or not chosen.removed.any():
         return chosen, built, None
-    run.step("comparing with the data-free L2 plan (BatchNorm re-estimated): the floor")
-    better, pruned, floor = l2_floor(run, graph, plan_opts, chosen, built[0], l2_trial)
+    run.step("comparing with the data-free plans (L2, share; BatchNorm re-estimated): the floor")
+    better, pruned, floor = data_free_floor(run, graph, plan_opts, chosen, built[0], l2_trial)
     if not floor["used"]:
         return chosen, built, floor
     # the L2 model had its BatchNorm statistics re-estimated: the oracle checks its plan afresh

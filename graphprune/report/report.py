@@ -239,7 +239,7 @@ def _render_fidelity(fidelity: dict | None, console) -> None:
         console.print(f"step {s['step']} {s['outcome']}{change}" + (f" ({s['detail']})" if s["detail"] else ""))
     floor = fidelity.get("floor")
     if floor and floor["used"]:
-        console.print(f"[yellow]the L2 plan with BatchNorm re-estimated did better on held-out data "
+        console.print(f"[yellow]the data-free {floor['criterion']} plan with BatchNorm re-estimated did better on held-out data "
                       f"({floor['loss']:.4g} < {floor['result_loss']:.4g}): it is returned instead[/yellow]")
     held = fidelity.get("held_out")
     if held:
