@@ -245,6 +245,7 @@ def test_cli_summary_says_no_data_and_how_far_outputs_moved(tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "no data used" in text and "cosine" in text and "KL" in text
+    assert "criterion share: sum over the dense layers reading the channel" in text
     report = json.loads((tmp_path / "m.pruned.json").read_text())
     assert report["fidelity"]["data"] == "none"
     assert report["options"]["criterion"] == "share"  # the CLI's default, auto, without data

@@ -184,6 +184,7 @@ def render(report: Report, console, limit: int = 40) -> None:
         console.print(f"[green]verified ({check['check']}):[/green] {check['detail']}")
     _render_fidelity(report.fidelity, console)
     _render_auto(report.calibration.get("auto"), console)
+    _render_criterion(report, console)
     if report.allocation:
         best = next(a for a in report.allocation if a["chosen"])
         where = best.get("measured_on", "calibration")
@@ -214,6 +215,15 @@ def _figures(d: dict) -> str:
     if "accuracy" in d:
         parts.append(f"accuracy {d['accuracy'][0]:.3f} -> {d['accuracy'][1]:.3f}, macro F1 {d['f1'][0]:.3f} -> {d['f1'][1]:.3f}")
     return ", ".join(parts)
+
+
+def _render_criterion(report: Report, console) -> None:
+    """The criterion a weight-only run used, with its formula (auto and data criteria say more elsewhere)."""
+    from graphprune.importance import CRITERIA
+
+    entry = CRITERIA.get(report.options.get("criterion"))
+    if entry is not None and not entry.needs_data and not report.calibration.get("auto"):
+        console.print(f"criterion {entry.name}: {entry.formula}")
 
 
 def _render_auto(rows: list | None, console) -> None:
