@@ -7,10 +7,10 @@
 statistics a model stores (graphprune.rules.moments: a batch norm's gamma^2 carried through its
 activation, residual adds summing) or, where they say nothing, the sum of squares of the weight
 rows that produce c (its variance for unit-variance inputs: 0 for a dead channel), scaled to mean 1
-over the layer's inputs. s(c) is the fraction of each
-reading output's variance that c contributes (inputs taken as independent), so scores of different
-groups measure the same thing and compare directly under a budget (`normalize='none'`). Unlike l2,
-it ignores the weights that produce c: after a batch norm they say nothing of c's size.
+over the layer's inputs. s(c) is the fraction of each reading output's variance that c contributes
+(inputs taken as independent), so scores of different groups measure the same thing and compare
+directly under a budget (`normalize='none'`). Unlike l2, it ignores the weights that produce c
+where statistics are known: after a batch norm they say nothing of c's size.
 
 Channels no dense layer reads (only a depthwise convolution or an attention product, say) are
 scored by l2, scaled within their group to the median score of the read channels.
@@ -75,10 +75,10 @@ def _input_ids(graph, node, dim: int) -> np.ndarray | None:
         return None
     if node.target is not torch.ops.aten.linear.default and (node.args[6] if len(node.args) > 6 else 1) != 1:
         return None  # grouped convolution: each output reads its own group only
-    weight = moments.tensor(graph.captured.module, node.args[1])
-    if weight is None or weight.dim() < 2:
+    weight = node.args[1]
+    if getattr(weight, "op", None) != "get_attr" or getattr(weight.meta.get("val"), "ndim", 0) < 2:
         return None
-    return graph.spaces.ids(((node.args[1], None), dim))
+    return graph.spaces.ids(((weight, None), dim))
 
 
 def _unread(graph, scores: np.ndarray, read: np.ndarray, calibration) -> None:

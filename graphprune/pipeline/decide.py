@@ -93,6 +93,14 @@ class Judge:
         return self.test.measure(model) if self.test else None
 
 
+def data_free(opts):
+    """What criterion 'auto' is without data: `share`, its scores compared across groups as they are
+    (normalize 'none' in place of the default 'mean'; a normalisation the caller chose stays)."""
+    import dataclasses
+
+    return dataclasses.replace(opts, criterion="share", normalize="none" if opts.normalize == "mean" else opts.normalize)
+
+
 AUTO = ("l2", "taylor", "fisher", "gradient", "act-mean", "act-var", "act-entropy", "apoz")  # what `auto` tries
 
 
@@ -147,7 +155,7 @@ class Auto:
     def allocation(self, where: str) -> list[dict]:
         """The chosen criterion's rows in the shape of graphprune.pipeline.allocate.choose's log."""
         return [{"normalize": r["normalize"], "allocate": r["allocate"], "loss": r["loss"], "measured_on": where,
-                 "chosen": r["chosen"]} for r in self.rows if r["criterion"] == self.best.criterion and "loss" in r]
+                 "chosen": r["chosen"]} for r in self.rows if r["criterion"] == self.best.criterion and "normalize" in r]
 
 
 def auto(graph, opts, data, limit: int | None, seed: int, judge: Judge, progress=None) -> Auto:

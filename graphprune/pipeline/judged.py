@@ -50,23 +50,19 @@ def data_steps(run: Run, chosen: Plan, pruned, blocks_removed: bool) -> tuple[li
     return refits, ran["batches"] if kept else 0
 
 
-# the data-free plans (criterion, normalize in place of the default 'mean'): L2, and auto's without data
-FLOORS = (("l2", "mean"), ("share", "none"))
-
-
 def data_free_floor(run: Run, graph, opts: PlanOptions, chosen: Plan, pruned, base=None) -> tuple:
     """(plan, model, record): the best on the selection slice of the result and the data-free plans at the
-    same budget (FLOORS: L2, and share as `auto` makes it without data), each with BatchNorm re-estimated
+    same budget (L2, and share as `auto` makes it without data: decide.data_free), each with BatchNorm re-estimated
     where that helps; `base`: the L2 plan's trial when auto made it."""
     from graphprune.importance import score
 
     trials = {}
-    for name, normalize in FLOORS:
-        if name == "l2" and base is not None and base.model is not None:
-            trials[name] = base
+    for free in (dataclasses.replace(opts, criterion="l2"), decide.data_free(opts)):
+        if free.criterion == "l2" and base is not None and base.model is not None:
+            trials["l2"] = base
             continue
-        free = dataclasses.replace(opts, criterion=name, normalize=normalize if opts.normalize == "mean" else opts.normalize)
-        trials[name] = decide.trial(graph, free, score(graph, name), run.data, run.calibration.batches, run.judge)
+        trials[free.criterion] = decide.trial(graph, free, score(graph, free.criterion), run.data,
+                                              run.calibration.batches, run.judge)
     best = min(trials.values(), key=lambda t: t.loss)
     mine = run.judge.loss(pruned)
     used = best.loss < mine

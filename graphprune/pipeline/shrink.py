@@ -162,13 +162,12 @@ def _floor(run: Run, graph, plan_opts: PlanOptions, chosen: Plan, built: tuple, 
 
 
 def _resolve_auto(opts: PlanOptions, data, scores, search) -> PlanOptions:
-    """Criterion 'auto' where nothing can be judged: without data the `share` criterion, its scores compared
-    across groups as they are (normalize 'none' in place of the default 'mean'); with a search or the user's
-    scores, l2 (nothing to choose)."""
+    """Criterion 'auto' where nothing can be judged: without data, decide.data_free (share); with a search or
+    the user's scores, l2 (nothing to choose)."""
     if opts.criterion != "auto" or (data is not None and scores is None and search is None):
         return opts
     if data is None and scores is None and search is None:
-        return dataclasses.replace(opts, criterion="share", normalize="none" if opts.normalize == "mean" else opts.normalize)
+        return decide.data_free(opts)
     return dataclasses.replace(opts, criterion="l2")
 
 
