@@ -23,7 +23,7 @@ import torch
 
 from graphprune.importance.magnitude import l2
 from graphprune.importance.registry import criterion
-from graphprune.rules import moments
+from graphprune.rules import conv, moments
 from graphprune.rules.registry import Role, has_role
 
 
@@ -73,7 +73,7 @@ def _input_ids(graph, node, dim: int) -> np.ndarray | None:
     any other node."""
     if node.op != "call_function" or not has_role(node, Role.REFIT) or len(node.args) < 2:
         return None
-    if node.target is not torch.ops.aten.linear.default and (node.args[6] if len(node.args) > 6 else 1) != 1:
+    if conv.groups(node) != 1:
         return None  # grouped convolution: each output reads its own group only
     weight = node.args[1]
     if getattr(weight, "op", None) != "get_attr" or getattr(weight.meta.get("val"), "ndim", 0) < 2:

@@ -67,7 +67,7 @@ def choose(graph, opts: PlanOptions, scores, data, calib_batches: int | None, pr
                                    f"allocation: {len(candidates)} rules x {len(batches)} batches") as tick:
         teacher = [_run(graph.captured.module, b, tick) for b in batches]
         objective = losses.choose(data.has_labels, True, teacher[0], "auto", 0.5, 2.0)
-        where = "held-out selection" if judge is not None and judge.selection is not None else "calibration"
+        where = judge.measured_on if judge is not None else "calibration"
         for i, rule in enumerate(candidates):
             plan = make_plan(graph, rule, scores=scores)
             same = next((t for t in tried if np.array_equal(t[2].removed, plan.removed)), None)

@@ -65,6 +65,11 @@ class Judge:
         self.test = Teacher(original, held[1], limit) if held else None
         self.records: list[StepRecord] = []
 
+    @property
+    def measured_on(self) -> str:
+        """Where its figures come from: 'held-out selection', or 'calibration' without a held-out slice."""
+        return "held-out selection" if self.selection is not None else "calibration"
+
     def loss(self, model: torch.nn.Module) -> float | None:
         return self.selection.measure(model).loss if self.selection else None
 

@@ -155,7 +155,7 @@ def _floor(run: Run, graph, plan_opts: PlanOptions, chosen: Plan, built: tuple, 
     better, pruned, floor = data_free_floor(run, graph, plan_opts, chosen, built[0], l2_trial)
     if not floor["used"]:
         return chosen, built, floor
-    # the L2 model had its BatchNorm statistics re-estimated: the oracle checks its plan afresh
+    # the floor's model had its BatchNorm statistics re-estimated: the oracle checks its plan afresh
     checks = run_checks(better, pruned, reference, check_dead_channels, run.clock, as_rewritten=False)
     pruned.train(run.model.training)
     return better, (pruned, checks, [], 0), floor
@@ -195,8 +195,7 @@ def _decide(run: Run, captured: Captured, plan_opts: PlanOptions, scores, search
         with run.clock("auto"):
             tried = decide.auto(graph, plan_opts, run.data, run.calibration.batches, run.calibration.seed, run.judge,
                                 run.step)
-        where = "held-out selection" if run.judge.selection is not None else "calibration"
-        allocation = tried.allocation(where) if allocate.applies(plan_opts) else []
+        allocation = tried.allocation(run.judge.measured_on) if allocate.applies(plan_opts) else []
         return tried.best.plan, graph, tried.info, None, allocation, tried.l2
     criterion = plan_opts.criterion if scores is None else scores
     with run.clock("score"):

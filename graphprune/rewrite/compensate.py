@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from graphprune.rules import moments
+from graphprune.rules import conv, moments
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def correct(plan, pruned: torch.nn.Module) -> int:
     for node in gm.graph.nodes:
         if node.op != "call_function" or node.target not in _LINEAR + _CONV or node.args[0] not in stats:
             continue
-        if node.target in _CONV and (node.args[6] if len(node.args) > 6 else 1) != 1:
+        if conv.groups(node) != 1:
             continue
         if node.target in _LINEAR and (moments.channels(node.args[0]) is None or node.args[0].meta["val"].dim() != 2):
             continue

@@ -38,6 +38,7 @@ from torch import fx
 
 from graphprune.rewrite.lstsq import LINEAR, NormalEquations, row_weights, rows, solve, theta
 from graphprune.rewrite.walk import Walk
+from graphprune.rules import conv
 from graphprune.rules.registry import Role, has_role
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,6 @@ def _weight_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:
             readers[n.target] = readers.get(n.target, 0) + len(n.users)
     return {t: ns[0] for t, ns in uses.items() if len(ns) == 1 and readers.get(t) == 1}
 
-
-def _conv_ok(node: fx.Node) -> bool:
-    groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
-    return groups == 1
 
 def _param(module: torch.nn.Module, target: str) -> torch.Tensor:
     owner, _, name = target.rpartition(".")
@@ -136,7 +133,7 @@ def _layers(plan, original: fx.GraphModule, pruned: fx.GraphModule) -> list[_Lay
     out = []
     for target, node in _weight_nodes(pruned).items():
         ref = before.get(target)
-        if ref is None or (node.target not in LINEAR and not _conv_ok(node)):
+        if ref is None or (node.target not in LINEAR and conv.groups(node) != 1):
             continue
         weight, full = _param(pruned, target), _param(original, target)
         if weight.dim() < 2 or weight.shape[1] == full.shape[1]:

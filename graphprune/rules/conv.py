@@ -39,6 +39,11 @@ def _spec(node) -> tuple[int, bool, int]:
     return index, transposed, int(groups)
 
 
+def groups(node) -> int:
+    """How many groups a convolution node splits its channels into; 1 for any other op (a linear)."""
+    return _spec(node)[2] if node.target in CONVS else 1
+
+
 def _groups_rewrite(ctx: RewriteContext) -> None:
     """groups' = C'_in / ipg (plain) or C'_out / opg (transposed); ipg, opg never change here."""
     index, transposed, groups = _spec(ctx.old)
