@@ -4,6 +4,8 @@ structure (equal outputs when nothing was removed), and the dead-channel oracle 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from graphprune.check import verify
@@ -36,8 +38,9 @@ def run_original(model: torch.nn.Module, args: tuple, kwargs: dict):
         ) from exc
 
 
-def run_checks(chosen: Plan, pruned, reference, dead_channels: bool, clock, as_rewritten: bool = True) -> list[dict]:
-    """Run the product's checks on a pruned model; each is {check, passed, detail}; raise on failure.
+def run_checks(chosen: Plan, pruned, reference, dead_channels: bool, clock, as_rewritten: bool = True) -> tuple[list, Any]:
+    """Run the product's checks on a pruned model: (checks, each {check, passed, detail}; the pruned model's
+    outputs on the example input); raise on failure.
 
     The pruned model runs once: its outputs serve the structure check and, when the model is still as
     the rewriter made it (`as_rewritten`), the dead-channel oracle. A model whose weights or statistics
@@ -55,7 +58,13 @@ def run_checks(chosen: Plan, pruned, reference, dead_channels: bool, clock, as_r
     if dead_channels:
         with clock("oracle"):
             checks.extend(oracle_checks(chosen, built=(pruned, got) if as_rewritten else None))
-    return checks
+    return checks, got
+
+
+def stamp(model: torch.nn.Module) -> tuple:
+    """What changes when any parameter or buffer is replaced or written in place (torch's version counters):
+    equal stamps mean outputs measured in between still hold."""
+    return tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
 
 
 def oracle_checks(chosen: Plan, built: tuple | None = None) -> list[dict]:

@@ -74,8 +74,8 @@ def data_free_floor(run: Run, graph, opts: PlanOptions, chosen: Plan, pruned, ba
 def fidelity_report(run: Run, pruned, original_out, floor) -> dict:
     """The report's `fidelity`: held-out figures (test slice), the choices made on the selection
     slice, and how far outputs moved on the example input."""
-    out = {"data": "none" if run.data is None else run.data.description,
-           "example": on_example(original_out, verify.run(pruned, run.args, run.kwargs))}
+    got = run.outputs if run.outputs is not None else verify.run(pruned, run.args, run.kwargs)
+    out = {"data": "none" if run.data is None else run.data.description, "example": on_example(original_out, got)}
     if run.held_note:
         out["note"] = run.held_note
     judge = run.judge

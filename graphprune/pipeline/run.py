@@ -31,6 +31,7 @@ class Run:
     held_note: str = ""  # why there is no held-out slice
     release: bool = False  # release_model: the original's tensors are freed as the pruned model is built
     params_before: int = 0
+    outputs: Any = None  # the returned model's outputs on the example, while they hold (pipeline.checks.stamp)
     t0: float = dataclasses.field(default_factory=time.perf_counter)
     seconds: dict = dataclasses.field(default_factory=dict)
     counted: dict = dataclasses.field(default_factory=dict)  # step.seconds when this run began

@@ -47,7 +47,7 @@ from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError, TraceError
 from graphprune.io import inputspec
 from graphprune.pipeline import allocate, decide
-from graphprune.pipeline.checks import oracle_checks, run_checks, run_original
+from graphprune.pipeline.checks import oracle_checks, run_checks, run_original, stamp
 from graphprune.pipeline.judged import data_free_floor, data_steps, fidelity_report
 from graphprune.pipeline.run import Run
 from graphprune.pipeline.scores import score_channels
@@ -156,7 +156,7 @@ def _floor(run: Run, graph, plan_opts: PlanOptions, chosen: Plan, built: tuple, 
     if not floor["used"]:
         return chosen, built, floor
     # the floor's model had its BatchNorm statistics re-estimated: the oracle checks its plan afresh
-    checks = run_checks(better, pruned, reference, check_dead_channels, run.clock, as_rewritten=False)
+    checks, run.outputs = run_checks(better, pruned, reference, check_dead_channels, run.clock, as_rewritten=False)
     pruned.train(run.model.training)
     return better, (pruned, checks, [], 0), floor
 
@@ -228,11 +228,13 @@ def _build(run: Run, chosen: Plan, reference, check_dead_channels: bool, blocks_
     inputspec.attach(pruned, run.args, run.kwargs)  # later commands (finetune, eval, explain) need not ask again
     run.step("verifying")
     # before re-estimation, so that a plan removing nothing (blocks only) is checked for equal outputs
-    checks = run_checks(chosen, pruned, reference, check_dead_channels and not run.release, run.clock) + early
+    checks, outputs = run_checks(chosen, pruned, reference, check_dead_channels and not run.release, run.clock)
+    checks, verified_as = checks + early, stamp(pruned)
     refits, recalibrated = data_steps(run, chosen, pruned, blocks_removed)
     if run.data is None and run.calibration.compensate and chosen.removed.any() and not run.release:
         run.step("correcting biases for the removed channels (no data: from BatchNorm statistics)")
         compensate_biases(chosen, pruned)
+    run.outputs = outputs if stamp(pruned) == verified_as else None  # fidelity reuses them while they hold
     pruned.train(run.model.training)  # the original's mode: a model saved for inference stays in eval
     return pruned, checks, refits, recalibrated
 
