@@ -59,6 +59,21 @@ def test_weight_criteria_match_hand_computation(setup):
     np.testing.assert_allclose(hidden_scores(graph, score(graph, "l2")), l2, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_weight_criteria_read_in_blocks_of_rows_match_the_whole_tensor(setup, monkeypatch, dtype):
+    """Large weights are read a few rows at a time (no float32 copy of a half-precision tensor): the
+    per-neuron sums must not depend on where the blocks fall, for rows (fc1) and columns (fc2) alike."""
+    from graphprune.importance import channels
+
+    model = MLP().eval().to(dtype)
+    graph = graphprune.analyze(model, torch.randn(1, 5, dtype=dtype))
+    p = {k: v.detach().double() for k, v in model.named_parameters()}
+    want = {"l1": slices(model, {k: v.abs() for k, v in p.items()}), "l2": slices(model, {k: v * v for k, v in p.items()})}
+    monkeypatch.setattr(channels, "_CHUNK", 7)  # fc1's 6x5 weight in blocks of one row, fc2's 3x6 likewise
+    for name, expected in want.items():
+        np.testing.assert_allclose(hidden_scores(graph, score(graph, name)), expected, rtol=1e-5)
+
+
 def test_gradient_criteria_match_hand_computation(setup):
     model, x, y, data, graph = setup
     copy = MLP()

@@ -10,7 +10,7 @@ so a channel's score sums over every tensor it touches (every conv, norm and lin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -44,29 +44,40 @@ def reduce_to(t: torch.Tensor, dim: int) -> np.ndarray:
     return out.detach().double().cpu().numpy()
 
 
-def per_channel(graph, quantity: Callable[[str, torch.Tensor], torch.Tensor], elementwise: bool = False) -> np.ndarray:
-    """s(c) = sum over the parameter slices of c of quantity(target, W) reduced to the slice's index.
+def power_sums(graph, p: int) -> np.ndarray:
+    """s(c) = sum over the parameter slices of c of sum |W|^p (p = 1, 2), every parameter read once.
 
-    `elementwise`: quantity(W)[i] depends on W[i] alone (|W|, W^2), so it is taken on blocks of
-    rows (`_CHUNK` elements), which bounds the temporary float32 copies of a large model's weights.
+    Each parameter is read in blocks of rows (`_CHUNK` elements) and reduced to each of its dims in
+    the graph by torch.linalg.vector_norm, which accumulates in float32 without a float32 copy of the
+    block: a large model's half-precision weights are never copied whole.
     """
     scores = np.zeros(graph.num_channels, dtype=np.float64)
     module = graph.captured.module
-    last = None  # (target, its quantity): a tensor's dims come one after another, computed once for all
+    dims: dict[str, list] = {}
     for target, dim, channels in parameter_spaces(graph):
+        dims.setdefault(target, []).append((dim, channels))
+    for target, wanted in dims.items():
         w = parameter(module, target).detach()
-        if elementwise and w.dim() > 0 and w.numel() > _CHUNK:  # blocks of rows: no whole float32 copy
-            rows = max(1, _CHUNK // max(1, w[0].numel()))
-            parts = [reduce_to(quantity(target, block.float()), dim) for block in w.split(rows)]
-            np.add.at(scores, channels, np.concatenate(parts) if dim == 0 else np.sum(parts, axis=0))
+        if w.dim() == 0:
             continue
-        if last is None or last[0] != target:
-            last = (target, quantity(target, w.float()))
-        np.add.at(scores, channels, reduce_to(last[1], dim))
+        parts: list[list] = [[] for _ in wanted]  # a tensor read twice (tied weights) is counted twice
+        for block in w.split(max(1, _CHUNK // max(1, w[0].numel()))):
+            for (dim, _), part in zip(wanted, parts, strict=True):
+                part.append(_power_sum(block, p, dim))
+        for (dim, channels), part in zip(wanted, parts, strict=True):  # rows come block after block; other dims add up
+            np.add.at(scores, channels, np.concatenate(part) if dim == 0 else np.sum(part, axis=0))
     return scores
 
 
-_CHUNK = 1 << 22  # elements per block of rows in `per_channel(..., elementwise=True)`: 16 MiB in float32
+_CHUNK = 1 << 22  # elements per block of rows read by `power_sums`
+
+
+def _power_sum(block: torch.Tensor, p: int, dim: int) -> np.ndarray:
+    """sum of |block|^p over every dim but `dim` (accumulated in float32), as float64."""
+    others = [d for d in range(block.dim()) if d != dim]
+    if not others:
+        return block.float().abs().pow(p).double().cpu().numpy()
+    return torch.linalg.vector_norm(block, p, dim=others, dtype=torch.float32).pow(p).double().cpu().numpy()
 
 
 def from_parameters(graph, scores: dict) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from graphprune.errors import PlanError
-from graphprune.importance.channels import parameter, per_channel
+from graphprune.importance.channels import parameter, power_sums
 from graphprune.importance.registry import criterion
 from graphprune.rules.registry import Role, has_role
 
@@ -20,13 +20,13 @@ aten = torch.ops.aten
 @criterion("l1")
 def l1(graph, calibration=None) -> np.ndarray:
     """sum over the channel's parameter slices of |W|"""
-    return per_channel(graph, lambda _, w: w.abs(), elementwise=True)
+    return power_sums(graph, 1)
 
 
 @criterion("l2")
 def l2(graph, calibration=None) -> np.ndarray:
     """sum over the channel's parameter slices of W^2"""
-    return per_channel(graph, lambda _, w: w * w, elementwise=True)
+    return power_sums(graph, 2)
 
 
 @criterion("random")
