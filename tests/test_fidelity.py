@@ -120,6 +120,32 @@ def test_a_step_that_hurts_held_out_fidelity_is_undone(data_file):
     assert judge.records[-1].outcome is Outcome.NOTHING
 
 
+def test_the_judge_measures_a_model_again_only_once_its_tensors_changed(data_file, monkeypatch):
+    model = Classifier().eval()
+    data = load_data(str(data_file), torch.randn(1, 12), batch_size=16)
+    _, held, _ = split(data)
+    judge = Judge(model, held)
+    passes = []
+    measure = judge.selection.measure
+    monkeypatch.setattr(judge.selection, "measure", lambda m: passes.append(1) or measure(m))
+    copy = Classifier().eval()
+    first = judge.loss(copy)
+    assert judge.loss(copy) == first and len(passes) == 1  # unchanged: the figure stands
+    with torch.no_grad():
+        copy.head.weight.mul_(0.9)  # written in place: measured again
+    assert judge.loss(copy) != first and len(passes) == 2
+
+    def damage():
+        with torch.no_grad():
+            copy.head.weight.mul_(-1.0)
+        return "negated the head"
+
+    assert not judge.step("damage", copy, damage)
+    record = judge.records[-1]
+    assert record.outcome is Outcome.UNDONE and len(passes) == 3  # 'before' was the last figure; 'after' one pass
+    assert judge.loss(copy) == record.before and len(passes) == 3  # undone: as before the step, not measured again
+
+
 def test_teacher_measures_embeddings_by_cosine():
     class Encoder(nn.Module):
         def forward(self, input_ids, attention_mask):

@@ -24,6 +24,7 @@ import torch
 
 from graphprune.errors import InputError
 from graphprune.measure.fidelity import Fidelity, Teacher
+from graphprune.pipeline.checks import stamp
 from graphprune.reasons import Outcome
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Judge:
         self.selection = Teacher(original, held[0], limit) if held else None
         self.test = Teacher(original, held[1], limit) if held else None
         self.records: list[StepRecord] = []
+        self._last: tuple | None = None  # (model, its stamp, loss): the last figure, while the model is unchanged
 
     @property
     def measured_on(self) -> str:
@@ -71,7 +73,15 @@ class Judge:
         return "held-out selection" if self.selection is not None else "calibration"
 
     def loss(self, model: torch.nn.Module) -> float | None:
-        return self.selection.measure(model).loss if self.selection else None
+        """The selection slice's loss; measured again only when the model's tensors changed since the last
+        figure (so a step's 'after' is the next step's 'before' without another pass)."""
+        if self.selection is None:
+            return None
+        if self._last is not None and self._last[0] is model and self._last[1] == stamp(model):
+            return self._last[2]
+        value = self.selection.measure(model).loss
+        self._last = (model, stamp(model), value)
+        return value
 
     def step(self, name: str, model: torch.nn.Module, apply: Callable[[], str | None]) -> bool:
         """Run `apply()` (it changes `model` in place and returns a detail, or None when it did nothing);
@@ -90,6 +100,7 @@ class Judge:
             self.records.append(StepRecord(name, Outcome.KEPT, before, after, detail))
             return True
         model.load_state_dict(saved)
+        self._last = (model, stamp(model), before)  # as it was before the step
         self.records.append(StepRecord(name, Outcome.UNDONE, before, after, detail))
         log.info("%s undone: held-out loss %.4g -> %.4g", name, before, after)
         return False
