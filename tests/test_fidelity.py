@@ -80,9 +80,12 @@ def test_held_out_figures_match_an_independent_computation(data_file):
     pruned, report = graphprune.shrink(model, torch.randn(1, 12), plan=PlanOptions(target_params=0.6, criterion="taylor"),
                                        data=data)
     held = report.fidelity["held_out"]
-    _, (_, test), _ = split(data)  # the same seed-0 split shrink made
-    x = torch.cat([b.args[0] for b in test.batches()])
-    y = torch.cat([b.labels for b in test.batches()])
+    file = np.load(data_file)  # the report names the file's rows it measured: recompute from them, as a user would
+    x, y = torch.from_numpy(file["x"][held["indices"]]), torch.from_numpy(file["y"][held["indices"]])
+    _, (selection, test), _ = split(data)  # the same seed-0 split shrink made
+    assert torch.equal(x, torch.cat([b.args[0] for b in test.batches()]))
+    assert report.fidelity["selection"]["indices"] == [int(i) for i in selection.indices]
+    assert not set(held["indices"]) & set(report.fidelity["selection"]["indices"])
     with torch.no_grad():
         t, s = model(x), pruned.eval()(x)
     assert held["samples"] == len(x)

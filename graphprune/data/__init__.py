@@ -64,6 +64,11 @@ class Data:
     def has_labels(self) -> bool:
         return self._source.has_labels
 
+    @property
+    def indices(self):
+        """The samples' positions in the source, in the order `batches()` reads them unshuffled; None for a DataLoader."""
+        return getattr(self._source, "indices", None)
+
     def __len__(self) -> int:
         """Number of batches in one pass."""
         return self._source.num_batches(self.batch_size)

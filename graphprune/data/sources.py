@@ -42,6 +42,11 @@ class Samples:
     def num_samples(self) -> int:
         return len(self._index)
 
+    @property
+    def indices(self) -> np.ndarray:
+        """Where these samples sit in the source (row of an .npz, line of a text file ...), in reading order."""
+        return self._index
+
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self._index) // batch_size)
 
@@ -63,6 +68,8 @@ class Samples:
 
 class Loader:
     """A user's DataLoader: batches as it makes them (no shuffle or split of ours)."""
+
+    indices = None  # its samples are the loader's to order
 
     def __init__(self, loader, interpret: Callable[[Any], tuple]):
         self._loader, self._interpret = loader, interpret

@@ -66,6 +66,8 @@ class Teacher:
         finally:
             original.train(was)
         self.description = getattr(data, "description", "")
+        where = getattr(data, "indices", None)  # the measured samples' positions in the user's file, to check by
+        self.indices = None if where is None else [int(i) for i in where[:self.samples]]
 
     @property
     def samples(self) -> int:

@@ -83,11 +83,17 @@ def fidelity_report(run: Run, pruned, original_out, floor) -> dict:
         return out
     final = judge.final(pruned)
     if final is not None:
-        out["held_out"] = final.to_dict() | {"slice": judge.test.description}
-        out["selection"] = {"slice": judge.selection.description, "samples": judge.selection.samples}
+        out["held_out"] = final.to_dict() | _where(judge.test)
+        out["selection"] = {"samples": judge.selection.samples} | _where(judge.selection)
     out["steps"] = [r.to_dict() for r in judge.records]
     if floor is not None:
         out["floor"] = floor
     return out
 
 
+
+
+def _where(teacher) -> dict:
+    """The slice's name and, for a file, which of its samples were measured (0-based positions), so that
+    anyone can recompute the figures from the file."""
+    return {"slice": teacher.description} | ({"indices": teacher.indices} if teacher.indices is not None else {})
