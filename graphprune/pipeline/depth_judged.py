@@ -52,8 +52,7 @@ def judge_blocks(run: Run, original: Captured, removed: tuple, chosen: Plan, pru
     why = _unjudged(run, scores, searched)
     if why is None:
         run.step("judging the removed blocks against widths alone at the same budget, on held-out data")
-        with run.clock("depth judged"):
-            alone = widths_only(run, original, chosen.options, scores)
+        alone = widths_only(run, original, chosen.options, scores)
         why = _costlier(run.opts, alone, chosen)
     if why is not None:
         run.judge.records.append(decide.StepRecord(STEP, why[0], None, None, f"{blocks}; {why[1]}"))
@@ -74,12 +73,15 @@ def judge_blocks(run: Run, original: Captured, removed: tuple, chosen: Plan, pru
 
 def widths_only(run: Run, original: Captured, used: PlanOptions, scores) -> Plan:
     """The plan of the original captured graph at the options' own budget, under `used`'s criterion and
-    allocation rule (normalize, allocate), scored afresh on that graph."""
-    graph = build(original, attention=run.opts.attention)
+    allocation rule (normalize, allocate), scored afresh on that graph (timed with shrink's own stages)."""
+    with run.clock("graph"):
+        graph = build(original, attention=run.opts.attention)
     opts = dataclasses.replace(run.opts, criterion=used.criterion, normalize=used.normalize, allocate=used.allocate)
-    values, _ = score_channels(graph, used.criterion if scores is None else scores, run.data, run.calibration.batches,
-                               run.calibration.seed, run.step)
-    return make_plan(graph, opts, scores=values)
+    with run.clock("score"):
+        values, _ = score_channels(graph, used.criterion if scores is None else scores, run.data,
+                                   run.calibration.batches, run.calibration.seed, run.step)
+    with run.clock("plan"):
+        return make_plan(graph, opts, scores=values)
 
 
 def _unjudged(run: Run, scores, searched) -> tuple[Outcome, str] | None:
