@@ -74,4 +74,6 @@ class Outcome(enum.StrEnum):
     KEPT = "kept"  # held-out fidelity as good or better with the step
     UNDONE = "undone: worse on held-out data"  # the step made held-out fidelity worse; the model is as before it
     UNJUDGED = "kept unjudged: no held-out data"  # no held-out slice (a DataLoader factory cannot be split)
+    # removed blocks without an equal budget for widths alone to reach (a ratio, a latency search); detail says which
+    UNCOMPARED = "kept unjudged: nothing to compare with at an equal budget"
     NOTHING = "nothing to do"  # the step found nothing to change

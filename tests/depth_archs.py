@@ -104,3 +104,50 @@ class Inline(nn.Module):
         out += h
         out = out.relu_()
         return self.head(out.mean((2, 3))) + self.head2(h.mean((2, 3)))
+
+
+class MLPBlock(nn.Module):
+    """x + fc2(relu(fc1(x))): a residual MLP block."""
+
+    def __init__(self, d: int, hidden: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+class MLPStack(nn.Module):
+    """A linear in, three residual MLP blocks (16 wide, 32 hidden), a classifier; the blocks hold most MACs."""
+
+    def __init__(self, d: int = 16, hidden: int = 32, blocks: int = 3, classes: int = 4):
+        super().__init__()
+        self.inp = nn.Linear(d, d)
+        self.blocks = nn.Sequential(*(MLPBlock(d, hidden) for _ in range(blocks)))
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.inp(x)))
+
+
+def blocks_carry_the_signal() -> MLPStack:
+    """Every block adds a large term; half of each block's hidden units carry almost nothing (weights in and
+    out scaled by 1e-3), so widths alone can lose them where losing a block is harmful."""
+    model = MLPStack()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.fc2.weight.mul_(4.0)
+            block.fc1.weight[16:].mul_(1e-3)
+            block.fc1.bias[16:].zero_()
+            block.fc2.weight[:, 16:].mul_(1e-3)
+    return model.eval()
+
+
+def blocks_near_identity() -> MLPStack:
+    """The last two blocks add nothing (their fc2 is zero): removing them changes no output."""
+    model = MLPStack()
+    with torch.no_grad():
+        for block in model.blocks[1:]:
+            block.fc2.weight.zero_()
+            block.fc2.bias.zero_()
+    return model.eval()

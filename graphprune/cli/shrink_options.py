@@ -87,7 +87,8 @@ class DepthFlags:
 
     remove_blocks: str = flag(typer.Option(
         "0", "--remove-blocks", help="first remove K whole blocks (repeated residual layers, residual branches; "
-        "inspect lists them): a count, or a fraction in (0, 1) of those found; ranked on --data, which it needs"))
+        "inspect lists them): a count, or a fraction in (0, 1) of those found; ranked on --data, which it needs; "
+        "under a --target-* budget, kept only if held-out data finds them better than widths alone"))
     block_criterion: str = flag(typer.Option(
         "loss", "--block-criterion", help="rank blocks by loss (the loss increase when the block alone is bypassed) "
         "or influence (1 - cos(block input, block output); one pass)"))

@@ -136,25 +136,33 @@ class Trial:
 def trial(graph, opts, scores, data, limit: int | None, judge: Judge, seen: dict | None = None) -> Trial:
     """`opts`' plan under `scores`, judged; `seen` (removed-channel mask bytes -> loss) skips plans judged before."""
     from graphprune.plan.planner import plan as make_plan
-    from graphprune.rewrite.recalibrate import recalibrate
-    from graphprune.rewrite.rewriter import rewrite
 
     chosen = make_plan(graph, opts, scores=scores)
     rule = {"normalize": opts.normalize, "allocate": opts.allocate or "own"}
     key = chosen.removed.tobytes()
     if seen is not None and key in seen:
         return Trial(opts.criterion, chosen, None, seen[key], rule)
+    model, loss = judged_model(chosen, data, limit, judge)
+    if seen is not None:
+        seen[key] = loss
+    return Trial(opts.criterion, chosen, model, loss, rule)
+
+
+def judged_model(chosen, data, limit: int | None, judge: Judge) -> tuple[torch.nn.Module, float | None]:
+    """(model, selection loss): `chosen` rewritten (eval mode), its BatchNorm re-estimated on `data` and
+    judged as in shrink: undone when the selection slice gets worse."""
+    from graphprune.rewrite.recalibrate import recalibrate
+    from graphprune.rewrite.rewriter import rewrite
+
     model = rewrite(chosen).eval()
     loss = before = judge.loss(model)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if recalibrate(model, data, limit=limit):
         loss = judge.loss(model)
-        if before is not None and loss > before:  # re-estimation judged as in shrink: undone when worse
+        if before is not None and loss > before:
             model.load_state_dict(saved)
             loss = before
-    if seen is not None:
-        seen[key] = loss
-    return Trial(opts.criterion, chosen, model, loss, rule)
+    return model, loss
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 capture -> (held-out split) -> (depth) -> dependency graph -> scores (or criterion auto) -> plan (or
 search, or allocation by measurement) -> rewrite -> checks -> bias correction, refit and BatchNorm
-re-estimation, each judged on held-out data -> the data-free floor -> fidelity, costs and report.
+re-estimation, each judged on held-out data -> (the removed blocks judged against widths alone) -> the
+data-free floor -> fidelity, costs and report.
 A model that torch.export cannot capture whole goes to graphprune.pipeline.parts.
 
 Options come as objects, each field documented where it is defined: PlanOptions (what goes:
@@ -16,7 +17,8 @@ which also counts the stages that read data (score, allocate, refit, recalibrate
 With `data`, part of it (or `held_out`, a Data) is held out (graphprune.pipeline.decide): every
 choice is judged on a selection slice and the report's `fidelity` comes from a test slice nothing
 was chosen on. Criterion 'auto' tries several on it; the bias correction, the refit and BatchNorm
-re-estimation are kept only when they do not make it worse; the data-free plans (L2, share; BatchNorm
+re-estimation are kept only when they do not make it worse, and so are removed blocks, against widths alone
+at the same budget (graphprune.pipeline.depth_judged); the data-free plans (L2, share; BatchNorm
 re-estimated) are the floor. Without data the bias correction runs from BatchNorm statistics alone.
 
 `release_model`: each of the model's tensors is freed as soon as its slice is made (tensors that
@@ -48,6 +50,7 @@ from graphprune.errors import InputError, TraceError
 from graphprune.io import inputspec
 from graphprune.pipeline import allocate, decide
 from graphprune.pipeline.checks import oracle_checks, run_checks, run_original, stamp
+from graphprune.pipeline.depth_judged import judge_blocks
 from graphprune.pipeline.judged import data_free_floor, data_steps, fidelity_report
 from graphprune.pipeline.run import Run
 from graphprune.pipeline.scores import score_channels
@@ -84,8 +87,9 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     channel, or a callable graph -> array) replaces its criterion. `data` (graphprune.data.Data) feeds
     data criteria, the choice of allocation rule, the least-squares refit and BatchNorm re-estimation,
     as `calibration` says. `depth` removes whole blocks first, ranked on `data`; a budget still counts
-    from the original. `search` (a graphprune.search.SearchRequest) replaces the cut options by a search
-    of per-group widths under a latency budget measured in ONNX Runtime; the report's `search` logs it.
+    from the original, and the blocks stay only if held-out data finds them better than widths alone.
+    `search` (a graphprune.search.SearchRequest) replaces the cut options by a search of per-group widths
+    under a latency budget measured in ONNX Runtime; the report's `search` logs it.
     `progress`, `held_out` and `release_model`: the module's docstring.
     """
     opts, cal, depth = plan or PlanOptions(), calibration or CalibrationOptions(), depth or DepthOptions()
@@ -113,6 +117,11 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
             reference = verify.run(captured.module, run.args, run.kwargs)
     chosen, graph, calibration_info, searched, allocation, l2_trial = _decide(run, captured, plan_opts, scores, search)
     built = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
+    if removed_blocks and (undone := judge_blocks(run, original, removed_blocks, chosen, built[0], scores, searched,
+                                                   original_out, check_dead_channels)):
+        # widths alone did better on held-out data: nothing of the blocks stays, the floor plans the original
+        chosen, built = undone
+        graph, plan_opts, reference, l2_trial, removed_blocks = chosen.graph, opts, original_out, None, ()
     chosen, (pruned, checks, refits, recalibrated), floor = _floor(run, graph, plan_opts, chosen, built, l2_trial,
                                                                    reference, check_dead_channels, searched)
     if floor and floor["used"]:

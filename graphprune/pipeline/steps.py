@@ -9,7 +9,8 @@ Every step's target is measured against the ORIGINAL model. For step k of N:
         kept_k = 1 - r k / N of the original widths;
         the step removes 1 - kept_k / kept_(k-1) of the current widths
 
-Blocks (`remove_blocks`, graphprune.depth) go in the first step only, with that step's channels;
+Blocks (`remove_blocks`, graphprune.depth) go in the first step only, with that step's channels, and are
+judged there (graphprune.pipeline.depth_judged; the final report's fidelity.steps keeps that record);
 later steps narrow what is left. After each step the pruned model is fine-tuned (labels, or distillation from the original:
 the teacher is always the original, never the previous step) and re-captured by the next
 step's `graphprune.shrink`. The validation set is split off once, so every step's metric is
@@ -30,6 +31,7 @@ from graphprune.data.options import CalibrationOptions
 from graphprune.data.progress import within
 from graphprune.depth.options import DepthOptions
 from graphprune.errors import InputError
+from graphprune.pipeline import depth_judged
 from graphprune.pipeline.keywords import from_keywords
 from graphprune.pipeline.shrink import check, shrink
 from graphprune.plan.budget import verdict
@@ -93,7 +95,7 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, plan: P
     if train_options is not None and val is None:
         data, val = data.split(train_options.val_split, train_options.seed)
     aims = _aims(steps, plan.ratio, plan.budget)
-    current, report, rows, removed_blocks = model, None, [], ()
+    current, report, rows, removed_blocks, first = model, None, [], (), None
     for k in range(steps):
         kind = plan.budget[0] if plan.budget else "params"
         fraction = getattr(rows[-1], kind) / base[kind] if rows else 1.0
@@ -101,6 +103,7 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, plan: P
         current, report = shrink(current, example, plan=_step_plan(k, aims, plan, fraction), data=data,
                                  calibration=calibration, depth=depth if k == 0 else None, progress=say)
         removed_blocks = removed_blocks or report.blocks
+        first = first or report
         base = base or {"macs": report.macs_before, "params": report.params_before}
         metric = pruned_metric = recovered = None
         if train_options is not None:
@@ -113,8 +116,19 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, plan: P
         log.info("step %d: %s", k + 1, rows[-1])
     final = replace(report, params_before=base["params"], macs_before=base["macs"], params_after=rows[-1].params,
                     macs_after=rows[-1].macs, ratio=plan.ratio, blocks=removed_blocks)
+    if steps > 1:
+        final = _with_blocks_judged(final, first)
     budget = plan.budget
     if budget is not None:  # the last step's budget was relative to the step before; state it for the original
         achieved = getattr(rows[-1], budget[0]) / base[budget[0]]
         final = replace(final, budget=verdict(budget[0], budget[1], achieved, plan.tolerance))
     return current, final, rows
+
+
+def _with_blocks_judged(final, first):
+    """The final report with the first step's judgement of its blocks (graphprune.pipeline.depth_judged) leading
+    its fidelity.steps, which are otherwise the last step's."""
+    judged = [s for s in (first.fidelity or {}).get("steps", ()) if s["step"] == depth_judged.STEP]
+    if not judged or final.fidelity is None:
+        return final
+    return replace(final, fidelity={**final.fidelity, "steps": judged + final.fidelity.get("steps", [])})
