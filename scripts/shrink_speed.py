@@ -15,6 +15,9 @@ machine's load hits both alike). The section between the shrink_speed markers of
 
     python -m scripts.shrink_speed                              # resnet50 mobilenet_v2 densenet201, 3 repeats
     python -m scripts.shrink_speed --models resnet18 --repeats 1 --out /tmp/speed.md
+
+With --cli-repeats N (3 by default), also the command line's wall time on ResNet-18 beside the bare
+imports it cannot avoid (`import torch`, `import torch, torchvision`), each in a fresh process.
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,7 +89,43 @@ def measure(name: str, ratio: float, repeats: int, say) -> dict:
             "runs": {"graphprune": [g["wall"] for g in gp], "tp": tp_s}}
 
 
-def render(records: list[dict], argv: Sequence[str], repeats: int, ratio: float) -> str:
+CLI = {"import torch": ["-c", "import torch"],
+       "import torch, torchvision": ["-c", "import torch, torchvision"],
+       "graphprune shrink resnet18.pt --ratio 0.4 --input-shape 1,3,224,224": [
+           "-m", "graphprune.cli", "shrink", "resnet18.pt", "--ratio", "0.4", "--input-shape", "1,3,224,224", "--force"]}
+
+
+def cli_walls(repeats: int) -> dict:
+    """Median wall seconds of each CLI command, in fresh processes, rotating which goes first; and the
+    shrink's own stages (its JSON report) from the last run. The imports are the floor under the CLI:
+    unpickling a torchvision model imports torchvision, which imports torch._dynamo."""
+    walls: dict = {k: [] for k in CLI}
+    with tempfile.TemporaryDirectory(prefix="shrink_speed.") as tmp:
+        torch.manual_seed(0)
+        torch.save(build("resnet18")[0], Path(tmp) / "resnet18.pt")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        for r in range(repeats):
+            names = list(CLI)
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                t = time.perf_counter()
+                subprocess.run([sys.executable, *CLI[name]], cwd=tmp, env=env, check=True, capture_output=True)
+                walls[name].append(time.perf_counter() - t)
+        report = json.loads((Path(tmp) / "resnet18.pruned.json").read_text())
+    return {"walls": {k: statistics.median(v) for k, v in walls.items()}, "seconds": report["seconds"],
+            "repeats": repeats}
+
+
+def render_cli(cli: dict) -> list[str]:
+    lines = ["", f"The command line on ResNet-18 (random init), each command in a fresh process, medians of "
+             f"{cli['repeats']}, rotating which goes first; seconds of wall time:", "", "| command | wall s |", "|---|---|"]
+    lines += [f"| `{k}` | {v:.2f} |" for k, v in cli["walls"].items()]
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in cli["seconds"].items())
+    lines += ["", f"The shrink's own stages (its JSON report, last run): {stages}. Everything above the two imports is "
+              "the command's own work; the imports are paid before any of it (unpickling the model imports torchvision)."]
+    return lines
+
+
+def render(records: list[dict], argv: Sequence[str], repeats: int, ratio: float, cli: dict | None = None) -> str:
     head = "| model | " + " | ".join(STAGES) + " | other | graphprune total | TP build + step | graphprune / TP |"
     lines = ["## shrink speed: stages, and Torch-Pruning side by side", "",
              f"`graphprune.shrink` at ratio {ratio} (L2, round_to 8, every check) on random-init torchvision models, "
@@ -100,8 +143,9 @@ def render(records: list[dict], argv: Sequence[str], repeats: int, ratio: float)
         ratio = s["wall"] / rec["tp"]
         lines.append(f"| {rec['model']} | {cells} | {other:.2f} | {s['wall']:.2f} | {rec['tp']:.2f} | {ratio:.2f} |")
     lines += ["", "Checks run by graphprune in every repeat: " + ", ".join(records[0]["checks"]) + ".",
-              "The machine was shared with other jobs; compare within a row (same moments), not across runs.", "",
-              produced_by("scripts.shrink_speed", list(argv))]
+              "The machine was shared with other jobs; compare within a row (same moments), not across runs."]
+    lines += render_cli(cli) if cli else []
+    lines += ["", produced_by("scripts.shrink_speed", list(argv))]
     return "\n".join(lines)
 
 
@@ -112,11 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ratio", type=float, default=0.4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cli-repeats", type=int, default=3, help="times each command-line run (0: none)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     opts = parser.parse_args(argv)
     torch.set_num_threads(opts.threads)
     records = [measure(name, opts.ratio, opts.repeats, lambda m: print(m, flush=True)) for name in opts.models]
-    text = render(records, argv, opts.repeats, opts.ratio)
+    cli = cli_walls(opts.cli_repeats) if opts.cli_repeats else None
+    text = render(records, argv, opts.repeats, opts.ratio, cli)
     print(text)
     write_section(opts.out, SECTION, text, BENCHMARKS_HEADER)
     return 0
