@@ -184,6 +184,8 @@ def test_blocks_that_carry_the_signal_are_undone_for_widths_alone(tmp_path):
                                        depth=DepthOptions(blocks=1))
     assert _judged(model, example, pruned, report, data, removed=1) is Outcome.UNDONE
     assert report.macs_ratio <= 0.7 and report.budget["achieved"] == pytest.approx(report.macs_ratio)
+    # widths alone went through the same judged data steps as the result with the block removed, listed as its own
+    assert {"bias correction (widths only)", "refit (widths only)"} <= {s["step"] for s in report.fidelity["steps"]}
     assert {c["check"] for c in report.checks} == {"runs", "dead channels"}
     assert pruned(example).shape == (2, 4)
 

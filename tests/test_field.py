@@ -143,7 +143,11 @@ def test_openclip_text_tower_prunes():
     from scripts.coverage_field import openclip_tower
 
     cfg = {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 4, "layers": 2}
-    _pruned_checked(*openclip_tower("ViT-B-32", "text", text_cfg=cfg))
+    pruned, report = _pruned_checked(*openclip_tower("ViT-B-32", "text", text_cfg=cfg))
+    # its causal mask is a [16, 16] buffer: export pins the length, and the report and model say so
+    assert report.dynamic_batch and not report.dynamic_sequence
+    with pytest.raises(RuntimeError, match=r"Expected: \[2, 16\], Got: \[2, 8\]"):
+        pruned(torch.randint(0, 1000, (2, 8)))
 
 
 class _QuerySelect(torch.nn.Module):

@@ -15,6 +15,10 @@ from graphprune.errors import InputError
 class DepthOptions:
     blocks: float = 0  # blocks to remove first: a count (0, 1, 2, ...) or a fraction in (0, 1) of those found
     criterion: str = "loss"  # loss: loss increase when a block alone is bypassed; influence: 1 - cos(block in, out)
+    # the fraction of the original's cost (the budget's kind) that widths alone must be able to reach for the
+    # blocks to be judged against them; None: this shrink's own budget. pipeline.steps sets the last step's aim
+    # here, since blocks go in the first step only and must carry the model to the end
+    reach: float | None = None
 
     def check(self, has_data: bool) -> None:
         if self.criterion not in CRITERIA:

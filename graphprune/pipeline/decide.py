@@ -16,6 +16,7 @@ run unjudged and the report says so.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,6 +105,12 @@ class Judge:
         self.records.append(StepRecord(name, Outcome.UNDONE, before, after, detail))
         log.info("%s undone: held-out loss %.4g -> %.4g", name, before, after)
         return False
+
+    def shadow(self) -> Judge:
+        """A judge on the same slices with records of its own: for a candidate's steps, kept apart from the result's."""
+        other = copy.copy(self)
+        other.records, other._last = [], None
+        return other
 
     def final(self, model: torch.nn.Module) -> Fidelity | None:
         return self.test.measure(model) if self.test else None

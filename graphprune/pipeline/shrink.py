@@ -118,7 +118,7 @@ def shrink(model: torch.nn.Module, example: Any, *, plan: PlanOptions | None = N
     chosen, graph, calibration_info, searched, allocation, l2_trial = _decide(run, captured, plan_opts, scores, search)
     built = _build(run, chosen, reference, check_dead_channels, bool(removed_blocks))
     if removed_blocks and (undone := judge_blocks(run, original, removed_blocks, chosen, built[0], scores, searched,
-                                                   original_out, check_dead_channels)):
+                                                   original_out, check_dead_channels, depth.reach)):
         # widths alone did better on held-out data: nothing of the blocks stays, the floor plans the original
         chosen, built = undone
         graph, plan_opts, reference, l2_trial, removed_blocks = chosen.graph, opts, original_out, None, ()

@@ -67,6 +67,13 @@ def _step_plan(k: int, aims: list[float], plan: PlanOptions, fraction_now: float
     return replace(plan, **{f"target_{plan.budget[0]}": min(aims[k] / fraction_now, 1.0 - 1e-9)})
 
 
+def _first_depth(depth: DepthOptions | None, plan: PlanOptions, aims: list[float]) -> DepthOptions | None:
+    """The first step's depth options: its blocks are judged against widths that must reach the last aim."""
+    if depth is None or not depth.blocks or plan.budget is None:
+        return depth
+    return replace(depth, reach=aims[-1])
+
+
 def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, plan: PlanOptions | None = None, data=None,
                     val=None, calibration: CalibrationOptions | None = None, depth: DepthOptions | None = None,
                     train_options: TrainOptions | None = None, progress=None, bar=None, **legacy):
@@ -101,7 +108,8 @@ def shrink_in_steps(model: torch.nn.Module, example: Any, steps: int, *, plan: P
         fraction = getattr(rows[-1], kind) / base[kind] if rows else 1.0
         say = within(progress, f"step {k + 1} of {steps}: ")
         current, report = shrink(current, example, plan=_step_plan(k, aims, plan, fraction), data=data,
-                                 calibration=calibration, depth=depth if k == 0 else None, progress=say)
+                                 calibration=calibration, depth=_first_depth(depth, plan, aims) if k == 0 else None,
+                                 progress=say)
         removed_blocks = removed_blocks or report.blocks
         first = first or report
         base = base or {"macs": report.macs_before, "params": report.params_before}
