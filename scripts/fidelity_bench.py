@@ -228,7 +228,8 @@ def run_model(name: str, budgets: list[float], quick: bool, finetune: int, tmp: 
             save(results)
             say(f"  -> {({k: row[k] for k in ('macs', 'params', 'criterion')})} {measure(model, pruned, held)}")
             if label == "auto" and finetune:
-                results.append(_finetuned(name, target, model, pruned, data, finetune, measure, held))
+                results.append(_finetuned(name, target, model, pruned, data, finetune, measure, held)
+                               | {k: row[k] for k in ("macs", "params")})
         if name == "effnet" and (not only or "Torch-Pruning" in only):
             say(f"effnet {target}: Torch-Pruning")
             tp_model = tp_effnet(model, example, target, data)
@@ -288,8 +289,11 @@ def _steps(r: dict) -> str:
     return ", ".join(out) or "-"
 
 
-def render(data: dict) -> str:
-    lines = ["## Held-out fidelity on pretrained models (every criterion, auto, each step, no data)", "",
+TITLE = "Held-out fidelity on pretrained models (every criterion, auto, each step, no data)"
+
+
+def render(data: dict, title: str = TITLE) -> str:
+    lines = [f"## {title}", "",
              "Figures computed by scripts/fidelity_bench.py from the models' outputs on inputs no run saw: MiniLM, "
              "cosine of mean-pooled sentence embeddings to the original's on the 40 hand-written sentences of "
              "scripts/data/sentences.txt (calibration: generated sentences); EfficientNet-Lite0, top-1 agreement / "
@@ -303,7 +307,7 @@ def render(data: dict) -> str:
         lines += [f"**{model}**", "", f"| budget | variant | criterion | MACs | params | {metric} | report | steps | s |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            lines.append(f"| {r['budget']} | {r['variant']} | {r.get('criterion') or '-'} | {r.get('macs', 0):.3f} | "
+            lines.append(f"| {r['budget']} | {r['variant']} | {r.get('criterion') or '-'} | {_number(r, 'macs', '.3f')} | "
                          f"{_number(r, 'params', '.3f')} | {_cell(r)} | {_report_cell(r)} | {_steps(r)} | "
                          f"{_number(r, 'seconds', '.0f')} |")
         autos = [r for r in rows if r["variant"] == "auto" and r.get("auto")]
@@ -330,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer criteria and calibration samples")
     p.add_argument("--variants", nargs="+", help="run only these variants (labels as in the table; Torch-Pruning)")
     p.add_argument("--render", type=Path, nargs="+", help="write the section from these JSON results (runs nothing)")
+    p.add_argument("--section", default=SECTION, help="the BENCHMARKS section written (its markers' name)")
+    p.add_argument("--title", default=TITLE, help="the section's heading")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     p.add_argument("--json", type=Path, default=ROOT / "docs" / "benchmarks" / "fidelity_bench.json")
     opts = p.parse_args(argv)
@@ -337,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         parts = [json.loads(path.read_text()) for path in opts.render]
         data = {"runs": [d["argv"] for d in parts], "seconds": sum(d["seconds"] for d in parts),
                 "results": [r for d in parts for r in d["results"]]}
-        write_section(opts.out, SECTION, render(data), BENCHMARKS_HEADER)
+        write_section(opts.out, opts.section, render(data, opts.title), BENCHMARKS_HEADER)
         return 0
     torch.set_num_threads(2)
     t0 = time.perf_counter()
@@ -354,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             budgets = opts.minilm_budgets if name == "minilm" else opts.effnet_budgets
             done += run_model(name, budgets, opts.quick, opts.finetune_epochs, Path(tmp), opts.variants, save)
     data = save([])
-    write_section(opts.out, SECTION, render(data), BENCHMARKS_HEADER)
+    write_section(opts.out, opts.section, render(data, opts.title), BENCHMARKS_HEADER)
     say(f"wrote {opts.out} and {opts.json}")
     return 0
 
