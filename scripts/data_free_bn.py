@@ -37,9 +37,13 @@ from graphprune.plan.types import PlanOptions
 from graphprune.rewrite.recalibrate import recalibrate
 from scripts.common import ROOT
 from scripts.docsection import BENCHMARKS_HEADER, produced_by, write_section
-from scripts.fidelity_bench import effnet_measure, effnet_setup, say
+from scripts.photo_views import effnet_measure, effnet_setup
 
 SECTION = "data_free_bn"
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 def bn_matching_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
