@@ -143,7 +143,8 @@ def render(records: list[dict], argv: Sequence[str], repeats: int, ratio: float,
         ratio = s["wall"] / rec["tp"]
         lines.append(f"| {rec['model']} | {cells} | {other:.2f} | {s['wall']:.2f} | {rec['tp']:.2f} | {ratio:.2f} |")
     lines += ["", "Checks run by graphprune in every repeat: " + ", ".join(records[0]["checks"]) + ".",
-              "The machine was shared with other jobs; compare within a row (same moments), not across runs."]
+              f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; compare within a row "
+              "(same moments), not across runs."]
     lines += render_cli(cli) if cli else []
     lines += ["", produced_by("scripts.shrink_speed", list(argv))]
     return "\n".join(lines)
