@@ -67,9 +67,7 @@ class Samples:
 
 
 class Loader:
-    """A user's DataLoader: batches as it makes them (no shuffle or split of ours)."""
-
-    indices = None  # its samples are the loader's to order
+    """A user's DataLoader: batches as it makes them (no shuffle or split of ours; no `indices`)."""
 
     def __init__(self, loader, interpret: Callable[[Any], tuple]):
         self._loader, self._interpret = loader, interpret
