@@ -36,29 +36,24 @@ class Samples:
 
     def __init__(self, n: int, take: Callable[[np.ndarray], tuple], has_labels: bool, index: np.ndarray | None = None):
         self._n, self._take, self.has_labels = n, take, has_labels
-        self._index = np.arange(n) if index is None else index
+        self.indices = np.arange(n) if index is None else index  # positions in the source (.npz row, text line), in order
 
     @property
     def num_samples(self) -> int:
-        return len(self._index)
-
-    @property
-    def indices(self) -> np.ndarray:
-        """Where these samples sit in the source (row of an .npz, line of a text file ...), in reading order."""
-        return self._index
+        return len(self.indices)
 
     def num_batches(self, batch_size: int) -> int:
-        return -(-len(self._index) // batch_size)
+        return -(-len(self.indices) // batch_size)
 
     def batches(self, batch_size: int, shuffle: bool, seed: int) -> Iterator[tuple]:
-        order = np.random.default_rng(seed).permutation(self._index) if shuffle else self._index
+        order = np.random.default_rng(seed).permutation(self.indices) if shuffle else self.indices
         for start in range(0, len(order), batch_size):
             yield self._take(order[start:start + batch_size])
 
     def split(self, fraction: float, seed: int) -> tuple[Samples, Samples]:
         if not 0.0 < fraction < 1.0:
             raise InputError(f"a held-out fraction must be in (0, 1), got {fraction}")
-        order = np.random.default_rng(seed).permutation(self._index)
+        order = np.random.default_rng(seed).permutation(self.indices)
         k = max(1, int(round(fraction * len(order))))
         if k >= len(order):
             raise InputError(f"{len(order)} samples are too few to hold out {fraction:g} of them")
