@@ -148,7 +148,7 @@ def run_model(name: str, budgets: list[float], quick: bool, finetune: int, tmp: 
     model, example, data, held = setup(tmp, 64 if quick else 160)
     results = []
     for target in budgets:
-        table = dict(variants(name, quick))
+        table = dict(variants(name, quick and not only))  # named variants run whatever --quick would leave out
         for label in only or list(table):  # in the order asked for
             if label not in table:
                 continue
