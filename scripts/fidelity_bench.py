@@ -127,7 +127,8 @@ def tp_effnet(model, example, target: float, data) -> torch.nn.Module:
 
 def variants(model_name: str, quick: bool) -> list[tuple[str, dict]]:
     """(label, shrink options) per variant; 'data': False runs without --data; --quick keeps the first
-    two criteria and drops the runs without the bias correction and re-estimation."""
+    two criteria and drops the runs without the bias correction and re-estimation (variants named with
+    --variants run whatever --quick leaves out)."""
     rows = [("no data (auto: share)", {"data": False, "criterion": "auto"}), ("no data (l2)", {"data": False}),
             ("no data, no bias correction", {"data": False, "compensate": False})]
     if model_name == "effnet":
