@@ -47,7 +47,7 @@ STEP = "block removal"  # the StepRecord's name in the report's fidelity.steps
 def judge_blocks(run: Run, original: Captured, removed: tuple, chosen: Plan, pruned, scores, searched,
                  reference, check_dead_channels: bool, reach: float | None = None) -> tuple[Plan, tuple] | None:
     """None when the blocks stay; when they are undone, (the widths-only plan, (its model, its checks against
-    the original's outputs `reference`, no refits, 0 batches re-estimated)), as shrink's `_build` returns.
+    the original's outputs `reference`, its refits, batches its BatchNorm was re-estimated on)), as `_build` returns.
     The depth step's StepRecord goes to `run.judge.records` either way. `removed`: what blocks_first removed;
     `chosen`, `pruned`: the plan and model built on the graph without them; `scores`: the user's, or None;
     `reach`: DepthOptions.reach, a smaller cost widths alone must also be able to reach (a later step's)."""
@@ -129,9 +129,7 @@ def _short(opts: PlanOptions, planner, reach: float | None) -> tuple[Outcome, st
     kind, target = opts.budget
     if reach is None or reach >= target:
         return None
-    further = planner(dataclasses.replace(opts, **{f"target_{kind}": reach}))
-    measure = plan_macs if kind == "macs" else plan_params
-    got = measure(further) / measure(dataclasses.replace(further, removed=np.zeros_like(further.removed)))
+    got = _fraction(planner(dataclasses.replace(opts, **{f"target_{kind}": reach})), kind)
     if got <= reach + opts.tolerance:
         return None
     return Outcome.UNCOMPARED, (f"widths alone reach only {got:.3f} of the original's {kind}, short of the last "
@@ -142,10 +140,16 @@ def _costlier(opts: PlanOptions, alone: Plan, chosen: Plan) -> tuple[Outcome, st
     """(outcome, why) when widths alone cost more than the target and than the result with the blocks removed
     (fractions of the original's cost, as the budget measures them), else None."""
     kind, target = opts.budget
-    measure = plan_macs if kind == "macs" else plan_params
-    full = measure(dataclasses.replace(alone, removed=np.zeros_like(alone.removed)))
-    widths, result = measure(alone) / full, measure(chosen) / full
+    widths, result = _fraction(alone, kind), _fraction(chosen, kind, of=alone)
     if widths <= max(target, result):
         return None
     return Outcome.UNCOMPARED, (f"widths alone reach only {widths:.3f} of the original's {kind} (target {target:.3f}; "
                                 f"with the blocks removed {result:.3f})")
+
+
+def _fraction(plan: Plan, kind: str, of: Plan | None = None) -> float:
+    """What `plan` keeps of the original's MACs or parameters (`kind`), the original being `of`'s graph
+    unpruned (default: `plan`'s own)."""
+    measure = plan_macs if kind == "macs" else plan_params
+    base = of or plan
+    return measure(plan) / measure(dataclasses.replace(base, removed=np.zeros_like(base.removed)))
