@@ -91,8 +91,6 @@ def fidelity_report(run: Run, pruned, original_out, floor) -> dict:
     return out
 
 
-
-
 def _where(teacher) -> dict:
     """The slice's name and, for a file, which of its samples were measured (0-based positions), so that
     anyone can recompute the figures from the file."""
