@@ -31,6 +31,7 @@ from torch.utils import _pytree as pytree
 
 from graphprune.capture.pytrees import register_for_model
 from graphprune.errors import TraceError, first_line
+from graphprune.rules.spaces import int_size  # a size export pinned to one value reads as that int
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,7 @@ class Captured:
     def dynamic_sequence(self) -> bool:
         """Whether a token input (2-D integer) kept a dynamic sequence length (its dim 1)."""
         vals = [n.meta.get("val") for n in self.graph.nodes if n.op == "placeholder"]
-        return any(is_token_input(v) and pinned(v.shape[1]) is None for v in vals)
-
-
-def pinned(size) -> int | None:
-    """The number a size stands for: an int, or a symbolic size that export pinned to one value (a model
-    that reshapes by a constant makes a dynamic dim static); None for a size that is really free."""
-    if isinstance(size, int):
-        return size
-    node = getattr(size, "node", None)
-    value = node.maybe_as_int() if node is not None else None
-    return int(value) if value is not None else None
+        return any(is_token_input(v) and int_size(v.shape[1]) is None for v in vals)
 
 
 def normalize_inputs(example: Any) -> tuple[tuple, dict]:
@@ -209,12 +200,12 @@ def _guard_inputs(graph: fx.Graph) -> None:
     cursor = placeholders[-1] if placeholders else None
     for node in placeholders:
         val = node.meta.get("val")
-        if not isinstance(val, torch.Tensor) or all(pinned(s) is None for s in val.shape):
+        if not isinstance(val, torch.Tensor) or all(int_size(s) is None for s in val.shape):
             continue
         sizes = []
         for d, size in enumerate(val.shape):
-            if pinned(size) is not None:
-                sizes.append(pinned(size))
+            if int_size(size) is not None:
+                sizes.append(int_size(size))
                 continue
             with graph.inserting_after(cursor):
                 cursor = graph.call_function(torch.ops.aten.sym_size.int, (node, d))
@@ -229,7 +220,7 @@ def _free_batch(graph: fx.Graph) -> bool:
     """Whether some tensor input kept a free dim 0: export pins a dim it was asked to keep dynamic when the
     model fixes it (a sequence-first LSTM's time axis, a constant reshape); such a graph takes one size only."""
     vals = [n.meta.get("val") for n in graph.nodes if n.op == "placeholder"]
-    return any(isinstance(v, torch.Tensor) and v.dim() > 0 and pinned(v.shape[0]) is None for v in vals)
+    return any(isinstance(v, torch.Tensor) and v.dim() > 0 and int_size(v.shape[0]) is None for v in vals)
 
 
 def _plain_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
