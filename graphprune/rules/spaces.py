@@ -45,16 +45,7 @@ def tensor_values(node: fx.Node) -> list[Value]:
 
 
 def shape_of(value: Value) -> tuple:
-    """The value's shape as a tuple, cached on its node: reading a symbolic FakeTensor's shape costs tens of
-    microseconds, and the rules ask for each shape many times. The cache holds the meta value it was read
-    from, so a pass that replaces node.meta['val'] gets the new shape."""
-    node, index = value
-    val = node.meta.get("val")
-    cache = node.meta.setdefault("graphprune_shapes", {})
-    entry = cache.get(index)
-    if entry is None or entry[0] is not val:
-        entry = cache[index] = (val, tuple(value_of(value).shape))
-    return entry[1]
+    return tuple(value_of(value).shape)
 
 
 def composite(size) -> tuple[int, object] | None:
